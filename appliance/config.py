@@ -1,0 +1,229 @@
+"""The one declared configuration spec, read from a TOML file and HEARTH_* variables.
+
+Every option is declared once, as a typed dataclass field with a ``doc``. From that
+declaration come the TOML keys (``[section] key``), the environment overrides
+(``HEARTH_<SECTION>_<KEY>``) and the generated reference in ``docs/config.md``.
+Precedence: environment > file > default. Secrets never appear here: options only
+name the *files* that hold them (bitcoind's cookie, ``hsm_secret``).
+
+A bad file stops the service at start with a :class:`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "NETWORKS",
+    "Config",
+    "ConfigError",
+    "HearthSection",
+    "LogSection",
+    "NodeSection",
+    "load_config",
+    "render_reference",
+]
+
+#: network name -> (bitcoind chain name, default RPC port)
+NETWORKS: dict[str, tuple[str, int]] = {
+    "mainnet": ("main", 8332),
+    "testnet": ("test", 18332),
+    "testnet4": ("testnet4", 48332),
+    "signet": ("signet", 38332),
+    "regtest": ("regtest", 18443),
+}
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the offending key."""
+
+
+def _opt(default: Any, doc: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class HearthSection:
+    network: str = _opt("mainnet", "Bitcoin network: " + ", ".join(NETWORKS), choices=tuple(NETWORKS))
+    data_dir: Path = _opt(Path("/var/lib/hearth"), "Where services keep their state (one subdirectory each).")
+    run_dir: Path = _opt(Path("/run/hearth"), "Where the local ZMQ ipc sockets between services live.")
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    rpc_url: str = _opt("", "bitcoind JSON-RPC URL; empty means http://127.0.0.1:<network's port>.")
+    cookie_file: Path = _opt(Path(""), "bitcoind's .cookie file; empty means <bitcoin_dir>/<chain>/.cookie.")
+    bitcoin_dir: Path = _opt(Path("/var/lib/bitcoind"), "bitcoind's -datadir.")
+    rpc_timeout: float = _opt(30.0, "Seconds before one RPC call is abandoned.", minimum=0.1)
+    zmq_rawblock: str = _opt("ipc:///run/bitcoind/rawblock", "bitcoind -zmqpubrawblock endpoint.")
+    zmq_rawtx: str = _opt("ipc:///run/bitcoind/rawtx", "bitcoind -zmqpubrawtx endpoint.")
+    zmq_hashblock: str = _opt("ipc:///run/bitcoind/hashblock", "bitcoind -zmqpubhashblock endpoint.")
+    zmq_sequence: str = _opt("ipc:///run/bitcoind/sequence", "bitcoind -zmqpubsequence endpoint.")
+    prune_mib: int = _opt(550, "bitcoind -prune target in MiB (0 = no pruning, else >= 550).", minimum=0)
+    dbcache_mib: int = _opt(300, "bitcoind -dbcache in MiB (sized for a 4 GB Pi).", minimum=4)
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
+
+
+@dataclass(frozen=True)
+class Config:
+    hearth: HearthSection = field(default_factory=HearthSection)
+    node: NodeSection = field(default_factory=NodeSection)
+    log: LogSection = field(default_factory=LogSection)
+    path: Path | None = None
+
+    @property
+    def chain(self) -> str:
+        """bitcoind's name for the network (``main``, ``regtest`` ...)."""
+        return NETWORKS[self.hearth.network][0]
+
+    @property
+    def rpc_url(self) -> str:
+        return self.node.rpc_url or f"http://127.0.0.1:{NETWORKS[self.hearth.network][1]}"
+
+    @property
+    def cookie_file(self) -> Path:
+        if str(self.node.cookie_file) not in ("", "."):
+            return self.node.cookie_file
+        sub = {"main": "", "test": "testnet3"}.get(self.chain, self.chain)
+        return self.node.bitcoin_dir / sub / ".cookie" if sub else self.node.bitcoin_dir / ".cookie"
+
+    def service_dir(self, service: str) -> Path:
+        """The state directory one service owns exclusively."""
+        return self.hearth.data_dir / service
+
+
+def _sections() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "path"}
+
+
+def _coerce(key: str, typ: Any, value: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (types.UnionType, typing.Union):
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    try:
+        if typ is bool:
+            if from_env and isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    value = True
+                elif value.lower() in ("0", "false", "no", "off"):
+                    value = False
+            if not isinstance(value, bool):
+                raise TypeError
+            out: Any = value
+        elif typ is int:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise TypeError
+            if isinstance(value, str) and not from_env:
+                raise TypeError
+            out = int(value)
+        elif typ is float:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise TypeError
+            if isinstance(value, str) and not from_env:
+                raise TypeError
+            out = float(value)
+        elif typ is Path:
+            if not isinstance(value, str | os.PathLike):
+                raise TypeError
+            out = Path(value)
+        elif typ is str:
+            if not isinstance(value, str):
+                raise TypeError
+            out = value
+        else:  # pragma: no cover - a spec error, not a user error
+            raise AssertionError(f"unsupported option type {typ!r} for {key}")
+    except (TypeError, ValueError):
+        name = getattr(typ, "__name__", str(typ))
+        raise ConfigError(f"{key}: expected {name}, got {value!r}") from None
+    choices = meta.get("choices")
+    if choices is not None and out not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {out!r}")
+    minimum = meta.get("minimum")
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {out!r}")
+    return out
+
+
+def _validate(cfg: Config) -> None:
+    prune = cfg.node.prune_mib
+    if prune not in (0, 1) and prune < 550:
+        raise ConfigError(f"node.prune_mib: must be 0 (off), 1 (manual) or >= 550, got {prune}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Read ``path`` (TOML; may be None for defaults), then HEARTH_* from ``env``.
+
+    ``overrides`` (``{"section": {"key": value}}``) is applied last; tests and ``sim``
+    use it. Unknown sections or keys are errors, so a typo never passes silently.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    sections = _sections()
+    for name, value in raw.items():
+        if name not in sections:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: must be a table ([{name}])")
+    built: dict[str, Any] = {}
+    for sname, scls in sections.items():
+        hints = typing.get_type_hints(scls)
+        fields = {f.name: f for f in dataclasses.fields(scls)}
+        given = dict(raw.get(sname, {}))
+        for key in given:
+            if key not in fields:
+                raise ConfigError(f"{sname}.{key}: unknown key (known: {', '.join(fields)})")
+        values: dict[str, Any] = {}
+        for fname, f in fields.items():
+            key = f"{sname}.{fname}"
+            env_name = f"HEARTH_{sname}_{fname}".upper()
+            if fname in given:
+                values[fname] = _coerce(key, hints[fname], given[fname], f.metadata, False)
+            if env_name in env:
+                values[fname] = _coerce(env_name, hints[fname], env[env_name], f.metadata, True)
+            if overrides and fname in overrides.get(sname, {}):
+                values[fname] = _coerce(key, hints[fname], overrides[sname][fname], f.metadata, False)
+        built[sname] = scls(**values)
+    cfg = Config(**built, path=Path(path) if path is not None else None)
+    _validate(cfg)
+    return cfg
+
+
+def render_reference() -> str:
+    """Markdown reference of every option (kept in docs/config.md)."""
+    lines = ["| key | type | default | environment | meaning |", "|---|---|---|---|---|"]
+    for sname, scls in _sections().items():
+        hints = typing.get_type_hints(scls)
+        for f in dataclasses.fields(scls):
+            typ = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            env_name = f"HEARTH_{sname}_{f.name}".upper()
+            lines.append(
+                f"| `{sname}.{f.name}` | {typ} | `{f.default!s}` | `{env_name}` | {f.metadata['doc']} |"
+            )
+    return "\n".join(lines) + "\n"

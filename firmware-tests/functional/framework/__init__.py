@@ -1,0 +1,1 @@
+"""Test framework: real regtest bitcoind nodes, RPC for ground truth, wait helpers."""
