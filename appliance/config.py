@@ -62,7 +62,7 @@ class HearthSection:
 @dataclass(frozen=True)
 class NodeSection:
     rpc_url: str = _opt("", "bitcoind JSON-RPC URL; empty means http://127.0.0.1:<network's port>.")
-    cookie_file: Path = _opt(Path(""), "bitcoind's .cookie file; empty means <bitcoin_dir>/<chain>/.cookie.")
+    cookie_file: str = _opt("", "bitcoind's .cookie file; empty means <bitcoin_dir>/<chain>/.cookie.")
     bitcoin_dir: Path = _opt(Path("/var/lib/bitcoind"), "bitcoind's -datadir.")
     rpc_timeout: float = _opt(30.0, "Seconds before one RPC call is abandoned.", minimum=0.1)
     zmq_rawblock: str = _opt("ipc:///run/bitcoind/rawblock", "bitcoind -zmqpubrawblock endpoint.")
@@ -96,8 +96,8 @@ class Config:
 
     @property
     def cookie_file(self) -> Path:
-        if str(self.node.cookie_file) not in ("", "."):
-            return self.node.cookie_file
+        if self.node.cookie_file:
+            return Path(self.node.cookie_file)
         sub = {"main": "", "test": "testnet3"}.get(self.chain, self.chain)
         return self.node.bitcoin_dir / sub / ".cookie" if sub else self.node.bitcoin_dir / ".cookie"
 

@@ -1,0 +1,51 @@
+"""The services ``appliance run`` can start: one supervisord program each.
+
+Each entry names a module with ``async def main(cfg: Config) -> None``, the process's
+composition root. Modules are imported only when run, so one service's dependencies
+(luma, pyudev ...) never load into another's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from .config import Config
+from .logs import setup_logging
+
+__all__ = ["SERVICES", "run_service"]
+
+#: service name -> module holding its ``main(cfg)``
+SERVICES: dict[str, str] = {
+    "node": "appliance.node.service",
+}
+
+
+def run_service(name: str, cfg: Config) -> int:
+    """Run one service until SIGTERM/SIGINT; returns the process exit code."""
+    if name not in SERVICES:
+        raise KeyError(name)
+    log = setup_logging(name, cfg.log.level)
+    module = importlib.import_module(SERVICES[name])
+    main = cast(Callable[[Config], Awaitable[None]], module.main)
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main(cfg))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("stopping on signal")
+
+    try:
+        asyncio.run(runner())
+    except Exception:
+        logging.getLogger(name).exception("service failed")
+        return 1
+    return 0

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Hearth's two commands (see README.md):
+#   ./build.sh              the SD-card image (out/hearth-<version>-arm64.img.xz)
+#   ./build.sh sim [up|down|status]
+#                           the appliance's services on this machine, regtest, no hardware
+#   ./build.sh test [PYTEST ARGS]
+#                           install what the tests need, then run the whole suite
+# Each chore is its own script under scripts/; this file only dispatches.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cmd=${1:-image}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  image)
+    exec scripts/build-image "$@" ;;
+  sim)
+    scripts/setup-dev
+    exec .venv/bin/python scripts/sim.py "$@" ;;
+  test)
+    scripts/setup-dev --test
+    exec scripts/test "$@" ;;
+  -h|--help|help)
+    sed -n '2,9p' "$0" ;;
+  *)
+    echo "build.sh: unknown command '$cmd' (image, sim, test)" >&2; exit 2 ;;
+esac
