@@ -61,6 +61,7 @@ class TestNode:
     zmq: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     wallet: str = "truth"
+    conf_file: Path | None = None  # run with this bitcoin.conf and no test defaults
 
     def __post_init__(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,9 @@ class TestNode:
         return f"http://127.0.0.1:{self.rpc_port}"
 
     def args(self) -> list[str]:
+        if self.conf_file is not None:
+            return [str(self.bindir / "bitcoind"), f"-datadir={self.datadir}",
+                    f"-conf={self.conf_file}", "-printtoconsole=0", *self.extra_args]
         args = [
             str(self.bindir / "bitcoind"), f"-datadir={self.datadir}", "-regtest",
             "-server=1", "-listen=1", f"-bind=127.0.0.1:{self.p2p_port}",
