@@ -18,7 +18,8 @@ _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    def converter(self, secs: float | None) -> time.struct_time:
+        return time.gmtime(secs)
 
 
 def setup_logging(service: str, level: str = "info") -> logging.Logger:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from functional.framework.node import TestNode
 
 pytestmark = pytest.mark.node

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from functional.framework.node import RPCError, TestNode
-from functional.framework.util import free_port
 
 from appliance.config import load_config
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf
+from functional.framework.node import RPCError, TestNode
+from functional.framework.util import free_port
 
 pytestmark = pytest.mark.node
 

@@ -56,7 +56,8 @@ class MixedChain:
 
     def random_payment(self) -> str:
         node, rng = self.node, self.rng
-        kind = rng.choice(("single", "single", "many", "opreturn", "multisig", "zoo_spend"))
+        kind = rng.choice(("single", "single", "many", "opreturn", "multisig", "zoo_spend",
+                           "legacy_spend"))
         if kind == "single":
             addr = node.w("getnewaddress", "", rng.choice(ADDRESS_TYPES))
             return node.send(addr, Decimal(rng.randint(10_000, 5_000_000)) / 10**8)
@@ -73,6 +74,20 @@ class MixedChain:
                                 wallet=node.wallet)["txid"])
         if kind == "multisig":
             return node.send(self.multisig_address(), Decimal(rng.randint(50_000, 2_000_000)) / 10**8)
+        if kind == "legacy_spend":
+            # Spend P2PKH / P2SH-P2WPKH coins on purpose: coin selection rarely would,
+            # and their scriptSigs are what a parser most often gets wrong.
+            legacy = [u for u in node.w("listunspent", 1)
+                      if u.get("desc", "").startswith(("pkh(", "sh(wpkh("))][:3]
+            if legacy:
+                dest = node.w("getnewaddress", "", rng.choice(ADDRESS_TYPES))
+                total = sum(Decimal(u["amount"]) for u in legacy)
+                return str(node.rpc("send", {dest: str(total)}, None, "unset", None,
+                                    {"inputs": [{"txid": u["txid"], "vout": u["vout"]}
+                                                for u in legacy],
+                                     "subtract_fee_from_outputs": [0], "add_inputs": False},
+                                    wallet=node.wallet)["txid"])
+            kind = "zoo_spend"
         # Spend the zoo wallet's multisig coins (P2WSH inputs), merging several.
         unspent = node.rpc("listunspent", 1, wallet=self.zoo)
         if not unspent:

@@ -110,6 +110,8 @@ class TestNode:
                                         stderr=stderr)
         stderr.close()
         self.wait_for_rpc_connection()
+        if (self.regtest_dir / "wallets" / self.wallet).exists():
+            self.ensure_wallet()  # a restart: wallets are not loaded by default
 
     def wait_for_rpc_connection(self) -> None:
         deadline = time.monotonic() + 60 * self.timeout_factor

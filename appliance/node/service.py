@@ -1,0 +1,67 @@
+"""The ``node`` service: watches bitcoind and says what it is doing.
+
+Stateless. Waits for bitcoind (a start before bitcoind means waiting, not a crash
+loop), then logs every new tip from ZMQ ``hashblock`` and, while bitcoind is in
+initial block download, its progress once a minute. On the box its snapshot also
+feeds the status bus and the OLED's sync page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..config import Config
+from .rpc import BitcoinRPC, NodeError
+from .status import NodeStatus, fetch_node_status
+from .zmq_sub import ZMQSubscriber
+
+__all__ = ["main"]
+
+log = logging.getLogger("node")
+
+_PROGRESS_EVERY = 60.0
+
+
+async def main(cfg: Config) -> None:
+    async with BitcoinRPC.from_config(cfg) as rpc:
+        sub = ZMQSubscriber.from_config(cfg, ["hashblock"])  # before the first RPC read
+        try:
+            log.info("waiting for bitcoind at %s", rpc.url)
+            await rpc.wait_ready(timeout=float("inf"))
+            status = await fetch_node_status(rpc, cfg)
+            log.info("bitcoind ready: %s", "; ".join(s.strip() for s in status.describe()))
+            await _follow(rpc, sub, cfg, status)
+        finally:
+            sub.close()
+
+
+async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: NodeStatus) -> None:
+    last_report = time.monotonic()
+    last_tip = status.best_block_hash
+    notes = sub.__aiter__()
+    while True:
+        try:
+            note = await asyncio.wait_for(notes.__anext__(), timeout=_PROGRESS_EVERY)
+        except TimeoutError:
+            note = None
+        except StopAsyncIteration:
+            return
+        try:
+            status = await fetch_node_status(rpc, cfg)
+        except NodeError as exc:
+            log.warning("bitcoind unavailable: %s", exc)
+            await rpc.wait_ready(timeout=float("inf"))
+            continue
+        if note is not None and (note.gap or note.resync):
+            log.info("zmq: %s", "bitcoind restarted" if note.resync else f"{note.gap} missed")
+        if status.best_block_hash != last_tip and not status.initial_block_download:
+            log.info("new tip %d %s", status.blocks, status.best_block_hash)
+            last_tip = status.best_block_hash
+        elif time.monotonic() - last_report >= _PROGRESS_EVERY or note is None:
+            if status.initial_block_download:
+                log.info("syncing: block %d of %d headers (%.2f%%), %d peers", status.blocks,
+                         status.headers, status.progress * 100, status.peers)
+            last_report = time.monotonic()
+    last_tip = status.best_block_hash
