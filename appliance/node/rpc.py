@@ -38,7 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..config import Config
 
@@ -132,7 +132,7 @@ class BitcoinRPC:
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
         if auth is None and parts.username is not None:
-            auth = (parts.username, parts.password or "")
+            auth = (unquote(parts.username), unquote(parts.password or ""))
         if auth is None and cookie_file is None:
             raise ValueError("bitcoind RPC needs cookie_file or auth")
         self._host = parts.hostname
@@ -404,7 +404,10 @@ class BitcoinRPC:
         connection = headers.get(b"connection", b"").lower()
         keep = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
         if b"content-length" in headers:
-            body = await conn.reader.readexactly(int(headers[b"content-length"]))
+            length = headers[b"content-length"]
+            if not length.isdigit():
+                raise NodeError(f"bitcoind RPC at {self.url}: bad Content-Length {length!r}")
+            body = await conn.reader.readexactly(int(length))
         elif headers.get(b"transfer-encoding"):
             raise NodeError(f"bitcoind RPC at {self.url}: unsupported Transfer-Encoding")
         else:

@@ -56,18 +56,20 @@ async def collect(sub: ZMQSubscriber, done: Any, timeout: float) -> list[Notific
     return out
 
 
-async def wait_live(sub: ZMQSubscriber, node: TestNode, factor: float) -> None:
+async def wait_live(sub: ZMQSubscriber, node: TestNode, factor: float) -> list[Notification]:
     """Mine until every subscribed topic has delivered: ZMQ drops what is published
-    before a subscription reaches bitcoind (slow joiner). Then drain to a clean slate."""
+    before a subscription reaches bitcoind (slow joiner). Then drain to a clean slate;
+    returns everything received."""
     topics = {t for ts in sub.endpoints.values() for t in ts}
-    seen: set[str] = set()
+    notes: list[Notification] = []
     address = node.new_address()
     deadline = time.monotonic() + 30 * factor
-    while seen != topics:
-        assert time.monotonic() < deadline, f"ZMQ never delivered {topics - seen}"
+    while {n.topic for n in notes} != topics:
+        assert time.monotonic() < deadline, f"ZMQ never delivered {topics}"
         node.mine(1, address)  # every block yields rawblock, hashblock, sequence, rawtx
-        seen |= {n.topic for n in await drain(sub, 0.2 * factor)}
-    await drain(sub, 0.2 * factor)
+        notes += await drain(sub, 0.2 * factor)
+    node.syncwithvalidationinterfacequeue()  # everything for those blocks is published
+    return notes + await drain(sub, 0.2 * factor)
 
 
 def sequence_events(notes: list[Notification]) -> list[SequenceEvent]:
@@ -162,33 +164,44 @@ def test_missed_messages_are_reported_as_a_gap(node: TestNode, timeout_factor: f
     # Overflowing a queue for real needs megabytes on loopback (kernel socket buffers
     # absorb a 500-block burst even with RCVHWM=1 at both ends). Instead make bitcoind
     # skip this subscriber for a while: with the subscription withdrawn, the publisher
-    # filters out the next blocks, exactly as lost messages, on a live connection.
-    async def main() -> None:
+    # (and the local SUB filter) drop the next blocks' messages, exactly as lost
+    # messages, while the connection stays up. This reaches into the one socket.
+    async def main() -> int:
         async with ZMQSubscriber({"hashblock": node.zmq["hashblock"]}) as sub:
-            await wait_live(sub, node, timeout_factor)
+            seen = await wait_live(sub, node, timeout_factor)
+            last = seen[-1]
+            assert last.body.hex() == node.getbestblockhash()
+            last_height = node.getblockcount()
             [(sock, _endpoint, _topics)] = sub._sockets
-            last_seq = sub._state["hashblock"].last
-            assert last_seq is not None
             sock.setsockopt(zmq.UNSUBSCRIBE, b"hashblock")
-            await asyncio.sleep(0.2 * timeout_factor)  # let bitcoind see it
             node.mine(5)
-            node.syncwithvalidationinterfacequeue()  # all five published (or filtered)
-            await asyncio.sleep(0.2 * timeout_factor)
+            node.syncwithvalidationinterfacequeue()  # all five published (and dropped)
+            await asyncio.sleep(0.2 * timeout_factor)  # ... and any in flight arrived
             sock.setsockopt(zmq.SUBSCRIBE, b"hashblock")
-            await asyncio.sleep(0.2 * timeout_factor)
-            [block_hash] = node.mine(1)
-            [note] = await collect(sub, lambda ns: len(ns) >= 1, 10 * timeout_factor)
-            assert note.body.hex() == block_hash
-            assert (note.seq, note.gap, note.resync) == (last_seq + 6, 5, False)
-            assert sub.stats.missed == {"hashblock": 5}
+            # Mine until the subscription is back at bitcoind; blocks mined before
+            # that are lost too, and must be counted in the gap.
+            deadline = time.monotonic() + 30 * timeout_factor
+            notes: list[Notification] = []
+            while not notes:
+                assert time.monotonic() < deadline, "no hashblock after resubscribing"
+                node.mine(1)
+                notes = await drain(sub, 0.2 * timeout_factor)
+            note = notes[0]
+            height = node.getblockheader(note.body.hex())["height"]
+            missed: int = height - last_height - 1
+            assert missed >= 5
+            assert (note.seq, note.gap, note.resync) == (last.seq + missed + 1, missed, False)
+            assert sub.stats.missed == {"hashblock": missed}
+            assert all(n.gap == 0 for n in notes[1:])
             # The next message is continuous again.
-            [block_hash] = node.mine(1)
+            node.mine(1)
             [note] = await collect(sub, lambda ns: len(ns) >= 1, 10 * timeout_factor)
-            assert (note.seq, note.gap) == (last_seq + 7, 0)
+            assert (note.gap, note.resync) == (0, False)
+            return missed
 
     with caplog.at_level(logging.WARNING, logger="appliance.node.zmq_sub"):
-        run(main())
-    assert any("missed 5 messages" in r.getMessage() for r in caplog.records)
+        missed = run(main())
+    assert any(f"missed {missed} messages" in r.getMessage() for r in caplog.records)
 
 
 def test_bitcoind_restart_is_a_resync_not_a_gap(node: TestNode, timeout_factor: float) -> None:
@@ -199,8 +212,9 @@ def test_bitcoind_restart_is_a_resync_not_a_gap(node: TestNode, timeout_factor: 
             # Push the counters well past what the restarted bitcoind will have sent by
             # the time we reconnect, so the restart shows as numbers going backwards.
             node.mine(20)
-            await drain(sub, 0.3 * timeout_factor)
-            before = sub._state["hashblock"].last
+            node.syncwithvalidationinterfacequeue()
+            notes = await drain(sub, 0.3 * timeout_factor)
+            before = [n.seq for n in notes if n.topic == "hashblock"][-1]
             node.stop()
             node.start()
             node.ensure_wallet()
@@ -214,7 +228,7 @@ def test_bitcoind_restart_is_a_resync_not_a_gap(node: TestNode, timeout_factor: 
                 hashes = [n for n in notes if n.topic == "hashblock"]
                 if hashes:
                     first = hashes[0]
-            assert before is not None and first.seq < before
+            assert first.seq < before
             assert first.resync and first.gap == 0
             assert sub.stats.restarts >= 1 and sub.stats.disconnects >= 2
             assert sub.stats.missed == {}

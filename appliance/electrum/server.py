@@ -1,0 +1,368 @@
+"""Sessions and listeners: ``SessionManager`` fans out backend changes, ``ElectrumServer``
+accepts TCP and TLS connections.
+
+Wiring (the indexer's composition root)::
+
+    manager = SessionManager(backend, info=ServerInfo(hosts=...), max_sessions=100)
+    server = ElectrumServer(manager, host=None, tcp_port=50001, tls_port=50002,
+                            ssl_context=server_ssl_context(cert_path, key_path))
+    await server.start()      # registers the backend listeners, then listens
+    ...
+    await server.close()      # stops listening, closes every session
+
+The backend calls ``on_tip`` / ``on_scripthashes`` after it has applied a change. The
+callbacks only record what changed and wake one notifier task, which computes each
+changed scripthash's status once, however many sessions subscribe to it, and hands the
+encoded notification to those sessions. One task does it all, in order, so a slow
+status computation can never let an older status overtake a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .backend import ElectrumBackend
+from .framing import LineFramer, OversizeLineError, frame
+from .handlers import Method, ServerInfo, handlers_for, scripthash_status
+from .jsonrpc import encode, notification
+from .session import ElectrumSession, MessageTransport, ServerCounters, SessionLimits
+
+__all__ = ["ElectrumServer", "SessionManager", "StreamTransport"]
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65_536
+_TLS_HANDSHAKE_TIMEOUT = 15.0  # a socket that never finishes TLS is not a session yet
+
+
+class SessionManager:
+    """Every live session, the scripthash -> sessions index, counters and limits."""
+
+    def __init__(self, backend: ElectrumBackend, *, info: ServerInfo | None = None,
+                 limits: SessionLimits | None = None, max_sessions: int = 100) -> None:
+        self._backend = backend
+        self._info = info or ServerInfo()
+        self._limits = limits or SessionLimits()
+        self.max_sessions = max_sessions
+        self._counters = ServerCounters()
+        self._sessions: set[ElectrumSession] = set()
+        self._subscribers: dict[bytes, set[ElectrumSession]] = {}
+        self._tables: dict[tuple[int, ...], Mapping[str, Method]] = {}
+        self._pending_tip: tuple[int, bytes] | None = None
+        self._pending_scripthashes: set[bytes] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+
+    # --- SessionHost -------------------------------------------------------------------
+
+    @property
+    def backend(self) -> ElectrumBackend:
+        return self._backend
+
+    @property
+    def info(self) -> ServerInfo:
+        return self._info
+
+    @property
+    def limits(self) -> SessionLimits:
+        return self._limits
+
+    @property
+    def counters(self) -> ServerCounters:
+        return self._counters
+
+    def handlers(self, version: tuple[int, ...]) -> Mapping[str, Method]:
+        table = self._tables.get(version)
+        if table is None:
+            table = self._tables[version] = handlers_for(version)
+        return table
+
+    def watch(self, session: ElectrumSession, scripthash: bytes) -> None:
+        self._subscribers.setdefault(scripthash, set()).add(session)
+
+    def unwatch(self, session: ElectrumSession, scripthash: bytes) -> None:
+        sessions = self._subscribers.get(scripthash)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._subscribers[scripthash]
+
+    def detach(self, session: ElectrumSession) -> None:
+        if session not in self._sessions:
+            return
+        self._sessions.discard(session)
+        for scripthash in session.scripthashes():
+            self.unwatch(session, scripthash)
+
+    # --- sessions ----------------------------------------------------------------------
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def sessions(self) -> list[ElectrumSession]:
+        return list(self._sessions)
+
+    @property
+    def subscribed_scripthashes(self) -> int:
+        """Distinct scripthashes at least one session subscribes to."""
+        return len(self._subscribers)
+
+    def stats(self) -> dict[str, int]:
+        """Counters plus current gauges, for the status bus."""
+        c = self._counters
+        return {
+            "sessions": len(self._sessions),
+            "sessions_total": c.sessions_total,
+            "sessions_refused": c.sessions_refused,
+            "subscriptions": len(self._subscribers),
+            "requests": c.requests,
+            "errors": c.errors,
+            "unknown_script_queries": c.unknown_script_queries,
+            "notifications": c.notifications,
+        }
+
+    def open_session(self, transport: MessageTransport, *,
+                     name: str = "") -> ElectrumSession | None:
+        """A new session, or None when ``max_sessions`` are open (caller closes)."""
+        if self._closed or len(self._sessions) >= self.max_sessions:
+            self._counters.sessions_refused += 1
+            return None
+        session = ElectrumSession(self, transport, name=name)
+        self._sessions.add(session)
+        self._counters.sessions_total += 1
+        return session
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register with the backend and start the notifier and idle sweeper."""
+        if self._started:
+            return
+        self._started = True
+        self._backend.add_listeners(self.on_tip, self.on_scripthashes)
+        self._tasks = [asyncio.create_task(self._notifier(), name="electrum-notifier"),
+                       asyncio.create_task(self._sweeper(), name="electrum-idle-sweeper")]
+
+    async def close(self) -> None:
+        """Close every session; backend callbacks become no-ops."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        await asyncio.gather(*self._tasks, *(s.wait_closed() for s in sessions),
+                             return_exceptions=True)
+        self._tasks = []
+
+    # --- backend callbacks ----------------------------------------------------------------
+
+    async def on_tip(self, height: int, header: bytes) -> None:
+        if self._closed:
+            return
+        self._pending_tip = (height, header)
+        self._wake.set()
+
+    async def on_scripthashes(self, changed: set[bytes]) -> None:
+        if self._closed:
+            return
+        subscribed = self._subscribers
+        self._pending_scripthashes.update(sh for sh in changed if sh in subscribed)
+        if self._pending_scripthashes:
+            self._wake.set()
+
+    async def _notifier(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._pending_tip is not None:
+                self._send_tip(*self._pending_tip)
+                self._pending_tip = None
+            while self._pending_scripthashes:
+                batch, self._pending_scripthashes = self._pending_scripthashes, set()
+                for scripthash in batch:
+                    await self._send_status(scripthash)
+                    if self._pending_tip is not None:
+                        # A new block outranks the remaining scripthashes of the last one.
+                        self._send_tip(*self._pending_tip)
+                        self._pending_tip = None
+
+    def _send_tip(self, height: int, header: bytes) -> None:
+        line = encode(notification("blockchain.headers.subscribe",
+                                   [{"height": height, "hex": header.hex()}]))
+        for session in list(self._sessions):
+            session.notify_tip(height, header, line)
+
+    async def _send_status(self, scripthash: bytes) -> None:
+        if not self._subscribers.get(scripthash):
+            return
+        try:
+            status = await scripthash_status(self._backend, scripthash)
+        except Exception:
+            log.exception("status of a changed scripthash failed")
+            return
+        line = encode(notification("blockchain.scripthash.subscribe",
+                                   [scripthash.hex(), status]))
+        for session in list(self._subscribers.get(scripthash, ())):
+            session.notify_status(scripthash, status, line)
+
+    async def _sweeper(self) -> None:
+        idle = self._limits.idle_timeout
+        while True:
+            await asyncio.sleep(min(30.0, max(idle / 4, 0.01)))
+            cutoff = time.monotonic() - idle
+            for session in list(self._sessions):
+                if session.last_activity < cutoff:
+                    log.info("%s: closing idle session", session.name)
+                    session.close()
+
+
+class StreamTransport:
+    """A :class:`MessageTransport` over an asyncio stream (TCP or TLS): one line each."""
+
+    def __init__(self, writer: asyncio.StreamWriter, *, max_buffer: int) -> None:
+        self._writer = writer
+        self._max_buffer = max_buffer
+
+    def send_line(self, line: bytes) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            return
+        self._writer.write(frame(line))
+        if transport.get_write_buffer_size() > self._max_buffer:
+            # The client is not reading what it asked for (or its notifications).
+            log.info("dropping a client that does not read (%d bytes queued)",
+                     transport.get_write_buffer_size())
+            transport.abort()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def drain(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            await self._writer.drain()
+
+
+class ElectrumServer:
+    """TCP and TLS listeners feeding one :class:`SessionManager`."""
+
+    def __init__(self, manager: SessionManager, *, host: str | Sequence[str] | None = None,
+                 tcp_port: int | None = 50001, tls_port: int | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        if tls_port is not None and ssl_context is None:
+            raise ValueError("a TLS port needs an ssl_context")
+        self.manager = manager
+        self._host = host
+        self._ports = {"tcp": tcp_port, "tls": tls_port}
+        self._ssl_context = ssl_context
+        self._servers: dict[str, asyncio.Server] = {}
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.manager.start()
+        for kind, port in self._ports.items():
+            if port is None:
+                continue
+            context = self._ssl_context if kind == "tls" else None
+
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            kind: str = kind) -> None:
+                await self._serve(reader, writer, kind)
+
+            self._servers[kind] = await asyncio.start_server(
+                serve, self._host, port, ssl=context, reuse_address=True,
+                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if context else None)
+            log.info("serving Electrum %s on port %d", kind.upper(), self.port(kind))
+
+    def port(self, kind: str) -> int:
+        """The bound port of the "tcp" or "tls" listener (useful with port 0)."""
+        port: int = self._servers[kind].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def tcp_port(self) -> int:
+        return self.port("tcp")
+
+    @property
+    def tls_port(self) -> int:
+        return self.port("tls")
+
+    async def close(self) -> None:
+        """Stop accepting, close every session, wait for connections to wind down."""
+        for server in self._servers.values():
+            server.close()
+        await self.manager.close()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=5.0)
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> ElectrumServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     kind: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            await self._serve_connection(reader, writer, kind)
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter, kind: str) -> None:
+        limits = self.manager.limits
+        peer = writer.get_extra_info("peername")
+        name = f"{kind} {peer[0]}:{peer[1]}" if isinstance(peer, tuple) else kind
+        transport = StreamTransport(writer, max_buffer=limits.max_send_buffer)
+        session = self.manager.open_session(transport, name=name)
+        if session is None:
+            log.info("%s: refused, %d sessions open", name, self.manager.session_count)
+            await _close_writer(writer)
+            return
+        framer = LineFramer(limits.max_line)
+        try:
+            while not session.closed:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    break
+                try:
+                    lines = framer.feed(data)
+                except OversizeLineError as exc:
+                    for line in exc.complete:
+                        await session.handle_message(line)
+                    await session.message_too_large(exc.max_size)
+                    break
+                for line in lines:
+                    await session.handle_message(line)
+                    if session.closed:
+                        break
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass  # the client went away; nothing to answer
+        finally:
+            session.close()
+            await session.wait_closed()
+            await _close_writer(writer)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError, ssl.SSLError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 5.0)

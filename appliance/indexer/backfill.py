@@ -1,0 +1,270 @@
+"""History for wallets registered after the fact, even from blocks bitcoind has pruned.
+
+Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
+
+1. ``scantxoutset`` over its descriptors: the current UTXOs at once, so balances show
+   while the rest runs (and the gap limit starts past the highest used index).
+2. From the wallet's birthday to the index tip, each block's BIP158 filter
+   (``getblockfilter``) is matched against the wallet's scripts; only matching blocks
+   are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
+   Filters cover spent prevout scripts too, so spends are found without an outpoint
+   index. Without a filter index, kept blocks are scanned in full instead.
+3. When the backfill reaches the tip, the wallet turns live in one step of the event
+   loop, so no block is missed or counted twice between backfill and live indexing.
+
+Progress (percent, ETA) is kept per wallet for the status page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ..chain import double_sha256, hash_to_hex_str, parse_block, script_to_scripthash
+from ..electrum.backend import Utxo
+from ..node import BitcoinRPC, NodeError, RPCError
+from .bip158 import GCSFilter
+from .follower import ChainFollower, ScripthashListener
+from .index import Indexer
+from .wallets import Wallet
+
+__all__ = ["Backfiller", "BackfillProgress"]
+
+log = logging.getLogger("indexer.backfill")
+
+_FILTER_BATCH = 200
+_SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
+
+
+@dataclass
+class BackfillProgress:
+    start: int
+    end: int
+    done: int = 0
+    matched_blocks: int = 0
+    fetched_from_peer: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def percent(self) -> float:
+        total = self.end - self.start + 1
+        return 100.0 if total <= 0 else min(100.0, 100.0 * self.done / total)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        if self.done == 0 or elapsed <= 0:
+            return None
+        remaining = (self.end - self.start + 1) - self.done
+        return max(0.0, remaining * elapsed / self.done)
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = self.eta_seconds
+        return {"start": self.start, "end": self.end, "percent": round(self.percent, 1),
+                "eta_s": None if eta is None else round(eta), "matched_blocks":
+                self.matched_blocks, "fetched_from_peer": self.fetched_from_peer}
+
+
+class Backfiller:
+    def __init__(self, indexer: Indexer, follower: ChainFollower, rpc: BitcoinRPC,
+                 on_scripthashes: ScripthashListener) -> None:
+        self.indexer = indexer
+        self.follower = follower
+        self.rpc = rpc
+        self.on_scripthashes = on_scripthashes
+        self.progress: dict[bytes, BackfillProgress] = {}
+        self.wakeup = asyncio.Event()
+        self.errors: dict[bytes, str] = {}
+
+    async def run(self) -> None:
+        await self.follower.synced.wait()
+        while True:
+            pending = [w for w in self.indexer.wallets.values() if w.state != "live"]
+            for wallet in pending:
+                try:
+                    await self.backfill(wallet)
+                    self.errors.pop(wallet.wallet_id, None)
+                except (NodeError, RuntimeError) as exc:
+                    self.errors[wallet.wallet_id] = str(exc)
+                    log.warning("backfill of wallet %s paused: %s", wallet.id_hex, exc)
+                    await asyncio.sleep(5)
+            if not any(w.state != "live" for w in self.indexer.wallets.values()):
+                self.wakeup.clear()
+                await self.wakeup.wait()
+
+    # --- step 1: current UTXOs ------------------------------------------------------------
+    async def scan_utxos(self, wallet: Wallet) -> None:
+        scan = [{"desc": b.descriptor, "range": max(b.derived, 1000) if b.ranged else None}
+                for b in wallet.branches]
+        for item in scan:
+            if item["range"] is None:
+                del item["range"]
+        try:
+            result = await self.rpc.call("scantxoutset", "start", scan, timeout=3600)
+        except RPCError as exc:
+            log.warning("scantxoutset failed for wallet %s: %s", wallet.id_hex, exc.message)
+            return
+        provisional: dict[bytes, list[Utxo]] = {}
+        for u in result.get("unspents", []):
+            script = bytes.fromhex(u["scriptPubKey"])
+            sh = script_to_scripthash(script)
+            provisional.setdefault(sh, []).append(Utxo(
+                bytes.fromhex(u["txid"])[::-1], int(u["vout"]), int(u["height"]),
+                int(Decimal(u["amount"]) * 100_000_000)))
+            # Start the gap past the highest index that holds coins.
+            desc = u.get("desc", "")
+            for branch in wallet.branches:
+                index = _index_in(desc, branch.descriptor)
+                if index is not None and index > branch.used:
+                    branch.used = index
+        self.indexer.provisional.update(provisional)
+        log.info("wallet %s: %d unspent outputs found by scantxoutset", wallet.id_hex,
+                 sum(len(v) for v in provisional.values()))
+
+    # --- step 2: blocks -----------------------------------------------------------------
+    async def backfill(self, wallet: Wallet) -> None:
+        idx = self.indexer
+        wid = wallet.wallet_id
+        if wallet.state == "new":
+            await self.scan_utxos(wallet)
+            new = await idx.derive_wallet(wallet)
+            idx._register_scripts(wallet, new)
+            wallet.state = "backfill"
+            idx.store.put_wallet(wid, wallet.to_record(), new)
+        has_filters = await self._has_filters()
+        tip = idx.tip()
+        prog = BackfillProgress(wallet.backfill_height + 1, tip[0] if tip else 0)
+        self.progress[wid] = prog
+        unsaved = 0
+        while True:
+            tip = idx.tip()
+            if tip is None:
+                return
+            if wallet.backfill_height >= tip[0]:
+                self._go_live(wallet)
+                return
+            prog.end = tip[0]
+            start = wallet.backfill_height + 1
+            end = min(tip[0], start + _FILTER_BATCH - 1)
+            headers = idx.store.headers(start, end - start + 1)
+            hashes = [double_sha256(h) for h in headers]
+            scripts = self._wallet_scripts(wid)
+            if has_filters:
+                filters = await self.rpc.batch(
+                    [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
+            else:
+                filters = [None] * len(hashes)
+            for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
+                height = start + offset
+                if idx.store.header(height) != headers[offset]:
+                    break  # a reorg replaced this height meanwhile: next round re-reads
+                if isinstance(filt, Exception):
+                    raise RuntimeError(f"getblockfilter at {height}: {filt}")
+                if filt is not None and not GCSFilter.from_hex(
+                        block_hash, filt["filter"]).match_any(scripts):
+                    wallet.backfill_height = height
+                    prog.done += 1
+                    unsaved += 1
+                    continue
+                raw = await self._fetch(block_hash, prog)
+                if idx.store.header(height) != headers[offset]:
+                    break
+                touched = await self._apply(wallet, raw, height)
+                scripts = self._wallet_scripts(wid)
+                prog.done += 1
+                unsaved = 0
+                if touched:
+                    prog.matched_blocks += 1
+                    await self.on_scripthashes(touched)
+            if unsaved >= _SAVE_EVERY:
+                idx.store.put_wallet(wid, wallet.to_record())
+                unsaved = 0
+
+    def _wallet_scripts(self, wid: bytes) -> set[bytes]:
+        return {s for s, refs in self.indexer.scripts.refs.items()
+                if any(r.wallet_id == wid for r in refs)}
+
+    async def _has_filters(self) -> bool:
+        try:
+            info = await self.rpc.call("getindexinfo", "basic block filter index")
+        except RPCError:
+            return False
+        return bool(info)
+
+    async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
+        hash_hex = hash_to_hex_str(block_hash)
+        try:
+            return bytes.fromhex(await self.rpc.call("getblock", hash_hex, 0))
+        except RPCError as exc:
+            if exc.code != -1:
+                raise
+        prog.fetched_from_peer += 1
+        return await self.follower.fetch_from_peer(hash_hex)
+
+    async def _apply(self, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
+        idx = self.indexer
+        wid = wallet.wallet_id
+        block = parse_block(raw)
+        shs = {script_to_scripthash(s) for s in self._wallet_scripts(wid)}
+
+        def lookup(op: bytes) -> tuple[bytes, int] | None:
+            rec = idx.store.output(op[:32], int.from_bytes(op[32:], "big"))
+            if rec is not None and rec.scripthash in shs:
+                return rec.scripthash, rec.value
+            return None
+
+        def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
+            return any(r.wallet_id == wid for r in idx.scripts.refs.get(script, ()))
+
+        matches, derived = await idx.match_with_gap(block.txs, watched, lookup, {wid})
+        if idx.store.header(height) != block.header.raw:
+            return set()  # reorged away while deriving
+        batch = idx.store.begin_block(height)
+        touched = idx.write_matches(batch, height, [t.txid for t in block.txs], matches)
+        wallet.backfill_height = height
+        idx.write_wallets(batch, {wid}, derived)
+        idx.store.commit_backfill(batch)
+        return touched
+
+    # --- step 3: live ---------------------------------------------------------------------
+    def _go_live(self, wallet: Wallet) -> None:
+        """Called with the backfill at the tip, with no await until the flip is done."""
+        wallet.state = "live"
+        self.indexer.store.put_wallet(wallet.wallet_id, wallet.to_record())
+        for sh in [sh for sh, s in self.indexer.scripts.by_scripthash.items()
+                   if s in self._wallet_scripts(wallet.wallet_id)]:
+            self.indexer.provisional.pop(sh, None)
+        self.indexer.load()
+        prog = self.progress.get(wallet.wallet_id)
+        if prog is not None:
+            prog.done = prog.end - prog.start + 1
+        log.info("wallet %s is live (history complete)", wallet.id_hex)
+        # Its mempool transactions were not tracked while it backfilled.
+        asyncio.get_running_loop().create_task(self.follower.sync_mempool())
+
+
+def _index_in(found_desc: str, branch_desc: str) -> int | None:
+    """Which index of ``branch_desc`` a ``scantxoutset`` match is.
+
+    scantxoutset reports the derived key with its full origin, e.g.
+    ``wpkh([fp/84h/1h/0h/0/5]02ab...)``: the last two path steps are the branch's own
+    step (``/0/*`` -> 0) and the index (5). The script type must match too.
+    """
+    found = _ORIGIN_TAIL.search(found_desc)
+    own = _BRANCH_STEP.search(branch_desc.split("#")[0])
+    if found is None or own is None:
+        return None
+    if found_desc.split("(")[0] != branch_desc.split("(")[0]:
+        return None
+    if found.group(1).rstrip("h'") != own.group(1):
+        return None
+    return int(found.group(2))
+
+
+_ORIGIN_TAIL = re.compile(r"/(\d+[h']?)/(\d+)\]")
+_BRANCH_STEP = re.compile(r"/(\d+)/\*")

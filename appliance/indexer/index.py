@@ -1,0 +1,291 @@
+"""The index itself: wallets, watched scripts and what blocks and the mempool did to them.
+
+``Indexer`` owns the LevelDB store and the in-memory views derived from it (scripts,
+unspent outpoints, the wallets' mempool slice). Only the chain task and the backfill
+task write, and each write happens without an ``await`` between computing and
+committing it, so the event loop keeps every step atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..chain import Block, MerkleTree, Tx, script_to_scripthash
+from ..electrum.backend import Utxo
+from .matcher import TxMatch, match_txs, outpoint
+from .mempool import Mempool
+from .schema import (
+    conf_key,
+    history_key,
+    output_key,
+    pack_height,
+    script_output_key,
+    spent_key,
+    tx_key,
+    wallet_key,
+    wallet_script_key,
+)
+from .store import IndexStore, UndoBatch
+from .wallets import (
+    DescriptorRPC,
+    ScriptRef,
+    Wallet,
+    derive_scripts,
+    normalize_descriptors,
+    wallet_id_for,
+)
+
+__all__ = ["Indexer", "WalletScripts"]
+
+log = logging.getLogger("indexer.index")
+
+_U64 = struct.Struct(">Q")
+
+ChangeListener = Callable[[set[bytes]], Awaitable[None]]
+
+
+@dataclass
+class WalletScripts:
+    """Every derived script of every wallet, and which ones are matched live."""
+
+    refs: dict[bytes, list[ScriptRef]]  # script -> where it was derived
+    by_scripthash: dict[bytes, bytes]  # scripthash -> script
+    live: set[bytes]  # scripts of wallets whose history is complete (state "live")
+
+    @classmethod
+    def empty(cls) -> WalletScripts:
+        return cls({}, {}, set())
+
+    def add(self, script: bytes, ref: ScriptRef, live: bool) -> None:
+        refs = self.refs.setdefault(script, [])
+        if ref not in refs:
+            refs.append(ref)
+        self.by_scripthash[script_to_scripthash(script)] = script
+        if live:
+            self.live.add(script)
+
+
+class Indexer:
+    def __init__(self, store: IndexStore, rpc: DescriptorRPC, network: str) -> None:
+        self.store = store
+        self.rpc = rpc
+        self.network = network
+        self.wallets: dict[bytes, Wallet] = {}
+        self.scripts = WalletScripts.empty()
+        #: confirmed, unspent outputs of live wallets: outpoint -> (scripthash, value)
+        self.unspent: dict[bytes, tuple[bytes, int]] = {}
+        self.mempool = Mempool()
+        #: scantxoutset results for wallets still backfilling: scripthash -> UTXOs
+        self.provisional: dict[bytes, list[Utxo]] = {}
+
+    # --- loading --------------------------------------------------------------------------
+    def load(self) -> None:
+        """(Re)build the in-memory views from the store (start-up and after a reorg)."""
+        self.wallets = {wid: Wallet.from_record(wid, rec)
+                        for wid, rec in self.store.wallet_records().items()}
+        self.scripts = WalletScripts.empty()
+        for wid, wallet in self.wallets.items():
+            live = wallet.state == "live"
+            for branch, index, script in self.store.wallet_scripts(wid):
+                self.scripts.add(script, ScriptRef(wid, branch, index), live)
+        live_sh = {script_to_scripthash(s) for s in self.scripts.live}
+        self.unspent = {op: (sh, value) for op, sh, value in self._unspent_rows()
+                        if sh in live_sh}
+
+    def _unspent_rows(self) -> list[tuple[bytes, bytes, int]]:
+        rows = []
+        for op, sh in self.store.unspent_outpoints():
+            rec = self.store.output(op[:32], int.from_bytes(op[32:], "big"))
+            if rec is not None:
+                rows.append((op, sh, rec.value))
+        return rows
+
+    def tip(self) -> tuple[int, bytes] | None:
+        return self.store.tip()
+
+    def is_watched_scripthash(self, scripthash: bytes) -> bool:
+        return scripthash in self.scripts.by_scripthash
+
+    def live_scripts(self) -> set[bytes]:
+        return self.scripts.live
+
+    # --- derivation and the gap limit -----------------------------------------------------
+    async def derive_wallet(self, wallet: Wallet) -> dict[tuple[int, int], bytes]:
+        """Derive every branch up to ``used + 1 + gap``; returns the new scripts."""
+        new: dict[tuple[int, int], bytes] = {}
+        for bi, branch in enumerate(wallet.branches):
+            want = wallet.wanted(bi)
+            if want <= branch.derived:
+                continue
+            scripts = await derive_scripts(self.rpc, branch, branch.derived, want, self.network)
+            for offset, script in enumerate(scripts):
+                new[(bi, branch.derived + offset)] = script
+            branch.derived = want
+        return new
+
+    def _register_scripts(self, wallet: Wallet, scripts: dict[tuple[int, int], bytes]) -> None:
+        live = wallet.state == "live"
+        for (bi, index), script in scripts.items():
+            self.scripts.add(script, ScriptRef(wallet.wallet_id, bi, index), live)
+
+    def _mark_used(self, matches: list[TxMatch], wallet_ids: set[bytes] | None) -> set[bytes]:
+        """Raise each branch's ``used`` index; returns wallets needing more scripts."""
+        grow: set[bytes] = set()
+        for m in matches:
+            for f in m.funding:
+                for ref in self.scripts.refs.get(f.script, ()):
+                    if wallet_ids is not None and ref.wallet_id not in wallet_ids:
+                        continue
+                    wallet = self.wallets[ref.wallet_id]
+                    branch = wallet.branches[ref.branch]
+                    if ref.index > branch.used:
+                        branch.used = ref.index
+                        if wallet.wanted(ref.branch) > branch.derived:
+                            grow.add(ref.wallet_id)
+        return grow
+
+    async def match_with_gap(self, txs: list[Tx], watched: Callable[[bytes], bool],
+                             lookup: Callable[[bytes], tuple[bytes, int] | None],
+                             wallet_ids: set[bytes] | None
+                             ) -> tuple[list[TxMatch], dict[bytes, dict[tuple[int, int], bytes]]]:
+        """Match txs; when they use scripts near the end of a gap, derive more and match
+        again, so a payment to a just-derived script in the same block is not missed."""
+        derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
+        while True:
+            matches = match_txs(txs, watched, lookup)
+            grow = self._mark_used(matches, wallet_ids)
+            if not grow:
+                return matches, derived
+            for wid in grow:
+                wallet = self.wallets[wid]
+                new = await self.derive_wallet(wallet)
+                self._register_scripts(wallet, new)
+                derived.setdefault(wid, {}).update(new)
+
+    # --- writing a block's effects --------------------------------------------------------
+    def write_matches(self, batch: UndoBatch, height: int, txids: list[bytes],
+                      matches: list[TxMatch]) -> set[bytes]:
+        """Put the history, outputs, spends, raw txs and merkle branches of ``matches``."""
+        touched: set[bytes] = set()
+        if not matches:
+            return touched
+        tree = MerkleTree(txids)
+        for m in matches:
+            txid = m.tx.txid
+            batch.put(tx_key(txid), m.tx.raw)
+            batch.put(conf_key(txid), pack_height(height) + pack_height(m.pos)
+                      + b"".join(tree.branch(m.pos)))
+            for sh in m.scripthashes:
+                batch.put(history_key(sh, height, m.pos), txid)
+                touched.add(sh)
+            for f in m.funding:
+                batch.put(output_key(txid, f.vout),
+                          f.scripthash + _U64.pack(f.value) + pack_height(height))
+                batch.put(script_output_key(f.scripthash, height, txid, f.vout), b"")
+            for s in m.spending:
+                batch.put(spent_key(s.prev_txid, s.prev_vout), txid + pack_height(height))
+        return touched
+
+    def write_wallets(self, batch: UndoBatch, wallet_ids: set[bytes],
+                      derived: dict[bytes, dict[tuple[int, int], bytes]]) -> None:
+        import json
+
+        for wid in wallet_ids | set(derived):
+            wallet = self.wallets.get(wid)
+            if wallet is None:
+                continue
+            batch.put(wallet_key(wid), json.dumps(wallet.to_record(), sort_keys=True).encode())
+            for (bi, index), script in derived.get(wid, {}).items():
+                batch.put(wallet_script_key(wid, bi, index), script)
+
+    def _wallets_of(self, matches: list[TxMatch]) -> set[bytes]:
+        out: set[bytes] = set()
+        for m in matches:
+            for f in m.funding:
+                out.update(ref.wallet_id for ref in self.scripts.refs.get(f.script, ()))
+        return out
+
+    async def connect_block(self, block: Block, height: int) -> set[bytes]:
+        """Apply a block on top of the tip (caller checked the parent); returns the
+        scripthashes whose history changed."""
+        txids = [tx.txid for tx in block.txs]
+        live = self.scripts.live
+        matches, derived = await self.match_with_gap(
+            block.txs, live.__contains__, self.unspent.get, None)
+        # Recheck the tip after the awaits above: the caller's check must still hold.
+        batch = self.store.begin_block(height)
+        touched = self.write_matches(batch, height, txids, matches)
+        self.write_wallets(batch, self._wallets_of(matches), derived)
+        self.store.commit_block(batch, block.header.raw, block.header.hash)
+        for m in matches:
+            for f in m.funding:
+                self.unspent[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
+            for s in m.spending:
+                self.unspent.pop(outpoint(s.prev_txid, s.prev_vout), None)
+        for tx in block.txs:
+            if tx.txid in self.mempool:
+                touched |= self.mempool.remove(tx.txid)
+        return touched
+
+    def connect_header_only(self, height: int, header: bytes, block_hash: bytes) -> None:
+        """A block that provably touches no watched script (no live wallet, or its
+        BIP158 filter matched nothing): keep the header, tip and an (empty) undo record."""
+        self.store.commit_block(self.store.begin_block(height), header, block_hash)
+
+    def rollback_tip(self) -> set[bytes]:
+        height, touched, removed = self.store.rollback_tip()
+        log.info("rolled back block %d (%d wallet transactions)", height, len(removed))
+        self.load()
+        return touched
+
+    # --- wallet registration -------------------------------------------------------------
+    async def add_wallet(self, items: list[str], *, birthday: int | None, gap: int,
+                          label: str = "") -> tuple[Wallet, bool]:
+        """Register a wallet (idempotent); returns it and whether it was new."""
+        branches = await normalize_descriptors(self.rpc, items, self.network == "mainnet")
+        wid = wallet_id_for(branches)
+        if wid in self.wallets:
+            return self.wallets[wid], False
+        tip = self.tip()
+        tip_height = tip[0] if tip else -1
+        if birthday is None:
+            birthday = _default_birthday(self.network, [b.descriptor for b in branches])
+        birthday = max(0, min(birthday, tip_height + 1))
+        wallet = Wallet(wid, branches, gap, birthday, label=label)
+        wallet.backfill_height = birthday - 1
+        scripts = await self.derive_wallet(wallet)
+        self.wallets[wid] = wallet
+        self._register_scripts(wallet, scripts)
+        self.store.put_wallet(wid, wallet.to_record(), scripts)
+        log.info("wallet %s registered: %d branches, birthday %d", wallet.id_hex,
+                 len(branches), birthday)
+        return wallet, True
+
+
+    def remove_wallet(self, wallet_id: bytes) -> set[bytes]:
+        """Forget a wallet and its index; returns the scripthashes that lost their history."""
+        if wallet_id not in self.wallets:
+            raise KeyError(wallet_id.hex())
+        mine = {s for s, refs in self.scripts.refs.items()
+                if all(r.wallet_id == wallet_id for r in refs)}
+        shs = {script_to_scripthash(s) for s in mine}
+        self.store.delete_wallet(wallet_id, shs)
+        for sh in shs:
+            for entry in list(self.mempool.entries(sh)):
+                self.mempool.remove(entry.txid)
+        self.load()
+        return shs
+
+
+def _default_birthday(network: str, descriptors: list[str]) -> int:
+    """Without a birthday, start where the wallet's script type became possible."""
+    if network != "mainnet":
+        return 0
+    if all(d.startswith("tr(") for d in descriptors):
+        return 709_632  # taproot activation
+    if all(d.startswith(("wpkh(", "wsh(", "sh(wpkh(", "sh(wsh(")) for d in descriptors):
+        return 481_824  # segwit activation
+    return 0

@@ -1,0 +1,360 @@
+"""The indexer's LevelDB (plyvel): one process owns it; every block is one atomic batch.
+
+Crash safety: a block's effects, its header, its undo record and the new tip are written
+in one ``WriteBatch``; after a kill -9 the index either contains the block or its tip is
+still the parent and the block is applied again. Writes are not fsynced one by one (the
+SD card would wear and stall); LevelDB's log still replays whole batches in order, so an
+OS crash loses a suffix of blocks, never half of one. ``sync()`` forces a flush at
+shutdown and after catch-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from ..chain import double_sha256
+from .schema import (
+    DB_FORMAT,
+    P_FORMAT,
+    P_HISTORY,
+    P_OUTPUT,
+    P_SCRIPT_OUTPUT,
+    P_SPENT,
+    P_TIP,
+    P_WALLET,
+    P_WALLET_SCRIPT,
+    UNDO_DEPTH,
+    conf_key,
+    header_key,
+    output_key,
+    pack_height,
+    spent_key,
+    tx_key,
+    undo_key,
+    unpack_height,
+    wallet_key,
+    wallet_script_key,
+)
+
+__all__ = ["IndexStore", "OutputRecord", "StoreError", "UndoBatch", "WrongNetwork"]
+
+log = logging.getLogger("indexer.store")
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class StoreError(Exception):
+    """The index on disk cannot be used as it is."""
+
+
+class WrongNetwork(StoreError):
+    """The index was built for another chain (genesis hash differs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    txid: bytes
+    vout: int
+    scripthash: bytes
+    value: int
+    height: int
+
+
+def encode_undo(entries: list[tuple[bytes, bytes | None]]) -> bytes:
+    """(key, previous value or None) pairs, in write order."""
+    out = bytearray()
+    for key, old in entries:
+        out += _U16.pack(len(key)) + key
+        if old is None:
+            out += b"\x00"
+        else:
+            out += b"\x01" + _U32.pack(len(old)) + old
+    return bytes(out)
+
+
+def decode_undo(data: bytes) -> list[tuple[bytes, bytes | None]]:
+    entries: list[tuple[bytes, bytes | None]] = []
+    pos = 0
+    while pos < len(data):
+        (klen,) = _U16.unpack_from(data, pos)
+        key = data[pos + 2:pos + 2 + klen]
+        pos += 2 + klen
+        if data[pos] == 0:
+            entries.append((key, None))
+            pos += 1
+        else:
+            (vlen,) = _U32.unpack_from(data, pos + 1)
+            entries.append((key, data[pos + 5:pos + 5 + vlen]))
+            pos += 5 + vlen
+    return entries
+
+
+class UndoBatch:
+    """Puts and deletes for one height, remembering old values so they can be undone."""
+
+    def __init__(self, store: IndexStore, height: int | None) -> None:
+        self.store = store
+        self.height = height
+        self.writes: dict[bytes, bytes | None] = {}
+        self.undo: list[tuple[bytes, bytes | None]] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        value: bytes | None = self.store.db.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._record(key)
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._record(key)
+        self.writes[key] = None
+
+    def _record(self, key: bytes) -> None:
+        if self.height is not None and key not in self.writes:
+            self.undo.append((key, self.store.db.get(key)))
+
+
+class IndexStore:
+    """Typed access to the index tables (see schema.py and docs/index-schema.md)."""
+
+    def __init__(self, path: Path, genesis_hash: bytes, *, cache_mib: int = 16) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.db = self._open(path, cache_mib)
+        stored = self.db.get(P_FORMAT)
+        want = _U32.pack(DB_FORMAT) + genesis_hash
+        if stored is None:
+            self.db.put(P_FORMAT, want, sync=True)
+        elif stored[4:] != genesis_hash:
+            self.db.close()
+            raise WrongNetwork(f"{path} was built for another network; move it away to reindex")
+        elif stored != want:
+            log.warning("index format %d != %d: rebuilding the index",
+                        _U32.unpack_from(stored)[0], DB_FORMAT)
+            wallets = list(self.wallet_records().items())
+            self.db.close()
+            shutil.rmtree(path)
+            path.mkdir(parents=True)
+            self.db = self._open(path, cache_mib)
+            self.db.put(P_FORMAT, want, sync=True)
+            for wid, record in wallets:  # registrations survive a rebuild
+                record["state"] = "new"
+                self.put_wallet(wid, record)
+
+    @staticmethod
+    def _open(path: Path, cache_mib: int) -> Any:
+        # Small caches: the Pi has 4 GB for bitcoind, the indexer and everything else.
+        return plyvel.DB(str(path), create_if_missing=True, lru_cache_size=cache_mib << 20,
+                         write_buffer_size=4 << 20, bloom_filter_bits=10)
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+    def sync(self) -> None:
+        """Force everything written so far to disk (an empty synced write flushes the log)."""
+        self.db.put(P_TIP + b"-sync", b"", sync=True)
+
+    # --- tip and headers ---------------------------------------------------------------
+    def tip(self) -> tuple[int, bytes] | None:
+        raw = self.db.get(P_TIP)
+        if raw is None:
+            return None
+        return unpack_height(raw), raw[4:36]
+
+    def header(self, height: int) -> bytes | None:
+        value = self.db.get(header_key(height))
+        return bytes(value) if value is not None else None
+
+    def headers(self, start: int, count: int) -> list[bytes]:
+        out: list[bytes] = []
+        if count <= 0:
+            return out
+        for _key, value in self.db.iterator(start=header_key(start),
+                                            stop=header_key(start + count)):
+            out.append(value)
+        return out
+
+    def put_headers(self, start: int, headers: list[bytes], tip_hash: bytes) -> None:
+        """Headers-only progress (before any wallet exists), with the tip, atomically."""
+        with self.db.write_batch(transaction=True) as wb:
+            for i, h in enumerate(headers):
+                wb.put(header_key(start + i), h)
+            wb.put(P_TIP, pack_height(start + len(headers) - 1) + tip_hash)
+
+    # --- blocks ------------------------------------------------------------------------
+    def begin_block(self, height: int) -> UndoBatch:
+        return UndoBatch(self, height)
+
+    def begin_plain(self) -> UndoBatch:
+        """Writes that belong to no block (wallet records): nothing to undo."""
+        return UndoBatch(self, None)
+
+    def commit_block(self, batch: UndoBatch, header: bytes, block_hash: bytes) -> None:
+        """Write a connected block's effects, header, undo record and tip in one batch."""
+        assert batch.height is not None
+        height = batch.height
+        batch.put(header_key(height), header)
+        with self.db.write_batch(transaction=True) as wb:
+            for key, value in batch.writes.items():
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+            wb.put(undo_key(height), encode_undo(batch.undo))
+            wb.put(P_TIP, pack_height(height) + block_hash)
+            if height >= UNDO_DEPTH:
+                wb.delete(undo_key(height - UNDO_DEPTH))
+
+    def commit_backfill(self, batch: UndoBatch) -> None:
+        """Write effects found for an already-connected block (a wallet's backfill)."""
+        height = batch.height
+        with self.db.write_batch(transaction=True) as wb:
+            for key, value in batch.writes.items():
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+            if height is not None and batch.undo:
+                old = self.db.get(undo_key(height))
+                if old is not None:  # only heights still inside the undo window
+                    wb.put(undo_key(height), old + encode_undo(batch.undo))
+
+    def rollback_tip(self) -> tuple[int, set[bytes], set[bytes]]:
+        """Undo the tip block; returns (its height, touched scripthashes, removed txids)."""
+        tip = self.tip()
+        if tip is None:
+            raise StoreError("nothing to roll back")
+        height, _ = tip
+        raw = self.db.get(undo_key(height))
+        if raw is None:
+            raise StoreError(f"no undo record for height {height}: reorg deeper than "
+                             f"{UNDO_DEPTH} blocks; reindex needed")
+        touched: set[bytes] = set()
+        removed: set[bytes] = set()
+        parent = self.header(height - 1) if height > 0 else None
+        with self.db.write_batch(transaction=True) as wb:
+            for key, old in reversed(decode_undo(raw)):
+                if key[:1] == P_HISTORY:
+                    touched.add(key[1:33])
+                    removed.add(self.db.get(key) or b"")
+                elif key[:1] == P_SCRIPT_OUTPUT:
+                    touched.add(key[1:33])
+                if old is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, old)
+            wb.delete(undo_key(height))
+            wb.delete(header_key(height))
+            if parent is None:
+                wb.delete(P_TIP)
+            else:
+                wb.put(P_TIP, pack_height(height - 1) + double_sha256(parent))
+        removed.discard(b"")
+        return height, touched, removed
+
+    # --- wallets -------------------------------------------------------------------------
+    def wallet_records(self) -> dict[bytes, dict[str, Any]]:
+        return {key[1:]: json.loads(value) for key, value in self.db.iterator(prefix=P_WALLET)}
+
+    def put_wallet(self, wallet_id: bytes, record: dict[str, Any],
+                   scripts: dict[tuple[int, int], bytes] | None = None) -> None:
+        with self.db.write_batch(transaction=True) as wb:
+            wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
+            for (branch, index), script in (scripts or {}).items():
+                wb.put(wallet_script_key(wallet_id, branch, index), script)
+
+    def wallet_scripts(self, wallet_id: bytes) -> Iterator[tuple[int, int, bytes]]:
+        for key, value in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id):
+            yield key[9], unpack_height(key, 10), value
+
+    def delete_wallet(self, wallet_id: bytes, scripthashes: set[bytes]) -> None:
+        """Remove a wallet and the index entries of scripthashes no other wallet has."""
+        with self.db.write_batch(transaction=True) as wb:
+            wb.delete(wallet_key(wallet_id))
+            for key in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id, include_value=False):
+                wb.delete(key)
+            txids: set[bytes] = set()
+            for sh in scripthashes:
+                for key, txid in self.db.iterator(prefix=P_HISTORY + sh):
+                    wb.delete(key)
+                    txids.add(txid)
+                for key in self.db.iterator(prefix=P_SCRIPT_OUTPUT + sh, include_value=False):
+                    wb.delete(key)
+                    wb.delete(output_key(key[37:69], unpack_height(key, 69)))
+                    wb.delete(spent_key(key[37:69], unpack_height(key, 69)))
+            for txid in txids:
+                if not self._tx_still_referenced(txid, scripthashes):
+                    wb.delete(tx_key(txid))
+                    wb.delete(conf_key(txid))
+
+    def _tx_still_referenced(self, txid: bytes, removed: set[bytes]) -> bool:
+        # A tx stays if it touches a scripthash of another wallet. Scans that tx's own
+        # outputs and the history of the tx's other scripthashes is costly; wallets are
+        # few and removal rare, so a full history scan is acceptable here.
+        for key, value in self.db.iterator(prefix=P_HISTORY):
+            if value == txid and key[1:33] not in removed:
+                return True
+        return False
+
+    # --- queries -------------------------------------------------------------------------
+    def history(self, scripthash: bytes) -> list[tuple[int, int, bytes]]:
+        """[(height, position, txid)] in block order."""
+        out = []
+        for key, txid in self.db.iterator(prefix=P_HISTORY + scripthash):
+            out.append((unpack_height(key, 33), unpack_height(key, 37), txid))
+        return out
+
+    def outputs(self, scripthash: bytes) -> list[OutputRecord]:
+        out = []
+        for key in self.db.iterator(prefix=P_SCRIPT_OUTPUT + scripthash, include_value=False):
+            txid, vout = key[37:69], unpack_height(key, 69)
+            value = self.db.get(output_key(txid, vout))
+            if value is not None:
+                out.append(OutputRecord(txid, vout, scripthash,
+                                        _U64.unpack_from(value, 32)[0], unpack_height(key, 33)))
+        return out
+
+    def output(self, txid: bytes, vout: int) -> OutputRecord | None:
+        value = self.db.get(output_key(txid, vout))
+        if value is None:
+            return None
+        return OutputRecord(txid, vout, value[:32], _U64.unpack_from(value, 32)[0],
+                            unpack_height(value, 40))
+
+    def spender(self, txid: bytes, vout: int) -> tuple[bytes, int] | None:
+        value = self.db.get(spent_key(txid, vout))
+        if value is None:
+            return None
+        return value[:32], unpack_height(value, 32)
+
+    def unspent_outpoints(self) -> Iterator[tuple[bytes, bytes]]:
+        """(txid + vout BE, scripthash) of every indexed output not spent in a block."""
+        for key, value in self.db.iterator(prefix=P_OUTPUT):
+            if self.db.get(P_SPENT + key[1:]) is None:
+                yield key[1:], value[:32]
+
+    def tx(self, txid: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(tx_key(txid))
+        return value
+
+    def confirmation(self, txid: bytes) -> tuple[int, int, list[bytes]] | None:
+        value = self.db.get(conf_key(txid))
+        if value is None:
+            return None
+        branch = [value[i:i + 32] for i in range(8, len(value), 32)]
+        return unpack_height(value), unpack_height(value, 4), branch

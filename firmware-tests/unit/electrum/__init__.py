@@ -1,0 +1,1 @@
+"""Tests for appliance.electrum (the package makes the shared fakes importable)."""
