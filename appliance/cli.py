@@ -38,6 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="what the box is doing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    wallet = sub.add_parser("wallet", help="register, list or remove watched wallets")
+    wsub = wallet.add_subparsers(dest="wallet_command", required=True)
+    add = wsub.add_parser("add", parents=[common], help="watch a wallet (descriptors or xpub)")
+    add.add_argument("descriptors", nargs="+", metavar="DESCRIPTOR",
+                     help="output descriptor(s) or an x/y/z/t/u/vpub key")
+    add.add_argument("--birthday", type=int, metavar="HEIGHT",
+                     help="first block that can hold the wallet's history")
+    add.add_argument("--gap", type=int, help="receive gap limit (default from hearth.toml)")
+    add.add_argument("--change-gap", type=int, help="change gap limit")
+    add.add_argument("--label", default="", help="a name to recognise it by")
+    wlist = wsub.add_parser("list", parents=[common], help="registered wallets")
+    wlist.add_argument("--json", action="store_true")
+    remove = wsub.add_parser("remove", parents=[common], help="forget a wallet and its index")
+    remove.add_argument("id", help="wallet id (a unique prefix is enough)")
+
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
     return p
@@ -60,7 +75,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_service(args.service, cfg)
     if args.command == "status":
         return _status(cfg, as_json=args.json)
+    if args.command == "wallet":
+        return _wallet(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
+
+
+def _wallet(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    endpoint = cfg.control_endpoint("indexer")
+    try:
+        if args.wallet_command == "add":
+            result = control_request(endpoint, "wallet.add", timeout=120,
+                                     descriptors=args.descriptors, birthday=args.birthday,
+                                     gap=args.gap, change_gap=args.change_gap, label=args.label)
+            verb = "registered" if result["new"] else "already registered"
+            print(f"wallet {result['id']} {verb} ({result['state']}, "
+                  f"{len(result['branches'])} branches)")
+        elif args.wallet_command == "list":
+            wallets = control_request(endpoint, "wallet.list")
+            if args.json:
+                print(json.dumps(wallets, indent=2))
+            for w in [] if args.json else wallets:
+                progress = f" backfill {w['backfill']['percent']}%" if w["backfill"] else ""
+                print(f"{w['id']}  {w['state']}{progress}  {w['label']}")
+                for b in w["branches"]:
+                    print(f"    {b['descriptor']}  used {b['used']} derived {b['derived']}")
+        else:
+            result = control_request(endpoint, "wallet.remove", id=args.id)
+            print(f"wallet {result['removed']} removed")
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _status(cfg: Config, as_json: bool) -> int:
@@ -69,6 +116,12 @@ def _status(cfg: Config, as_json: bool) -> int:
     report: dict[str, Any] = {"version": __version__, "network": cfg.hearth.network}
     node: NodeStatus | str = asyncio.run(read_node_status(cfg))
     report["node"] = node if isinstance(node, str) else node.as_dict()
+    try:
+        from .control import ControlError, control_request
+
+        report["indexer"] = control_request(cfg.control_endpoint("indexer"), "status", timeout=5)
+    except ControlError as exc:
+        report["indexer"] = f"unavailable: {exc}"
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -78,4 +131,11 @@ def _status(cfg: Config, as_json: bool) -> int:
         else:
             for line in node.describe():
                 print(f"  {line}")
+        idx = report["indexer"]
+        if isinstance(idx, str):
+            print(f"  indexer: {idx}")
+        else:
+            print(f"  indexer: height {idx['height']}, {idx['wallets']} wallets, "
+                  f"{idx['scripts']} scripts, {idx['mempool_txs']} mempool txs, "
+                  f"{idx['electrum']['sessions']} Electrum clients")
     return 0 if not isinstance(node, str) else 1

@@ -25,7 +25,9 @@ __all__ = [
     "NETWORKS",
     "Config",
     "ConfigError",
+    "ElectrumSection",
     "HearthSection",
+    "IndexerSection",
     "LogSection",
     "NodeSection",
     "load_config",
@@ -74,6 +76,24 @@ class NodeSection:
 
 
 @dataclass(frozen=True)
+class IndexerSection:
+    gap_limit: int = _opt(20, "Unused receive scripts kept watched past the last used one.", minimum=1)
+    change_gap_limit: int = _opt(20, "Unused change scripts kept watched past the last used one.",
+                                 minimum=1)
+    db_cache_mib: int = _opt(16, "LevelDB block cache of the index, MiB.", minimum=1)
+
+
+@dataclass(frozen=True)
+class ElectrumSection:
+    bind: str = _opt("0.0.0.0", "Address the Electrum listeners bind (0.0.0.0 = the LAN).")
+    tcp_port: int = _opt(50001, "Plain TCP Electrum port; 0 = off.", minimum=0)
+    tls_port: int = _opt(50002, "TLS Electrum port (self-signed certificate); 0 = off.", minimum=0)
+    hostname: str = _opt("hearth.local", "Name in the TLS certificate and server.features.")
+    max_sessions: int = _opt(100, "Concurrent Electrum connections accepted.", minimum=1)
+    banner: str = _opt("", "server.banner text; empty = a default greeting.")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -82,6 +102,8 @@ class LogSection:
 class Config:
     hearth: HearthSection = field(default_factory=HearthSection)
     node: NodeSection = field(default_factory=NodeSection)
+    indexer: IndexerSection = field(default_factory=IndexerSection)
+    electrum: ElectrumSection = field(default_factory=ElectrumSection)
     log: LogSection = field(default_factory=LogSection)
     path: Path | None = None
 
@@ -100,6 +122,14 @@ class Config:
             return Path(self.node.cookie_file)
         sub = {"main": "", "test": "testnet3"}.get(self.chain, self.chain)
         return self.node.bitcoin_dir / sub / ".cookie" if sub else self.node.bitcoin_dir / ".cookie"
+
+    @property
+    def network_is_main(self) -> bool:
+        return self.hearth.network == "mainnet"
+
+    def control_endpoint(self, service: str) -> str:
+        """The ZMQ REQ/REP socket where a running service takes commands."""
+        return f"ipc://{self.hearth.run_dir / (service + '.ctl')}"
 
     def service_dir(self, service: str) -> Path:
         """The state directory one service owns exclusively."""

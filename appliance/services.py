@@ -22,6 +22,7 @@ __all__ = ["SERVICES", "run_service"]
 #: service name -> module holding its ``main(cfg)``
 SERVICES: dict[str, str] = {
     "node": "appliance.node.service",
+    "indexer": "appliance.indexer.service",
 }
 
 

@@ -243,7 +243,7 @@ class Indexer:
 
     # --- wallet registration -------------------------------------------------------------
     async def add_wallet(self, items: list[str], *, birthday: int | None, gap: int,
-                          label: str = "") -> tuple[Wallet, bool]:
+                         change_gap: int, label: str = "") -> tuple[Wallet, bool]:
         """Register a wallet (idempotent); returns it and whether it was new."""
         branches = await normalize_descriptors(self.rpc, items, self.network == "mainnet")
         wid = wallet_id_for(branches)
@@ -254,7 +254,7 @@ class Indexer:
         if birthday is None:
             birthday = _default_birthday(self.network, [b.descriptor for b in branches])
         birthday = max(0, min(birthday, tip_height + 1))
-        wallet = Wallet(wid, branches, gap, birthday, label=label)
+        wallet = Wallet(wid, branches, gap, birthday, label=label, change_gap=change_gap)
         wallet.backfill_height = birthday - 1
         scripts = await self.derive_wallet(wallet)
         self.wallets[wid] = wallet

@@ -75,11 +75,12 @@ class Branch:
 class Wallet:
     wallet_id: bytes
     branches: list[Branch]
-    gap: int
+    gap: int  # receive branch (0)
     birthday: int  # first height that can hold its history
     state: str = "new"  # new -> backfill -> live
     backfill_height: int = -1  # last height the backfill has covered
     label: str = ""
+    change_gap: int = 20  # every other branch
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,20 +92,23 @@ class Wallet:
             "branches": [{"descriptor": b.descriptor, "ranged": b.ranged, "derived": b.derived,
                           "used": b.used} for b in self.branches],
             "gap": self.gap, "birthday": self.birthday, "state": self.state,
-            "backfill_height": self.backfill_height, "label": self.label, **self.extra,
+            "backfill_height": self.backfill_height, "label": self.label,
+            "change_gap": self.change_gap, **self.extra,
         }
 
     @classmethod
     def from_record(cls, wallet_id: bytes, rec: dict[str, Any]) -> Wallet:
-        known = {"branches", "gap", "birthday", "state", "backfill_height", "label"}
+        known = {"branches", "gap", "birthday", "state", "backfill_height", "label", "change_gap"}
         return cls(wallet_id, [Branch(**b) for b in rec["branches"]], int(rec["gap"]),
                    int(rec["birthday"]), str(rec["state"]), int(rec["backfill_height"]),
-                   str(rec.get("label", "")), {k: v for k, v in rec.items() if k not in known})
+                   str(rec.get("label", "")), int(rec.get("change_gap", rec["gap"])),
+                   {k: v for k, v in rec.items() if k not in known})
 
     def wanted(self, branch: int) -> int:
         """How many scripts the branch should have derived (used + 1 + gap)."""
         b = self.branches[branch]
-        return (b.used + 1 + self.gap) if b.ranged else 1
+        gap = self.gap if branch == 0 else self.change_gap
+        return (b.used + 1 + gap) if b.ranged else 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ def render_bitcoin_conf(cfg: Config, layout: BitcoindLayout | None = None) -> st
         f"zmqpubhashblock={cfg.node.zmq_hashblock}",
         f"zmqpubsequence={cfg.node.zmq_sequence}",
         "zmqpubrawtxhwm=10000",
+        "zmqpubrawblockhwm=32",  # bitcoind queues whole blocks for a slow subscriber
     ]
     if not layout.listen:
         net.append("listen=0")

@@ -1,0 +1,175 @@
+"""The ``indexer`` service: the personal index and the Electrum server, one process.
+
+One process, because LevelDB allows one per database and the Electrum server reads the
+index on every request. Composition root: bitcoind RPC and ZMQ -> Indexer (LevelDB) ->
+ChainFollower (blocks, mempool) and Backfiller (late wallets) -> IndexBackend ->
+Electrum SessionManager -> TCP/TLS listeners; a control socket takes wallet commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from ..chain import double_sha256
+from ..config import Config
+from ..control import ControlError, ControlServer
+from ..electrum.handlers import ServerInfo
+from ..electrum.server import ElectrumServer, SessionManager
+from ..electrum.tls import ensure_certificate, server_ssl_context
+from ..node import BitcoinRPC, ZMQSubscriber
+from .backfill import Backfiller
+from .electrum_backend import IndexBackend
+from .follower import ChainFollower
+from .index import Indexer
+from .store import IndexStore
+from .wallets import Wallet, WalletError
+
+__all__ = ["IndexerService", "main"]
+
+log = logging.getLogger("indexer")
+
+
+class IndexerService:
+    def __init__(self, cfg: Config, rpc: BitcoinRPC, store: IndexStore,
+                 sub: ZMQSubscriber) -> None:
+        self.cfg = cfg
+        self.rpc = rpc
+        self.indexer = Indexer(store, rpc, cfg.hearth.network)
+        self.indexer.load()
+        self.backend = IndexBackend(self.indexer, rpc)
+        self.follower = ChainFollower(self.indexer, rpc, sub, self.backend.notify_scripthashes,
+                                      self.backend.notify_tip)
+        self.backfiller = Backfiller(self.indexer, self.follower, rpc,
+                                     self.backend.notify_scripthashes)
+        ec = cfg.electrum
+        hosts = {ec.hostname: {"tcp_port": ec.tcp_port or None, "ssl_port": ec.tls_port or None}}
+        info = ServerInfo(hosts=hosts)
+        if ec.banner:
+            info = dataclasses.replace(info, banner=ec.banner)
+        self.sessions = SessionManager(self.backend, info=info, max_sessions=ec.max_sessions)
+        ssl_context = None
+        if ec.tls_port:
+            tls_dir = cfg.service_dir("indexer")
+            cert, key = tls_dir / "electrum-cert.pem", tls_dir / "electrum-key.pem"
+            self.tls_fingerprint = ensure_certificate(cert, key, hostname=ec.hostname)
+            ssl_context = server_ssl_context(cert, key)
+        self.server = ElectrumServer(self.sessions, host=ec.bind, tcp_port=ec.tcp_port or None,
+                                     tls_port=ec.tls_port or None, ssl_context=ssl_context)
+        self.control = ControlServer(cfg.control_endpoint("indexer"), {
+            "wallet.add": self.cmd_wallet_add,
+            "wallet.list": self.cmd_wallet_list,
+            "wallet.remove": self.cmd_wallet_remove,
+            "status": self.cmd_status,
+        })
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.follower.run(), name="follower"),
+                 asyncio.create_task(self.backfiller.run(), name="backfill"),
+                 asyncio.create_task(self.control.serve(), name="control")]
+        try:
+            synced = asyncio.create_task(self.follower.synced.wait())
+            done, _ = await asyncio.wait([synced, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if synced not in done:  # the follower died before the first sync
+                synced.cancel()
+                for t in done:
+                    t.result()
+            tip = self.indexer.tip()
+            log.info("index at height %s; %d wallets", tip[0] if tip else None,
+                     len(self.indexer.wallets))
+            await self.server.start()
+            log.info("serving Electrum RPC")
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.server.close()
+            self.control.close()
+
+    # --- control commands -----------------------------------------------------------------
+    def _summary(self, wallet: Wallet) -> dict[str, Any]:
+        prog = self.backfiller.progress.get(wallet.wallet_id)
+        return {
+            "id": wallet.id_hex, "label": wallet.label, "state": wallet.state,
+            "birthday": wallet.birthday, "gap": wallet.gap, "change_gap": wallet.change_gap,
+            "branches": [{"descriptor": b.descriptor, "derived": b.derived, "used": b.used}
+                         for b in wallet.branches],
+            "backfill": prog.as_dict() if prog is not None and wallet.state != "live" else None,
+            "error": self.backfiller.errors.get(wallet.wallet_id),
+        }
+
+    async def cmd_wallet_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        items = req.get("descriptors")
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ControlError("descriptors must be a list of strings")
+        birthday = req.get("birthday")
+        if birthday is not None and (not isinstance(birthday, int) or birthday < 0):
+            raise ControlError("birthday must be a block height")
+        try:
+            wallet, new = await self.indexer.add_wallet(
+                items, birthday=birthday,
+                gap=int(req.get("gap") or self.cfg.indexer.gap_limit),
+                change_gap=int(req.get("change_gap") or self.cfg.indexer.change_gap_limit),
+                label=str(req.get("label") or ""))
+        except WalletError as exc:
+            raise ControlError(str(exc)) from None
+        self.backfiller.wakeup.set()
+        return {"new": new, **self._summary(wallet)}
+
+    async def cmd_wallet_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self._summary(w) for w in self.indexer.wallets.values()]
+
+    async def cmd_wallet_remove(self, req: dict[str, Any]) -> dict[str, Any]:
+        wid_hex = str(req.get("id", ""))
+        matches = [w for w in self.indexer.wallets if w.hex().startswith(wid_hex)]
+        if not wid_hex or len(matches) != 1:
+            raise ControlError(f"no single wallet with id {wid_hex!r}")
+        touched = self.indexer.remove_wallet(matches[0])
+        await self.backend.notify_scripthashes(touched)
+        return {"removed": matches[0].hex()}
+
+    async def cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        tip = self.indexer.tip()
+        header = self.indexer.store.header(tip[0]) if tip else None
+        stats = self.follower.stats
+        return {
+            "height": tip[0] if tip else None,
+            "tip": double_sha256(header)[::-1].hex() if header else None,
+            "wallets": len(self.indexer.wallets),
+            "scripts": len(self.indexer.scripts.refs),
+            "mempool_txs": len(self.indexer.mempool.txs),
+            "blocks_indexed": stats.blocks, "reorgs": stats.reorgs, "resyncs": stats.resyncs,
+            "last_block_ms": round(stats.last_block_ms, 1),
+            "electrum": self.sessions.stats(),
+            "electrum_ports": {"tcp": self._port("tcp"), "tls": self._port("tls")},
+        }
+
+    def _port(self, kind: str) -> int | None:
+        try:
+            return self.server.port(kind)
+        except KeyError:  # not listening (yet, or switched off)
+            return None
+
+
+async def main(cfg: Config) -> None:
+    async with BitcoinRPC.from_config(cfg) as rpc:
+        # Subscribe before the first RPC read, so nothing published meanwhile is lost.
+        sub = ZMQSubscriber.from_config(cfg, ["rawblock", "rawtx", "sequence"])
+        try:
+            log.info("waiting for bitcoind at %s", rpc.url)
+            await rpc.wait_ready(timeout=float("inf"))
+            genesis = bytes.fromhex(await rpc.call("getblockhash", 0))[::-1]
+            store = IndexStore(cfg.service_dir("indexer") / "index", genesis,
+                               cache_mib=cfg.indexer.db_cache_mib)
+            try:
+                await IndexerService(cfg, rpc, store, sub).run()
+            finally:
+                store.sync()
+                store.close()
+        finally:
+            sub.close()

@@ -1,0 +1,216 @@
+"""The appliance's services as real processes in tests (``appliance run ...``).
+
+``IndexerProcess`` runs the indexer + Electrum server against a TestNode, the way
+supervisord runs it on the box, and waits for its "serving Electrum RPC" log line
+(the electrs pattern). ``ElectrumClient`` is a minimal line-JSON client for asserting
+protocol answers; the end-to-end tests also drive Debian's real Electrum wallet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .node import TestNode
+from .util import free_port, wait_until
+
+__all__ = ["ElectrumClient", "ElectrumError", "IndexerProcess", "scripthash_of"]
+
+APPLIANCE = str(Path(sys.executable).parent / "appliance")
+
+
+def scripthash_of(script_hex: str) -> str:
+    return hashlib.sha256(bytes.fromhex(script_hex)).digest()[::-1].hex()
+
+
+class ElectrumError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('message')} (code {error.get('code')})")
+        self.code = error.get("code")
+        self.message = str(error.get("message"))
+
+
+class ElectrumClient:
+    def __init__(self, port: int, *, tls: bool = False, timeout: float = 30.0) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # self-signed; pinning is the wallet's job
+            sock = ctx.wrap_socket(sock)
+        self.sock = sock
+        self.file = sock.makefile("rwb")
+        self.next_id = 0
+        self.notifications: deque[dict[str, Any]] = deque()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send_raw(self, line: bytes) -> None:
+        self.file.write(line)
+        self.file.flush()
+
+    def read(self) -> Any:
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        return json.loads(line)
+
+    def call(self, method: str, *params: Any) -> Any:
+        self.next_id += 1
+        self.send_raw(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                  "params": list(params)}).encode() + b"\n")
+        while True:
+            msg = self.read()
+            if "id" not in msg or msg["id"] is None and "method" in msg:
+                self.notifications.append(msg)
+                continue
+            if msg.get("error"):
+                raise ElectrumError(msg["error"])
+            return msg["result"]
+
+    def wait_notification(self, method: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, n in enumerate(self.notifications):
+                if n["method"] == method:
+                    del self.notifications[i]
+                    return n
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                self.notifications.append(self.read())
+            except TimeoutError:
+                raise AssertionError(f"no {method} notification in {timeout}s") from None
+            finally:
+                self.sock.settimeout(30.0)
+
+
+class IndexerProcess:
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
+                 extra: str = "") -> None:
+        self.base = base
+        self.node = node
+        self.factor = timeout_factor
+        self.tcp_port = free_port()
+        self.tls_port = free_port()
+        self.config = base / "hearth.toml"
+        self.log_file = base / "indexer.log"
+        base.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(f"""
+[hearth]
+network = "regtest"
+data_dir = "{base / 'data'}"
+run_dir = "{base / 'run'}"
+[node]
+rpc_url = "{node.rpc_url}"
+cookie_file = "{node.cookie_file}"
+bitcoin_dir = "{node.datadir}"
+zmq_rawblock = "{node.zmq['rawblock']}"
+zmq_rawtx = "{node.zmq['rawtx']}"
+zmq_hashblock = "{node.zmq['hashblock']}"
+zmq_sequence = "{node.zmq['sequence']}"
+[electrum]
+bind = "127.0.0.1"
+tcp_port = {self.tcp_port}
+tls_port = {self.tls_port}
+hostname = "localhost"
+[log]
+level = "debug"
+{extra}
+""")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.clients: list[ElectrumClient] = []
+
+    def start(self, wait: bool = True) -> None:
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        out = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen([APPLIANCE, "run", "indexer", "--config",
+                                         str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        if wait:
+            self.wait_log("serving Electrum RPC", timeout=120)
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        def seen() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"indexer exited ({self.process.returncode}):\n"
+                                     + self.log_text()[-4000:])
+            return text in self.log_text()[self._log_offset:]
+        wait_until(seen, timeout=timeout, factor=self.factor)
+
+    def close_clients(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.clients.clear()
+
+    def stop(self) -> None:
+        self.close_clients()
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        rc = self.process.returncode
+        self.process = None
+        assert rc == 0, f"indexer exit code {rc}:\n{self.log_text()[-4000:]}"
+
+    def kill(self) -> None:
+        self.close_clients()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([APPLIANCE, *args, "--config", str(self.config)],
+                             capture_output=True, text=True, timeout=180)
+        if check and res.returncode != 0:
+            raise AssertionError(f"appliance {' '.join(args)}: {res.stderr}{res.stdout}")
+        return res
+
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
+        return report
+
+    def wallet_add(self, *descriptors: str, birthday: int | None = None) -> str:
+        args = ["wallet", "add", *descriptors]
+        if birthday is not None:
+            args += ["--birthday", str(birthday)]
+        out = self.cli(*args).stdout
+        return out.split()[1]
+
+    def wallets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(self.cli("wallet", "list", "--json").stdout)
+        return result
+
+    def wait_synced(self, timeout: float = 60.0) -> None:
+        """Index tip == node tip, and every wallet live."""
+        def done() -> bool:
+            st = self.status()["indexer"]
+            if isinstance(st, str):
+                return False
+            return bool(st["height"] == self.node.getblockcount()
+                        and st["tip"] == self.node.getbestblockhash()
+                        and all(w["state"] == "live" for w in self.wallets()))
+        wait_until(done, timeout=timeout, factor=self.factor, interval=0.2)
+
+    def client(self, tls: bool = False) -> ElectrumClient:
+        c = ElectrumClient(self.tls_port if tls else self.tcp_port, tls=tls)
+        self.clients.append(c)
+        c.call("server.version", "hearth-tests", "1.4")
+        return c
