@@ -92,3 +92,187 @@ def test_live_wallet_matches_ground_truth(node: TestNode, indexer: IndexerProces
     compare(client, truth)
     assert electrum_total(client, truth) == wallet_total(node, "w1")
     assert indexer.wallets()[0]["id"] == wid
+
+
+def setup_watched(node: TestNode, indexer: IndexerProcess, name: str = "w1",
+                  birthday: int | None = None) -> tuple[ElectrumClient, Truth, str]:
+    descs, _ = watch_wallet(node, name)
+    wid = indexer.wallet_add(*descs, *([] if birthday is None else []))
+    indexer.wait_synced()
+    return indexer.client(), Truth(node, derive_scripts(node, descs, 40)), wid
+
+
+def fund(node: TestNode, wallet: str, amounts: list[str]) -> list[str]:
+    return [node.send(node.rpc("getnewaddress", wallet=wallet), a) for a in amounts]
+
+
+def test_rbf_replacement_replaces_the_mempool_entry(node: TestNode,
+                                                   indexer: IndexerProcess) -> None:
+    client, truth, _ = setup_watched(node, indexer)
+    fund(node, "w1", ["1", "1"])
+    node.mine(1)
+    indexer.wait_synced()
+    first = node.rpc("send", {node.new_address(): "1.2"}, None, "unset", None,
+                     {"replaceable": True}, wallet="w1")["txid"]
+    wait_until(lambda: electrum_total(client, truth) == wallet_total(node, "w1"))
+    compare(client, truth)
+    bumped = node.rpc("bumpfee", first, wallet="w1")["txid"]
+    assert bumped != first
+    wait_until(lambda: electrum_total(client, truth) == wallet_total(node, "w1"))
+    wait_until(lambda: all(h["tx_hash"] != first for s in truth.scripts
+                           for h in client.call("blockchain.scripthash.get_history",
+                                                scripthash_of(s))))
+    compare(client, truth)
+    node.mine(1)
+    indexer.wait_synced()
+    compare(client, truth)
+
+
+def test_three_block_reorg_with_a_double_spend(node: TestNode, indexer: IndexerProcess) -> None:
+    client, truth, _ = setup_watched(node, indexer)
+    fund(node, "w1", ["3"])
+    node.mine(1)
+    # Three blocks holding wallet transactions, the last one a spend from w1.
+    fund(node, "w1", ["0.5"])
+    node.mine(1)
+    fund(node, "w1", ["0.25"])
+    node.mine(1)
+    spend = node.rpc("send", {node.new_address(): "1"}, None, "unset", None,
+                     {"replaceable": True}, wallet="w1")["txid"]
+    node.mine(1)
+    indexer.wait_synced()
+    compare(client, truth)
+    # Reorg: drop the three blocks; the spend is replaced before new blocks are mined.
+    height = node.getblockcount()
+    node.invalidateblock(node.getblockhash(height - 2))
+    replacement = node.rpc("bumpfee", spend, wallet="w1")["txid"]
+    node.mine(4, node.new_address("bech32m"))
+    indexer.wait_synced()
+    compare(client, truth)
+    histories = [h["tx_hash"] for s in truth.scripts
+                 for h in client.call("blockchain.scripthash.get_history", scripthash_of(s))]
+    assert spend not in histories and replacement in histories
+    assert indexer.status()["indexer"]["reorgs"] >= 1 or "reorg" in indexer.log_text()
+    assert electrum_total(client, truth) == wallet_total(node, "w1")
+
+
+def test_history_survives_pruning_and_restart(node: TestNode, indexer: IndexerProcess) -> None:
+    client, truth, _ = setup_watched(node, indexer)
+    fund(node, "w1", ["1", "2"])
+    node.mine(1)
+    node.rpc("send", {node.new_address(): "0.5"}, wallet="w1")
+    node.mine(1)
+    indexer.wait_synced()
+    before = truth.electrum_view()  # ground truth read while the blocks still exist
+    proof_tx = next(h for v in before.values() for h in v["history"])
+    node.mine(400)
+    truth.update()  # read the blocks before they go
+    assert node.prune_to(node.getblockcount() - 300) > proof_tx["height"]
+    indexer.wait_synced(timeout=120)
+    compare(client, truth)  # truth keeps what it learnt; bitcoind no longer has the blocks
+    merkle = client.call("blockchain.transaction.get_merkle", proof_tx["tx_hash"],
+                         proof_tx["height"])
+    assert merkle["block_height"] == proof_tx["height"]
+    raw = client.call("blockchain.transaction.get", proof_tx["tx_hash"])
+    assert node.decoderawtransaction(raw)["txid"] == proof_tx["tx_hash"]
+    indexer.stop()
+    indexer.start()
+    compare(indexer.client(), truth)
+
+
+def test_kill_9_while_blocks_arrive_loses_nothing(node: TestNode,
+                                                  indexer: IndexerProcess) -> None:
+    _, truth, _ = setup_watched(node, indexer)
+    for i in range(6):
+        fund(node, "w1", ["0.1"])
+        node.mine(1)
+        if i == 2:
+            indexer.kill()  # mid-stream, no clean shutdown
+    node.mine(20)
+    indexer.start()
+    indexer.wait_synced()
+    compare(indexer.client(), truth)
+
+
+def test_registration_is_idempotent_and_removable(node: TestNode,
+                                                  indexer: IndexerProcess) -> None:
+    client, truth, wid = setup_watched(node, indexer)
+    fund(node, "w1", ["1"])
+    node.mine(1)
+    indexer.wait_synced()
+    descs = [w["descriptor"] for w in indexer.wallets()[0]["branches"]]
+    again = indexer.cli("wallet", "add", *descs).stdout
+    assert "already registered" in again and wid in again
+    assert len(indexer.wallets()) == 1
+    some = next(s for s, v in truth.electrum_view().items() if v["history"])
+    assert client.call("blockchain.scripthash.get_history", scripthash_of(some))
+    indexer.cli("wallet", "remove", wid[:8])
+    assert indexer.wallets() == []
+    assert client.call("blockchain.scripthash.get_history", scripthash_of(some)) == []
+
+
+def test_refuses_private_keys_and_bad_descriptors(node: TestNode,
+                                                  indexer: IndexerProcess) -> None:
+    node.createwallet("priv")
+    private = next(d["desc"] for d in node.rpc("listdescriptors", True, wallet="priv")[
+        "descriptors"] if d["desc"].startswith("wpkh("))
+    res = indexer.cli("wallet", "add", private, check=False)
+    assert res.returncode == 1 and "private" in res.stderr
+    assert "prv" not in res.stderr  # never echo the key back
+    res = indexer.cli("wallet", "add", "wpkh(notakey)", check=False)
+    assert res.returncode == 1 and "invalid descriptor" in res.stderr
+    assert indexer.wallets() == []
+
+
+def test_extended_public_key_registration(node: TestNode, indexer: IndexerProcess) -> None:
+    """A vpub (BIP84 account key, as phone wallets export it) watches wpkh /0/* and /1/*."""
+    from appliance.chain import base58check_decode, base58check_encode
+
+    node.createwallet("w1")
+    desc = next(d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
+                if d["desc"].startswith("wpkh(") and not d["internal"])
+    tpub = desc.split("]")[1].split("/")[0]
+    vpub = base58check_encode(bytes.fromhex("045f1c16") + base58check_decode(tpub)[4:])
+    indexer.wallet_add(vpub)
+    indexer.wait_synced()
+    wallet = indexer.wallets()[0]
+    assert [b["descriptor"].split("#")[0] for b in wallet["branches"]] == [
+        f"wpkh({tpub}/0/*)", f"wpkh({tpub}/1/*)"]
+    truth = Truth(node, derive_scripts(node, [b["descriptor"] for b in wallet["branches"]], 40))
+    fund(node, "w1", ["0.3"])
+    node.mine(1)
+    indexer.wait_synced()
+    client = indexer.client()
+    compare(client, truth)
+    assert electrum_total(client, truth) == wallet_total(node, "w1")
+
+
+def test_unknown_scripthash_gets_empty_answers_and_is_counted(
+        node: TestNode, indexer: IndexerProcess) -> None:
+    client, _, _ = setup_watched(node, indexer)
+    foreign = node.validateaddress(node.new_address())["scriptPubKey"]
+    node.send(node.new_address(), "1")  # history exists on chain, but not ours
+    node.mine(1)
+    indexer.wait_synced()
+    sh = scripthash_of(foreign)
+    assert client.call("blockchain.scripthash.get_history", sh) == []
+    assert client.call("blockchain.scripthash.subscribe", sh) is None
+    assert client.call("blockchain.scripthash.get_balance", sh) == {"confirmed": 0,
+                                                                    "unconfirmed": 0}
+    assert indexer.status()["indexer"]["electrum"]["unknown_script_queries"] >= 3
+
+
+def test_subscription_notifies_on_payment(node: TestNode, indexer: IndexerProcess) -> None:
+    client, truth, _ = setup_watched(node, indexer)
+    address = node.rpc("getnewaddress", wallet="w1")
+    sh = scripthash_of(node.validateaddress(address)["scriptPubKey"])
+    assert client.call("blockchain.scripthash.subscribe", sh) is None
+    client.call("blockchain.headers.subscribe")
+    node.send(address, "0.42")
+    note = client.wait_notification("blockchain.scripthash.subscribe")
+    assert note["params"][0] == sh and note["params"][1] is not None
+    node.mine(1)
+    header = client.wait_notification("blockchain.headers.subscribe")
+    assert header["params"][0]["height"] == node.getblockcount()
+    note2 = client.wait_notification("blockchain.scripthash.subscribe")
+    assert note2["params"][1] != note["params"][1]
