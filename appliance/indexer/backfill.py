@@ -204,6 +204,8 @@ class Backfiller:
             if exc.code != -1:
                 raise
         prog.fetched_from_peer += 1
+        log.info("block %s is pruned and matches the wallet's filter: fetching it from a peer",
+                 hash_hex)
         return await self.follower.fetch_from_peer(hash_hex)
 
     async def _apply(self, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
