@@ -48,7 +48,7 @@ _KEY_VERSIONS: dict[bytes, tuple[str, bool]] = {
     bytes.fromhex("04b24746"): ("wpkh({})", True),
     bytes.fromhex("043587cf"): ("pkh({})", False),
     bytes.fromhex("044a5262"): ("sh(wpkh({}))", False),
-    bytes.fromhex("045f1c16"): ("wpkh({})", False),
+    bytes.fromhex("045f1cf6"): ("wpkh({})", False),
 }
 _PRIVATE_VERSIONS = {bytes.fromhex(v) for v in
                      ("0488ade4", "049d7878", "04b2430c", "04358394", "044a4e28", "045f18bc")}

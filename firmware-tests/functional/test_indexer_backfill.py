@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from functional.framework.appliance import IndexerProcess
 from functional.framework.node import NodeFactory
 from functional.framework.truth import Truth

@@ -232,7 +232,7 @@ def test_extended_public_key_registration(node: TestNode, indexer: IndexerProces
     desc = next(d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
                 if d["desc"].startswith("wpkh(") and not d["internal"])
     tpub = desc.split("]")[1].split("/")[0]
-    vpub = base58check_encode(bytes.fromhex("045f1c16") + base58check_decode(tpub)[4:])
+    vpub = base58check_encode(bytes.fromhex("045f1cf6") + base58check_decode(tpub)[4:])
     indexer.wallet_add(vpub)
     indexer.wait_synced()
     wallet = indexer.wallets()[0]
