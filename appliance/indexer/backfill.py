@@ -28,7 +28,7 @@ from typing import Any
 from ..chain import double_sha256, hash_to_hex_str, parse_block, script_to_scripthash
 from ..electrum.backend import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
-from .bip158 import GCSFilter
+from .bip158 import GCSFilter, ScriptSet
 from .follower import ChainFollower, ScripthashListener
 from .index import Indexer
 from .wallets import Wallet
@@ -80,22 +80,32 @@ class Backfiller:
         self.progress: dict[bytes, BackfillProgress] = {}
         self.wakeup = asyncio.Event()
         self.errors: dict[bytes, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         await self.follower.synced.wait()
         while True:
-            pending = [w for w in self.indexer.wallets.values() if w.state != "live"]
-            for wallet in pending:
+            self.wakeup.clear()
+            for wid in list(self.indexer.wallets):
+                wallet = self.indexer.wallets.get(wid)
+                if wallet is None:
+                    continue
                 try:
-                    await self.backfill(wallet)
-                    self.errors.pop(wallet.wallet_id, None)
+                    if wallet.state != "live":
+                        await self.backfill(wallet)
+                    for job in list(wallet.jobs):
+                        await self.run_job(wallet, job)
+                    self.errors.pop(wid, None)
                 except (NodeError, RuntimeError) as exc:
-                    self.errors[wallet.wallet_id] = str(exc)
+                    self.errors[wid] = str(exc)
                     log.warning("backfill of wallet %s paused: %s", wallet.id_hex, exc)
                     await asyncio.sleep(5)
-            if not any(w.state != "live" for w in self.indexer.wallets.values()):
-                self.wakeup.clear()
+                    self.wakeup.set()
+            if not self._pending():
                 await self.wakeup.wait()
+
+    def _pending(self) -> bool:
+        return any(w.state != "live" or w.jobs for w in self.indexer.wallets.values())
 
     # --- step 1: current UTXOs ------------------------------------------------------------
     async def scan_utxos(self, wallet: Wallet) -> None:
@@ -128,6 +138,7 @@ class Backfiller:
 
     # --- step 2: blocks -----------------------------------------------------------------
     async def backfill(self, wallet: Wallet) -> None:
+        """A whole wallet, from its birthday, then turn it live."""
         idx = self.indexer
         wid = wallet.wallet_id
         if wallet.state == "new":
@@ -136,24 +147,44 @@ class Backfiller:
             idx._register_scripts(wallet, new)
             wallet.state = "backfill"
             idx.store.put_wallet(wid, wallet.to_record(), new)
+        scope = _Scope(wid, None)
+        if await self._scan(scope):
+            self._go_live(wid)
+
+    async def run_job(self, wallet: Wallet, job: dict[str, int]) -> None:
+        """Scripts a client asked for past a live wallet's gap: their history, then live."""
+        scope = _Scope(wallet.wallet_id, (job["branch"], job["start"]))
+        if await self._scan(scope):
+            self._finish_job(scope)
+
+    async def _scan(self, scope: _Scope) -> bool:
+        """Filters (or blocks) from the scope's height to the tip; True when at the tip.
+
+        Wallet objects are looked up afresh after every await: a reorg reloads them from
+        the store (with the progress the rolled-back blocks had undone)."""
+        idx = self.indexer
         has_filters = await self._has_filters()
+        wallet = idx.wallets.get(scope.wid)
         tip = idx.tip()
-        prog = BackfillProgress(wallet.backfill_height + 1, tip[0] if tip else 0)
-        self.progress[wid] = prog
+        if wallet is None or tip is None:
+            return False
+        prog = BackfillProgress(scope.height(wallet) + 1, tip[0])
+        self.progress[scope.key] = prog
         unsaved = 0
         while True:
+            wallet = idx.wallets.get(scope.wid)
             tip = idx.tip()
-            if tip is None:
-                return
-            if wallet.backfill_height >= tip[0]:
-                self._go_live(wallet)
-                return
+            if wallet is None or tip is None:
+                return False
+            if scope.height(wallet) >= tip[0]:
+                prog.done = prog.end - prog.start + 1
+                return True
             prog.end = tip[0]
-            start = wallet.backfill_height + 1
+            start = scope.height(wallet) + 1
             end = min(tip[0], start + _FILTER_BATCH - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            scripts = self._wallet_scripts(wid)
+            query = ScriptSet(scope.scripts(idx))
             if has_filters:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
@@ -161,28 +192,31 @@ class Backfiller:
                 filters = [None] * len(hashes)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
                 height = start + offset
-                if idx.store.header(height) != headers[offset]:
-                    break  # a reorg replaced this height meanwhile: next round re-reads
+                wallet = idx.wallets.get(scope.wid)
+                if wallet is None or idx.store.header(height) != headers[offset]:
+                    break  # removed, or a reorg replaced this height: next round re-reads
                 if isinstance(filt, Exception):
                     raise RuntimeError(f"getblockfilter at {height}: {filt}")
                 if filt is not None and not GCSFilter.from_hex(
-                        block_hash, filt["filter"]).match_any(scripts):
-                    wallet.backfill_height = height
+                        block_hash, filt["filter"]).match_any(query):
+                    scope.set_height(wallet, height)
                     prog.done += 1
                     unsaved += 1
                     continue
                 raw = await self._fetch(block_hash, prog)
-                if idx.store.header(height) != headers[offset]:
+                wallet = idx.wallets.get(scope.wid)
+                if wallet is None or idx.store.header(height) != headers[offset]:
                     break
-                touched = await self._apply(wallet, raw, height)
-                scripts = self._wallet_scripts(wid)
+                touched = await self._apply(scope, wallet, raw, height)
+                query = ScriptSet(scope.scripts(idx))  # the gap may have grown
                 prog.done += 1
                 unsaved = 0
                 if touched:
                     prog.matched_blocks += 1
                     await self.on_scripthashes(touched)
-            if unsaved >= _SAVE_EVERY:
-                idx.store.put_wallet(wid, wallet.to_record())
+            wallet = idx.wallets.get(scope.wid)
+            if wallet is not None and unsaved >= _SAVE_EVERY:
+                idx.store.put_wallet(scope.wid, wallet.to_record())
                 unsaved = 0
 
     def _wallet_scripts(self, wid: bytes) -> set[bytes]:
@@ -208,11 +242,11 @@ class Backfiller:
                  hash_hex)
         return await self.follower.fetch_from_peer(hash_hex)
 
-    async def _apply(self, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
+    async def _apply(self, scope: _Scope, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
         idx = self.indexer
         wid = wallet.wallet_id
         block = parse_block(raw)
-        shs = {script_to_scripthash(s) for s in self._wallet_scripts(wid)}
+        shs = {script_to_scripthash(s) for s in scope.scripts(idx)}
 
         def lookup(op: bytes) -> tuple[bytes, int] | None:
             rec = idx.store.output(op[:32], int.from_bytes(op[32:], "big"))
@@ -221,33 +255,112 @@ class Backfiller:
             return None
 
         def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
-            return any(r.wallet_id == wid for r in idx.scripts.refs.get(script, ()))
+            return scope.covers(idx, script)
 
         matches, derived = await idx.match_with_gap(block.txs, watched, lookup, {wid})
+        job = scope.job(wallet) if scope.job_key is not None else None
+        if job is not None:
+            # Scripts derived while scanning old blocks have old history too: they join
+            # the job instead of going live without it.
+            for (bi, index), script in derived.get(wid, {}).items():
+                idx.scripts.live.discard(script)
+                if bi == job["branch"]:
+                    job["end"] = max(job["end"], index + 1)
+                else:
+                    wallet.jobs.append({"branch": bi, "start": index, "end": index + 1,
+                                        "height": wallet.birthday - 1})
         if idx.store.header(height) != block.header.raw:
             return set()  # reorged away while deriving
         batch = idx.store.begin_block(height)
         touched = idx.write_matches(batch, height, [t.txid for t in block.txs], matches)
-        wallet.backfill_height = height
+        scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
         idx.store.commit_backfill(batch)
         return touched
 
     # --- step 3: live ---------------------------------------------------------------------
-    def _go_live(self, wallet: Wallet) -> None:
+    def _go_live(self, wid: bytes) -> None:
         """Called with the backfill at the tip, with no await until the flip is done."""
+        wallet = self.indexer.wallets[wid]
         wallet.state = "live"
-        self.indexer.store.put_wallet(wallet.wallet_id, wallet.to_record())
+        self.indexer.store.put_wallet(wid, wallet.to_record())
         for sh in [sh for sh, s in self.indexer.scripts.by_scripthash.items()
-                   if s in self._wallet_scripts(wallet.wallet_id)]:
+                   if s in self._wallet_scripts(wid)]:
             self.indexer.provisional.pop(sh, None)
         self.indexer.load()
-        prog = self.progress.get(wallet.wallet_id)
-        if prog is not None:
-            prog.done = prog.end - prog.start + 1
         log.info("wallet %s is live (history complete)", wallet.id_hex)
         # Its mempool transactions were not tracked while it backfilled.
-        asyncio.get_running_loop().create_task(self.follower.sync_mempool())
+        self._resync_mempool()
+
+    def _finish_job(self, scope: _Scope) -> None:
+        wallet = self.indexer.wallets[scope.wid]
+        job = scope.job(wallet)
+        if job is None:
+            return
+        wallet.jobs.remove(job)
+        self.indexer.store.put_wallet(scope.wid, wallet.to_record())
+        self.indexer.load()
+        self.progress.pop(scope.key, None)
+        log.info("wallet %s: scripts %d..%d of branch %d are live", wallet.id_hex,
+                 job["start"], job["end"] - 1, job["branch"])
+        self._resync_mempool()
+
+    def _resync_mempool(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+@dataclass
+class _Scope:
+    """What one backfill pass covers: a whole wallet (``job_key`` None), or a job: a range
+    of a live wallet's scripts that a client asked for beyond the gap. The job itself is
+    looked up in the current wallet object each time (a reorg reloads wallets)."""
+
+    wid: bytes
+    job_key: tuple[int, int] | None  # (branch, start index)
+
+    @property
+    def key(self) -> bytes:
+        if self.job_key is None:
+            return self.wid
+        return self.wid + bytes([self.job_key[0]]) + self.job_key[1].to_bytes(4, "big")
+
+    def job(self, wallet: Wallet) -> dict[str, int] | None:
+        for job in wallet.jobs:
+            if (job["branch"], job["start"]) == self.job_key:
+                return job
+        return None
+
+    def height(self, wallet: Wallet) -> int:
+        if self.job_key is None:
+            return wallet.backfill_height
+        job = self.job(wallet)
+        return job["height"] if job is not None else 1 << 31  # finished or gone
+
+    def set_height(self, wallet: Wallet, height: int) -> None:
+        if self.job_key is None:
+            wallet.backfill_height = height
+        elif (job := self.job(wallet)) is not None:
+            job["height"] = height
+
+    def covers(self, idx: Indexer, script: bytes) -> bool:
+        wallet = idx.wallets.get(self.wid)
+        if wallet is None:
+            return False
+        job = None if self.job_key is None else self.job(wallet)
+        if self.job_key is not None and job is None:
+            return False
+        for ref in idx.scripts.refs.get(script, ()):
+            if ref.wallet_id != self.wid:
+                continue
+            if job is None or (ref.branch == job["branch"]
+                               and job["start"] <= ref.index < job["end"]):
+                return True
+        return False
+
+    def scripts(self, idx: Indexer) -> set[bytes]:
+        return {s for s, refs in idx.scripts.refs.items() if self.covers(idx, s)}
 
 
 def _index_in(found_desc: str, branch_desc: str) -> int | None:

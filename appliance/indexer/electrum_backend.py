@@ -8,6 +8,7 @@ and merkle branches of the wallets' transactions were stored when their blocks a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -34,12 +35,13 @@ def _btc_per_kvb(value: Any) -> float:
 
 
 class IndexBackend:
-    def __init__(self, indexer: Indexer, rpc: BitcoinRPC) -> None:
+    def __init__(self, indexer: Indexer, rpc: BitcoinRPC,
+                 on_gap_extended: Callable[[], None] | None = None) -> None:
         self.indexer = indexer
         self.rpc = rpc
+        self.on_gap_extended = on_gap_extended
         self.tip_listeners: list[TipListener] = []
         self.scripthash_listeners: list[ScripthashListener] = []
-        self.unknown_queries = 0
         self._cp_cache: tuple[int, MerkleTree] | None = None
         self._histogram: tuple[float, list[tuple[float, int]]] | None = None
 
@@ -135,8 +137,9 @@ class IndexBackend:
         return self.indexer.is_watched_scripthash(scripthash)
 
     async def script_queried(self, scripthash: bytes) -> None:
-        if not self.is_watched(scripthash):
-            self.unknown_queries += 1
+        if not self.is_watched(scripthash) and await self.indexer.extend_on_query(scripthash):
+            if self.on_gap_extended is not None:
+                self.on_gap_extended()
 
     # --- transactions -------------------------------------------------------------------
     async def transaction(self, txid: bytes) -> bytes:

@@ -80,6 +80,9 @@ class Indexer:
         self.mempool = Mempool()
         #: scantxoutset results for wallets still backfilling: scripthash -> UTXOs
         self.provisional: dict[bytes, list[Utxo]] = {}
+        #: the next ``gap`` scripts past each ranged branch, not watched yet:
+        #: scripthash -> (ref, script). A client asking for one extends the gap.
+        self.lookahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -88,8 +91,8 @@ class Indexer:
                         for wid, rec in self.store.wallet_records().items()}
         self.scripts = WalletScripts.empty()
         for wid, wallet in self.wallets.items():
-            live = wallet.state == "live"
             for branch, index, script in self.store.wallet_scripts(wid):
+                live = wallet.state == "live" and not wallet.pending(branch, index)
                 self.scripts.add(script, ScriptRef(wid, branch, index), live)
         live_sh = {script_to_scripthash(s) for s in self.scripts.live}
         self.unspent = {op: (sh, value) for op, sh, value in self._unspent_rows()
@@ -127,8 +130,8 @@ class Indexer:
         return new
 
     def _register_scripts(self, wallet: Wallet, scripts: dict[tuple[int, int], bytes]) -> None:
-        live = wallet.state == "live"
         for (bi, index), script in scripts.items():
+            live = wallet.state == "live" and not wallet.pending(bi, index)
             self.scripts.add(script, ScriptRef(wallet.wallet_id, bi, index), live)
 
     def _mark_used(self, matches: list[TxMatch], wallet_ids: set[bytes] | None) -> set[bytes]:
@@ -158,6 +161,8 @@ class Indexer:
             matches = match_txs(txs, watched, lookup)
             grow = self._mark_used(matches, wallet_ids)
             if not grow:
+                if derived:
+                    await self.refresh_lookahead()
                 return matches, derived
             for wid in grow:
                 wallet = self.wallets[wid]
@@ -240,6 +245,51 @@ class Indexer:
         log.info("rolled back block %d (%d wallet transactions)", height, len(removed))
         self.load()
         return touched
+
+    # --- the gap, grown on demand ----------------------------------------------------------
+    async def refresh_lookahead(self) -> None:
+        """Derive the scripts just past every live branch's watched range."""
+        ahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
+        for wid, wallet in self.wallets.items():
+            for bi, branch in enumerate(wallet.branches):
+                if not branch.ranged:
+                    continue
+                gap = wallet.gap if bi == 0 else wallet.change_gap
+                scripts = await derive_scripts(self.rpc, branch, branch.derived,
+                                               branch.derived + gap, self.network)
+                for offset, script in enumerate(scripts):
+                    ref = ScriptRef(wid, bi, branch.derived + offset)
+                    ahead[script_to_scripthash(script)] = (ref, script)
+        self.lookahead = ahead
+
+    async def extend_on_query(self, scripthash: bytes) -> bool:
+        """A client asked for a script just past a branch's gap (its own gap limit is
+        larger than ours): watch up to it, and queue a backfill job for the new scripts.
+        Returns whether a job was queued."""
+        entry = self.lookahead.get(scripthash)
+        if entry is None:
+            return False
+        ref, _script = entry
+        wallet = self.wallets.get(ref.wallet_id)
+        if wallet is None:
+            return False
+        branch = wallet.branches[ref.branch]
+        if ref.index < branch.derived:
+            return False  # already watched (a concurrent query got here first)
+        start = branch.derived
+        new = {(ref.branch, i): s for r, s in self.lookahead.values()
+               if r.wallet_id == ref.wallet_id and r.branch == ref.branch
+               and start <= (i := r.index) <= ref.index}
+        branch.derived = ref.index + 1
+        if wallet.state == "live":
+            wallet.jobs.append({"branch": ref.branch, "start": start, "end": ref.index + 1,
+                                "height": wallet.birthday - 1})
+        self._register_scripts(wallet, new)
+        self.store.put_wallet(wallet.wallet_id, wallet.to_record(), new)
+        log.info("wallet %s: a client asked past the gap; watching branch %d up to %d",
+                 wallet.id_hex, ref.branch, ref.index)
+        await self.refresh_lookahead()
+        return wallet.state == "live"
 
     # --- wallet registration -------------------------------------------------------------
     async def add_wallet(self, items: list[str], *, birthday: int | None, gap: int,

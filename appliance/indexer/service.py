@@ -39,7 +39,7 @@ class IndexerService:
         self.rpc = rpc
         self.indexer = Indexer(store, rpc, cfg.hearth.network)
         self.indexer.load()
-        self.backend = IndexBackend(self.indexer, rpc)
+        self.backend = IndexBackend(self.indexer, rpc, on_gap_extended=self._gap_extended)
         self.follower = ChainFollower(self.indexer, rpc, sub, self.backend.notify_scripthashes,
                                       self.backend.notify_tip)
         self.backfiller = Backfiller(self.indexer, self.follower, rpc,
@@ -65,7 +65,11 @@ class IndexerService:
             "status": self.cmd_status,
         })
 
+    def _gap_extended(self) -> None:
+        self.backfiller.wakeup.set()
+
     async def run(self) -> None:
+        await self.indexer.refresh_lookahead()
         tasks = [asyncio.create_task(self.follower.run(), name="follower"),
                  asyncio.create_task(self.backfiller.run(), name="backfill"),
                  asyncio.create_task(self.control.serve(), name="control")]
@@ -100,6 +104,7 @@ class IndexerService:
             "branches": [{"descriptor": b.descriptor, "derived": b.derived, "used": b.used}
                          for b in wallet.branches],
             "backfill": prog.as_dict() if prog is not None and wallet.state != "live" else None,
+            "jobs": wallet.jobs,
             "error": self.backfiller.errors.get(wallet.wallet_id),
         }
 
@@ -119,6 +124,7 @@ class IndexerService:
         except WalletError as exc:
             raise ControlError(str(exc)) from None
         self.backfiller.wakeup.set()
+        await self.indexer.refresh_lookahead()
         return {"new": new, **self._summary(wallet)}
 
     async def cmd_wallet_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:

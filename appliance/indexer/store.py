@@ -249,6 +249,9 @@ class IndexStore:
         parent = self.header(height - 1) if height > 0 else None
         with self.db.write_batch(transaction=True) as wb:
             for key, old in reversed(decode_undo(raw)):
+                if key[:1] in (P_WALLET, P_WALLET_SCRIPT) and \
+                        self.db.get(P_WALLET + key[1:9]) is None:
+                    continue  # a wallet removed since: do not bring it back
                 if key[:1] == P_HISTORY:
                     touched.add(key[1:33])
                     removed.add(self.db.get(key) or b"")

@@ -81,7 +81,14 @@ class Wallet:
     backfill_height: int = -1  # last height the backfill has covered
     label: str = ""
     change_gap: int = 20  # every other branch
+    #: script ranges a client asked for past the gap, still being backfilled:
+    #: {"branch", "start", "end" (exclusive), "height" (last height scanned)}
+    jobs: list[dict[str, int]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def pending(self, branch: int, index: int) -> bool:
+        """Whether the script is in a job (watched, but its history still incomplete)."""
+        return any(j["branch"] == branch and j["start"] <= index < j["end"] for j in self.jobs)
 
     @property
     def id_hex(self) -> str:
@@ -93,15 +100,17 @@ class Wallet:
                           "used": b.used} for b in self.branches],
             "gap": self.gap, "birthday": self.birthday, "state": self.state,
             "backfill_height": self.backfill_height, "label": self.label,
-            "change_gap": self.change_gap, **self.extra,
+            "change_gap": self.change_gap, "jobs": self.jobs, **self.extra,
         }
 
     @classmethod
     def from_record(cls, wallet_id: bytes, rec: dict[str, Any]) -> Wallet:
-        known = {"branches", "gap", "birthday", "state", "backfill_height", "label", "change_gap"}
+        known = {"branches", "gap", "birthday", "state", "backfill_height", "label", "change_gap",
+                 "jobs"}
         return cls(wallet_id, [Branch(**b) for b in rec["branches"]], int(rec["gap"]),
                    int(rec["birthday"]), str(rec["state"]), int(rec["backfill_height"]),
                    str(rec.get("label", "")), int(rec.get("change_gap", rec["gap"])),
+                   [dict(j) for j in rec.get("jobs", [])],
                    {k: v for k, v in rec.items() if k not in known})
 
     def wanted(self, branch: int) -> int:

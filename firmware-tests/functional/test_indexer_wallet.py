@@ -276,3 +276,28 @@ def test_subscription_notifies_on_payment(node: TestNode, indexer: IndexerProces
     assert header["params"][0]["height"] == node.getblockcount()
     note2 = client.wait_notification("blockchain.scripthash.subscribe")
     assert note2["params"][1] != note["params"][1]
+
+
+def test_a_client_asking_past_the_gap_gets_that_history(node: TestNode,
+                                                        indexer: IndexerProcess) -> None:
+    """Electrum set to a larger gap limit than the box's: the box follows, and backfills
+    the scripts it had not watched."""
+    client, _, _ = setup_watched(node, indexer)
+    receive = next(w["descriptor"] for w in indexer.wallets()[0]["branches"]
+                   if "/0/*" in w["descriptor"])
+    far = node.deriveaddresses(receive, [25, 25])[0]  # past the 20-script gap
+    txid = node.send(far, "0.77")
+    node.mine(1)
+    indexer.wait_synced()
+    sh = scripthash_of(node.validateaddress(far)["scriptPubKey"])
+    assert client.call("blockchain.scripthash.subscribe", sh) is None  # not watched yet
+    note = client.wait_notification("blockchain.scripthash.subscribe")
+    assert note["params"][0] == sh and note["params"][1] is not None
+    assert client.call("blockchain.scripthash.get_history", sh) == [
+        {"tx_hash": txid, "height": node.getblockcount()}]
+    wallet = indexer.wallets()[0]
+    assert wallet["branches"][0]["derived"] >= 26 and wallet["jobs"] == []
+    # And it is live from now on.
+    txid2 = node.send(far, "0.1")
+    wait_until(lambda: len(client.call("blockchain.scripthash.get_history", sh)) == 2)
+    assert client.call("blockchain.scripthash.get_mempool", sh)[0]["tx_hash"] == txid2
