@@ -169,15 +169,10 @@ class ChainFollower:
         """Connect block ``height``; False if it does not extend our tip."""
         tip = self.indexer.tip()
         expected_prev = tip[1] if tip else bytes(32)
-        if not self.indexer.live_scripts():
-            raw_header = bytes.fromhex(await self.rpc.call("getblockheader", hash_hex, False))
-            header = parse_header(raw_header)
-            if header.prev_hash != expected_prev and height > 0:
-                return False
-            self.indexer.connect_header_only(height, raw_header, header.hash)
-            return True
-        raw = await self.fetch_block(hash_hex, self.indexer.live_scripts())
-        if raw is None:  # pruned, and its filter shows nothing of ours
+        live = self.indexer.live_scripts()
+        # No live wallet, or pruned and its filter shows nothing of ours: header only.
+        raw = await self.fetch_block(hash_hex, live) if live else None
+        if raw is None:
             raw_header = bytes.fromhex(await self.rpc.call("getblockheader", hash_hex, False))
             header = parse_header(raw_header)
             if header.prev_hash != expected_prev and height > 0:

@@ -123,6 +123,14 @@ class UndoBatch:
         self._record(key)
         self.writes[key] = None
 
+    def write_to(self, wb: Any) -> None:
+        """Copy the puts and deletes into a LevelDB write batch."""
+        for key, value in self.writes.items():
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+
     def _record(self, key: bytes) -> None:
         if self.height is not None and key not in self.writes:
             self.undo.append((key, self.store.db.get(key)))
@@ -210,11 +218,7 @@ class IndexStore:
         height = batch.height
         batch.put(header_key(height), header)
         with self.db.write_batch(transaction=True) as wb:
-            for key, value in batch.writes.items():
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+            batch.write_to(wb)
             wb.put(undo_key(height), encode_undo(batch.undo))
             wb.put(P_TIP, pack_height(height) + block_hash)
             if height >= UNDO_DEPTH:
@@ -224,11 +228,7 @@ class IndexStore:
         """Write effects found for an already-connected block (a wallet's backfill)."""
         height = batch.height
         with self.db.write_batch(transaction=True) as wb:
-            for key, value in batch.writes.items():
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+            batch.write_to(wb)
             if height is not None and batch.undo:
                 old = self.db.get(undo_key(height))
                 if old is not None:  # only heights still inside the undo window
