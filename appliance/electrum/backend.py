@@ -104,6 +104,10 @@ class ElectrumBackend(Protocol):
     async def broadcast(self, raw_tx: bytes) -> bytes:
         """Send to bitcoind; returns the txid. BackendError carries bitcoind's reason."""
 
+    async def broadcast_package(self, raw_txs: list[bytes]) -> dict[str, Any]:
+        """bitcoind's ``submitpackage`` result (``package_msg``, ``tx-results`` by wtxid,
+        each with ``txid`` and maybe ``error``); BackendError if the RPC itself fails."""
+
     async def estimate_fee(self, blocks: int, mode: str | None) -> float:
         """BTC per kvB, or -1 when bitcoind has no estimate."""
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from appliance import __version__
 from appliance.chain.tx import parse_tx
 
-from .backend import BackendError, ElectrumBackend, HistoryItem
+from .backend import ElectrumBackend, HistoryItem
 from .errors import INVALID_PARAMS, RPCError
 
 __all__ = [
@@ -523,26 +523,29 @@ async def blockchain_transaction_broadcast(ctx: HandlerContext, raw_tx: Any) -> 
 
 async def blockchain_transaction_broadcast_package(ctx: HandlerContext, raw_txs: Any,
                                                    verbose: Any = False) -> dict[str, Any]:
-    # The backend has no submitpackage yet: transactions go one by one, parents first,
-    # so a parent that needs its child's fee to enter the mempool is reported failed.
     if not isinstance(raw_txs, list) or not 0 < len(raw_txs) <= MAX_PACKAGE_TXS:
         raise RPCError.invalid_params(
             f"raw_txs must be a list of 1 to {MAX_PACKAGE_TXS} hex transactions")
     raws = [_raw_hex(tx, "raw_txs item") for tx in raw_txs]
-    if _boolean(verbose, "verbose"):
-        raise RPCError.bad_request("verbose broadcast_package is not supported")
+    want_verbose = _boolean(verbose, "verbose")
     try:
-        txids = [parse_tx(raw).txid for raw in raws]  # errors name txids, never wtxids
+        for raw in raws:
+            parse_tx(raw)
     except ValueError:
         raise RPCError.invalid_params("raw_txs item is not a transaction") from None
     ctx.bump_cost(1.0 + sum(len(r) for r in raws) / 2500)
-    errors: list[dict[str, str]] = []
-    for raw, txid in zip(raws, txids, strict=True):
-        try:
-            await ctx.backend.broadcast(raw)
-        except BackendError as exc:
-            errors.append({"txid": _hex_rev(txid), "error": exc.message})
-    return {"success": True} if not errors else {"success": False, "errors": errors}
+    result = await ctx.backend.broadcast_package(raws)
+    if want_verbose:
+        return result
+    # The stable form: txids (never wtxids) of the transactions that were not accepted.
+    errors = [{"txid": str(r.get("txid")), "error": str(r["error"])}
+              for r in dict(result.get("tx-results", {})).values() if r.get("error")]
+    if result.get("package_msg") == "success" and not errors:
+        return {"success": True}
+    if not errors:
+        errors = [{"txid": _hex_rev(parse_tx(raws[-1]).txid),
+                   "error": str(result.get("package_msg", "rejected"))}]
+    return {"success": False, "errors": errors}
 
 
 # --- mempool.* ---------------------------------------------------------------------------

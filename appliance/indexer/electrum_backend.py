@@ -202,6 +202,17 @@ class IndexBackend:
             raise BackendError(f"bitcoind unavailable: {exc}", 2) from None
         return bytes.fromhex(txid_hex)[::-1]
 
+    async def broadcast_package(self, raw_txs: list[bytes]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self.rpc.call("submitpackage",
+                                                         [r.hex() for r in raw_txs])
+        except RPCError as exc:
+            raise BackendError(f"the package was rejected: {exc.message}", 1) from None
+        except NodeError as exc:
+            raise BackendError(f"bitcoind unavailable: {exc}", 2) from None
+        floats: dict[str, Any] = _floats(result)
+        return floats
+
     # --- fees and mempool ---------------------------------------------------------------
     async def estimate_fee(self, blocks: int, mode: str | None) -> float:
         params: list[Any] = [blocks] + ([mode] if mode else [])

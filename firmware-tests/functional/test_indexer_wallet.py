@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from functional.framework.appliance import ElectrumClient, IndexerProcess, scripthash_of
+from functional.framework.appliance import (
+    ElectrumClient,
+    ElectrumError,
+    IndexerProcess,
+    scripthash_of,
+)
 from functional.framework.node import TestNode
 from functional.framework.truth import Truth
 from functional.framework.util import wait_until
@@ -301,3 +306,35 @@ def test_a_client_asking_past_the_gap_gets_that_history(node: TestNode,
     txid2 = node.send(far, "0.1")
     wait_until(lambda: len(client.call("blockchain.scripthash.get_history", sh)) == 2)
     assert client.call("blockchain.scripthash.get_mempool", sh)[0]["tx_hash"] == txid2
+
+
+def test_broadcast_and_package_broadcast_reach_bitcoind(node: TestNode,
+                                                        indexer: IndexerProcess) -> None:
+    client, _, _ = setup_watched(node, indexer)
+    c16 = indexer.client(version="1.6")  # broadcast_package is new in 1.6
+    dest = node.rpc("getnewaddress", wallet="w1")
+    # A parent (not broadcast) and a child spending it: a package.
+    parent = node.rpc("send", {dest: "1"}, None, "unset", None,
+                      {"add_to_wallet": False}, wallet=node.wallet)["hex"]
+    decoded = node.decoderawtransaction(parent)
+    vout = next(o for o in decoded["vout"] if o["scriptPubKey"].get("address") == dest)
+    child_raw = node.createrawtransaction([{"txid": decoded["txid"], "vout": vout["n"]}],
+                                          {node.new_address(): "0.999"})
+    child = node.rpc("signrawtransactionwithwallet", child_raw, [{
+        "txid": decoded["txid"], "vout": vout["n"], "scriptPubKey": vout["scriptPubKey"]["hex"],
+        "amount": vout["value"]}], wallet="w1")["hex"]
+    assert c16.call("blockchain.transaction.broadcast_package", [parent, child]) == {
+        "success": True}
+    mempool = node.getrawmempool()
+    assert decoded["txid"] in mempool and node.decoderawtransaction(child)["txid"] in mempool
+    # A double spend of the parent is refused with bitcoind's reason.
+    bad = node.rpc("send", {node.new_address(): "0.5"}, None, "unset", None,
+                   {"add_to_wallet": False, "inputs": decoded["vin"][:1]},
+                   wallet=node.wallet)["hex"]
+    with pytest.raises(ElectrumError, match="rejected by network rules"):
+        client.call("blockchain.transaction.broadcast", bad)
+    ok = node.rpc("send", {node.new_address(): "0.1"}, None, "unset", None,
+                  {"add_to_wallet": False}, wallet=node.wallet)["hex"]
+    txid = client.call("blockchain.transaction.broadcast", ok)
+    assert txid in node.getrawmempool()
+

@@ -209,8 +209,8 @@ level = "debug"
                         and all(w["state"] == "live" for w in self.wallets()))
         wait_until(done, timeout=timeout, factor=self.factor, interval=0.2)
 
-    def client(self, tls: bool = False) -> ElectrumClient:
+    def client(self, tls: bool = False, version: str = "1.4") -> ElectrumClient:
         c = ElectrumClient(self.tls_port if tls else self.tcp_port, tls=tls)
         self.clients.append(c)
-        c.call("server.version", "hearth-tests", "1.4")
+        c.call("server.version", "hearth-tests", version)
         return c

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.chain import parse_tx
 from appliance.electrum.backend import (
     BackendError,
     HistoryItem,
@@ -203,6 +204,22 @@ class FakeBackend:
             raise BackendError(self.rejections[raw_tx], 1)
         self.broadcasts.append(raw_tx)
         return sha256d(raw_tx)
+
+    async def broadcast_package(self, raw_txs: list[bytes]) -> dict[str, Any]:
+        """Like bitcoind's submitpackage: every tx in tx-results, errors per tx."""
+        results: dict[str, Any] = {}
+        for raw in raw_txs:
+            tx = parse_tx(raw)
+            txid = tx.txid[::-1].hex()
+            entry: dict[str, Any] = {"txid": txid}
+            if raw in self.rejections:
+                entry["error"] = self.rejections[raw]
+            else:
+                self.broadcasts.append(raw)
+            results[tx.wtxid[::-1].hex()] = entry
+        failed = any("error" in r for r in results.values())
+        return {"package_msg": "transaction failed" if failed else "success",
+                "tx-results": results, "replaced-transactions": []}
 
     async def estimate_fee(self, blocks: int, mode: str | None) -> float:
         self.fee_estimates.append((blocks, mode))

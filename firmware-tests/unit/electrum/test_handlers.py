@@ -664,9 +664,11 @@ def test_blockchain_transaction_broadcast_package_1_6() -> None:
             for bad in ([], ["beef"], raw, [raw] * 26):
                 code, _ = await error_of(client, "blockchain.transaction.broadcast_package", bad)
                 assert code == INVALID_PARAMS
-            code, _ = await error_of(client, "blockchain.transaction.broadcast_package",
-                                     [raw], True)
-            assert code == BAD_REQUEST
+            verbose = await client.request("blockchain.transaction.broadcast_package", [raw],
+                                           True)
+            assert verbose["package_msg"] == "transaction failed"
+            (entry,) = verbose["tx-results"].values()
+            assert entry == {"txid": TX_A6, "error": "insufficient fee"}
             old = await connect(h, "1.4")
             code, _ = await error_of(old, "blockchain.transaction.broadcast_package", [raw])
             assert code == METHOD_NOT_FOUND
