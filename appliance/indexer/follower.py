@@ -19,7 +19,15 @@ from decimal import Decimal
 from typing import Any
 
 from ..chain import ChainParseError, Tx, hash_to_hex_str, parse_block, parse_header, parse_tx
-from ..node import BitcoinRPC, Notification, RPCError, SequenceLabel, ZMQSubscriber, parse_sequence
+from ..node import (
+    BitcoinRPC,
+    NodeError,
+    Notification,
+    RPCError,
+    SequenceLabel,
+    ZMQSubscriber,
+    parse_sequence,
+)
 from .bip158 import GCSFilter
 from .index import Indexer
 from .mempool import MempoolTx
@@ -72,16 +80,31 @@ class ChainFollower:
 
     # --- main loop ---------------------------------------------------------------------
     async def run(self) -> None:
-        await self.resync()
+        await self._resync_until_ok()
         self.synced.set()
         async for note in self.sub:
             try:
                 await self.handle(note)
-            except (RPCError, ChainParseError) as exc:
+            except (NodeError, ChainParseError) as exc:
                 # Not fatal: the next resync re-reads the truth.
                 self.stats.last_error = str(exc)
                 log.warning("while handling %s: %s; resyncing", note.topic, exc)
+                await self._resync_until_ok()
+
+    async def _resync_until_ok(self) -> None:
+        """Resync, backing off while bitcoind cannot answer (restarting, or its filter
+        index still catching up during initial block download)."""
+        delay = 0.5
+        while True:
+            try:
                 await self.resync()
+                self.stats.last_error = ""
+                return
+            except (NodeError, ChainParseError) as exc:
+                self.stats.last_error = str(exc)
+                log.warning("resync failed: %s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def handle(self, note: Notification) -> None:
         if note.gap or note.resync:

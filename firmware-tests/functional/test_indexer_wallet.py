@@ -338,3 +338,17 @@ def test_broadcast_and_package_broadcast_reach_bitcoind(node: TestNode,
     txid = client.call("blockchain.transaction.broadcast", ok)
     assert txid in node.getrawmempool()
 
+
+
+def test_bitcoind_restart_is_survived(node: TestNode, indexer: IndexerProcess) -> None:
+    client, truth, _ = setup_watched(node, indexer)
+    fund(node, "w1", ["0.4"])
+    node.mine(1)
+    indexer.wait_synced()
+    node.stop()
+    node.start()  # new cookie, sequence numbers from 0, the mempool empty
+    fund(node, "w1", ["0.6"])
+    node.mine(2)
+    indexer.wait_synced()
+    compare(client, truth)
+    assert indexer.process is not None and indexer.process.poll() is None

@@ -110,8 +110,12 @@ class TestNode:
                                         stderr=stderr)
         stderr.close()
         self.wait_for_rpc_connection()
-        if (self.regtest_dir / "wallets" / self.wallet).exists():
-            self.ensure_wallet()  # a restart: wallets are not loaded by default
+        if self.conf_file is None:
+            # A restart: bitcoind loads no wallet by itself; load all the test made.
+            loaded = set(self.rpc("listwallets"))
+            for w in self.rpc("listwalletdir")["wallets"]:
+                if w["name"] not in loaded:
+                    self.rpc("loadwallet", w["name"])
 
     def wait_for_rpc_connection(self) -> None:
         deadline = time.monotonic() + 60 * self.timeout_factor
