@@ -1,0 +1,1 @@
+"""Pairing: the QR payload, the whitelist of client keys, and the pairing window."""
