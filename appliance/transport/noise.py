@@ -378,7 +378,7 @@ class NoiseSession:
 class FrameDecoder:
     """Messages from arbitrary received chunks (for protocols that hand over whatever arrived).
 
-    Holds at most one frame (65569 bytes) of unprocessed input beyond what ``feed`` was given.
+    After each ``feed`` at most one incomplete frame (< 65569 bytes) stays buffered.
     """
 
     def __init__(self, session: NoiseSession) -> None:
@@ -391,6 +391,8 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """The messages completed by ``data`` (possibly none); raises :class:`FrameError`."""
+        if self._session.failed:
+            raise SessionFailedError("the session failed earlier and cannot continue")
         self._buf += data
         messages: list[bytes] = []
         while True:
