@@ -53,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     remove = wsub.add_parser("remove", parents=[common], help="forget a wallet and its index")
     remove.add_argument("id", help="wallet id (a unique prefix is enough)")
 
+    pairing = sub.add_parser("pairing", help="paired phones and computers (Noise channel)")
+    psub = pairing.add_subparsers(dest="pairing_command", required=True)
+    plist = psub.add_parser("list", parents=[common], help="paired client keys")
+    plist.add_argument("--json", action="store_true")
+    prevoke = psub.add_parser("revoke", parents=[common], help="unpair one client, drop it now")
+    prevoke.add_argument("key", help="the client's public key (a unique prefix is enough)")
+    psub.add_parser("reset", parents=[common],
+                    help="unpair every client and reopen pairing (= long button press)")
+    psub.add_parser("open", parents=[common],
+                    help="open the pairing window (= short button press)")
+    psub.add_parser("show", parents=[common],
+                    help="print the pairing code while the window is open")
+
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
     return p
@@ -77,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(cfg, as_json=args.json)
     if args.command == "wallet":
         return _wallet(cfg, args)
+    if args.command == "pairing":
+        return _pairing(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
@@ -104,6 +119,39 @@ def _wallet(cfg: Config, args: argparse.Namespace) -> int:
         else:
             result = control_request(endpoint, "wallet.remove", id=args.id)
             print(f"wallet {result['removed']} removed")
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pairing(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    endpoint = cfg.control_endpoint("indexer")
+    cmd = args.pairing_command
+    try:
+        if cmd == "list":
+            clients = control_request(endpoint, "pairing.list")
+            if args.json:
+                print(json.dumps(clients, indent=2))
+            for c in [] if args.json else clients:
+                state = "connected" if c["connected"] else ""
+                print(f"{c['key']}  {c['label'] or '-'}  {state}")
+        elif cmd == "revoke":
+            print(f"revoked {control_request(endpoint, 'pairing.revoke', key=args.key)['revoked']}")
+        elif cmd == "reset":
+            result = control_request(endpoint, "pairing.reset")
+            print(f"{result['revoked']} clients revoked; pairing is open")
+        elif cmd == "open":
+            left = control_request(endpoint, "pairing.open")["window_seconds_left"]
+            print(f"pairing open for {left:.0f} s")
+        else:
+            result = control_request(endpoint, "pairing.payload")
+            if result["payload"] is None:
+                print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
+                return 1
+            print(result["payload"])
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

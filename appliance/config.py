@@ -30,6 +30,7 @@ __all__ = [
     "IndexerSection",
     "LogSection",
     "NodeSection",
+    "TransportSection",
     "load_config",
     "render_reference",
 ]
@@ -94,6 +95,15 @@ class ElectrumSection:
 
 
 @dataclass(frozen=True)
+class TransportSection:
+    noise_port: int = _opt(50003, "BOLT-08 (Noise) port for paired clients; 0 = off.", minimum=0)
+    bind: str = _opt("0.0.0.0", "Address the Noise listener binds.")
+    advertise_host: str = _opt("", "IPv4 address put in the pairing QR; empty = detect.")
+    pairing_window_s: float = _opt(300.0, "How long a short button press opens pairing.",
+                                   minimum=10.0)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -104,6 +114,7 @@ class Config:
     node: NodeSection = field(default_factory=NodeSection)
     indexer: IndexerSection = field(default_factory=IndexerSection)
     electrum: ElectrumSection = field(default_factory=ElectrumSection)
+    transport: TransportSection = field(default_factory=TransportSection)
     log: LogSection = field(default_factory=LogSection)
     path: Path | None = None
 
@@ -126,6 +137,11 @@ class Config:
     @property
     def network_is_main(self) -> bool:
         return self.hearth.network == "mainnet"
+
+    @property
+    def hsm_secret_file(self) -> Path:
+        """The box's root secret (see docs/identity.md), shared read-only by services."""
+        return self.hearth.data_dir / "hsm_secret"
 
     def control_endpoint(self, service: str) -> str:
         """The ZMQ REQ/REP socket where a running service takes commands."""

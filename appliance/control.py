@@ -27,7 +27,7 @@ log = logging.getLogger("control")
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class ControlError(Exception):
+class ControlError(ValueError):
     """The service refused the command or could not be reached; safe to show."""
 
 

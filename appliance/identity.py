@@ -82,9 +82,20 @@ def load_hsm_secret(path: Path) -> bytes:
 
 
 def load_or_create_hsm_secret(path: Path) -> bytes:
-    """The secret at ``path``; made (32 bytes from the OS CSPRNG) if there is none."""
+    """The secret at ``path``; made (32 bytes from the OS CSPRNG) if there is none.
+
+    Several services start together on first boot: the file is created under a temporary
+    name and hard-linked into place, which fails if another process got there first, so
+    every process ends up with the same secret."""
     if not path.exists():
-        write_secret_file(path, secrets.token_bytes(HSM_SECRET_SIZE))
+        tmp = path.with_name(f".{path.name}.new{os.getpid()}")
+        write_secret_file(tmp, secrets.token_bytes(HSM_SECRET_SIZE))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink()
     return load_hsm_secret(path)
 
 

@@ -19,7 +19,11 @@ from ..control import ControlError, ControlServer
 from ..electrum.handlers import ServerInfo
 from ..electrum.server import ElectrumServer, SessionManager
 from ..electrum.tls import ensure_certificate, server_ssl_context
+from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..node import BitcoinRPC, ZMQSubscriber
+from ..pairing.gate import NoiseGate
+from ..pairing.store import Whitelist
+from ..pairing.window import PairingWindow
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
 from .follower import ChainFollower
@@ -58,11 +62,29 @@ class IndexerService:
             ssl_context = server_ssl_context(cert, key)
         self.server = ElectrumServer(self.sessions, host=ec.bind, tcp_port=ec.tcp_port or None,
                                      tls_port=ec.tls_port or None, ssl_context=ssl_context)
+        tc = cfg.transport
+        self.gate: NoiseGate | None = None
+        if tc.noise_port:
+            node_key = derive_secp256k1(load_or_create_hsm_secret(cfg.hsm_secret_file),
+                                        "noise-static")
+            self.gate = NoiseGate(
+                node_key, Whitelist(cfg.service_dir("indexer") / "paired-clients.json"),
+                PairingWindow(), self.sessions, {
+                    "hearth.wallet.add": self._hearth_wallet_add,
+                    "hearth.wallet.list": self._hearth_wallet_list,
+                    "hearth.wallet.remove": self._hearth_wallet_remove,
+                    "hearth.status": self._hearth_status,
+                }, advertise_host=tc.advertise_host, window_seconds=tc.pairing_window_s)
         self.control = ControlServer(cfg.control_endpoint("indexer"), {
             "wallet.add": self.cmd_wallet_add,
             "wallet.list": self.cmd_wallet_list,
             "wallet.remove": self.cmd_wallet_remove,
             "status": self.cmd_status,
+            "pairing.list": self.cmd_pairing_list,
+            "pairing.revoke": self.cmd_pairing_revoke,
+            "pairing.reset": self.cmd_pairing_reset,
+            "pairing.open": self.cmd_pairing_open,
+            "pairing.payload": self.cmd_pairing_payload,
         })
 
     def _gap_extended(self) -> None:
@@ -84,6 +106,8 @@ class IndexerService:
             log.info("index at height %s; %d wallets", tip[0] if tip else None,
                      len(self.indexer.wallets))
             await self.server.start()
+            if self.gate is not None:
+                await self.gate.start(self.cfg.transport.bind, self.cfg.transport.noise_port)
             log.info("serving Electrum RPC")
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
@@ -92,6 +116,8 @@ class IndexerService:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.gate is not None:
+                await self.gate.close()
             await self.server.close()
             self.control.close()
 
@@ -153,13 +179,80 @@ class IndexerService:
             "last_block_ms": round(stats.last_block_ms, 1),
             "electrum": self.sessions.stats(),
             "electrum_ports": {"tcp": self._port("tcp"), "tls": self._port("tls")},
+            "pairing": self._pairing_state(),
         }
+
+    # --- pairing ------------------------------------------------------------------------------
+    def _need_gate(self) -> NoiseGate:
+        if self.gate is None or self.gate.server is None:
+            raise ControlError("the Noise listener is off (transport.noise_port = 0)")
+        return self.gate
+
+    def _pairing_state(self) -> dict[str, Any] | None:
+        if self.gate is None or self.gate.server is None:
+            return None
+        g = self.gate
+        return {"noise_port": g.port, "box_key": g.node_key.public.hex(),
+                "window_open": g.window.is_open, "window_seconds_left": g.window.seconds_left(),
+                "paired": len(g.whitelist.clients), "refused": g.counters.refused,
+                "connected": sum(len(s) for s in g.live.values())}
+
+    async def cmd_pairing_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        gate = self._need_gate()
+        return [{"key": c.pubkey, "label": c.label, "paired_at": c.paired_at,
+                 "connected": len(gate.live.get(k, ()))} for k, c in gate.whitelist.clients.items()]
+
+    async def cmd_pairing_revoke(self, req: dict[str, Any]) -> dict[str, Any]:
+        gate = self._need_gate()
+        prefix = str(req.get("key", "")).lower()
+        keys = [k for k in gate.whitelist.clients if k.hex().startswith(prefix)]
+        if not prefix or len(keys) != 1:
+            raise ControlError(f"no single paired client with key {prefix!r}")
+        gate.revoke(keys[0])
+        return {"revoked": keys[0].hex()}
+
+    async def cmd_pairing_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"revoked": self._need_gate().reset()}
+
+    async def cmd_pairing_open(self, req: dict[str, Any]) -> dict[str, Any]:
+        gate = self._need_gate()
+        gate.open_window()
+        return {"window_seconds_left": gate.window.seconds_left()}
+
+    async def cmd_pairing_payload(self, req: dict[str, Any]) -> dict[str, Any]:
+        """For the display only (the socket is the appliance user's): the QR text."""
+        gate = self._need_gate()
+        return {"payload": gate.payload(), "window_seconds_left": gate.window.seconds_left()}
+
+    async def _hearth_wallet_add(self, params: Any, client: bytes) -> Any:
+        return await self.cmd_wallet_add(_params(params, "descriptors", "birthday", "label"))
+
+    async def _hearth_wallet_list(self, params: Any, client: bytes) -> Any:
+        return await self.cmd_wallet_list({})
+
+    async def _hearth_wallet_remove(self, params: Any, client: bytes) -> Any:
+        return await self.cmd_wallet_remove(_params(params, "id"))
+
+    async def _hearth_status(self, params: Any, client: bytes) -> Any:
+        status = await self.cmd_status({})
+        return {k: status[k] for k in ("height", "tip", "wallets", "mempool_txs")}
 
     def _port(self, kind: str) -> int | None:
         try:
             return self.server.port(kind)
         except KeyError:  # not listening (yet, or switched off)
             return None
+
+
+def _params(params: Any, *names: str) -> dict[str, Any]:
+    """JSON-RPC params by name (an object) or by position (a list)."""
+    if isinstance(params, dict):
+        return params
+    if isinstance(params, list):
+        return dict(zip(names, params, strict=False))
+    if params is None:
+        return {}
+    raise ValueError("params must be an object or a list")
 
 
 async def main(cfg: Config) -> None:

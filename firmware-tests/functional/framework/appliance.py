@@ -102,6 +102,7 @@ class IndexerProcess:
         self.factor = timeout_factor
         self.tcp_port = free_port()
         self.tls_port = free_port()
+        self.noise_port = free_port()
         self.config = base / "hearth.toml"
         self.log_file = base / "indexer.log"
         base.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,10 @@ bind = "127.0.0.1"
 tcp_port = {self.tcp_port}
 tls_port = {self.tls_port}
 hostname = "localhost"
+[transport]
+noise_port = {self.noise_port}
+bind = "127.0.0.1"
+advertise_host = "127.0.0.1"
 [log]
 level = "debug"
 {extra}

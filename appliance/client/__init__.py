@@ -1,0 +1,1 @@
+"""``appliance-client``: a desktop's side of pairing, and a tunnel for stock wallets."""

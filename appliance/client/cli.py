@@ -1,0 +1,182 @@
+"""``appliance-client``: pair a computer with the box, then tunnel stock wallets over Noise.
+
+    appliance-client pair 'HEARTH:...' [--label NAME]
+    appliance-client tunnel [--listen 127.0.0.1:50001]
+    appliance-client status
+
+``pair`` makes this computer's key (``<state>/client_key``, 0600) if needed, connects to
+the box named in the pairing code over BOLT-08, redeems the one-time token and stores
+the box's key and address (``<state>/box.json``). ``tunnel`` then listens on loopback and
+carries each local Electrum connection (newline-delimited JSON) over its own Noise
+channel, so desktop Electrum or Sparrow get the authenticated channel unchanged:
+``electrum --oneserver --server 127.0.0.1:50001:t``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..identity import write_secret_file
+from ..pairing.payload import PairingPayload, PayloadError
+from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
+from ..transport.stream import STREAM_ERRORS, NoiseStream, connect
+
+__all__ = ["main"]
+
+_GONE: tuple[type[BaseException], ...] = (*STREAM_ERRORS, ConnectionError, OSError)
+
+
+def _state_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hearth-client"
+
+
+def _client_key(state: Path) -> Keypair:
+    path = state / "client_key"
+    if not path.exists():
+        write_secret_file(path, secrets.token_bytes(32))
+    return Keypair(path.read_bytes())
+
+
+def _box(state: Path) -> dict[str, Any]:
+    try:
+        box: dict[str, Any] = json.loads((state / "box.json").read_text())
+    except FileNotFoundError:
+        raise SystemExit("appliance-client: not paired yet: appliance-client pair 'HEARTH:...'") from None
+    return box
+
+
+async def _request(stream: NoiseStream, method: str, params: Any) -> Any:
+    await stream.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                  "params": params}).encode() + b"\n")
+    buffer = b""
+    while b"\n" not in buffer:
+        buffer += await stream.recv(timeout=30)
+    reply = json.loads(buffer.split(b"\n", 1)[0])
+    if reply.get("error"):
+        raise SystemExit(f"appliance-client: {reply['error'].get('message')}")
+    return reply.get("result")
+
+
+async def _pair(state: Path, code: str, label: str) -> int:
+    try:
+        payload = PairingPayload.decode(code)
+    except PayloadError as exc:
+        print(f"appliance-client: {exc}", file=sys.stderr)
+        return 2
+    key = _client_key(state)
+    try:
+        stream = await connect(payload.host, payload.port, key, payload.pubkey, timeout=15)
+    except _GONE as exc:
+        print(f"appliance-client: cannot reach the box at {payload.host}:{payload.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    try:
+        try:
+            await _request(stream, "hearth.pair", {"token": payload.token.hex(), "label": label})
+        except _GONE:
+            print("appliance-client: the box refused the pairing code (expired or used?)",
+                  file=sys.stderr)
+            return 1
+    finally:
+        stream.close()
+    (state / "box.json").write_text(json.dumps({
+        "key": payload.pubkey.hex(), "host": payload.host, "port": payload.port}))
+    print(f"paired with the box {payload.pubkey.hex()[:16]}… at {payload.host}:{payload.port}")
+    print(f"this computer's key: {key.public.hex()}")
+    return 0
+
+
+async def _pump_local_to_box(reader: asyncio.StreamReader, stream: NoiseStream) -> None:
+    while data := await reader.read(MAX_MESSAGE_SIZE):
+        await stream.send(data)  # newline framing passes through unchanged
+
+
+async def _pump_box_to_local(stream: NoiseStream, writer: asyncio.StreamWriter) -> None:
+    while True:
+        writer.write(await stream.recv())
+        await writer.drain()
+
+
+async def _tunnel(state: Path, listen: str) -> int:
+    box = _box(state)
+    key = _client_key(state)
+    host, _, port = listen.rpartition(":")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            stream = await connect(box["host"], int(box["port"]), key,
+                                   bytes.fromhex(box["key"]), timeout=15)
+        except _GONE as exc:
+            print(f"appliance-client: box unreachable: {exc}", file=sys.stderr)
+            writer.close()
+            return
+        tasks = [asyncio.create_task(_pump_local_to_box(reader, stream)),
+                 asyncio.create_task(_pump_box_to_local(stream, writer))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            stream.close()
+            writer.close()
+            with contextlib.suppress(*_GONE):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, host or "127.0.0.1", int(port))
+    bound = server.sockets[0].getsockname()
+    print(f"tunnel: 127.0.0.1:{bound[1]} -> box {box['host']}:{box['port']} (Noise)", flush=True)
+    async with server:
+        await server.serve_forever()
+    return 0
+
+
+async def _status(state: Path) -> int:
+    box = _box(state)
+    stream = await connect(box["host"], int(box["port"]), _client_key(state),
+                           bytes.fromhex(box["key"]), timeout=15)
+    try:
+        await _request(stream, "server.version", ["appliance-client", "1.4"])
+        print(json.dumps(await _request(stream, "hearth.status", []), indent=2))
+    except _GONE:
+        print("appliance-client: the box closed the connection (not paired any more?)",
+              file=sys.stderr)
+        return 1
+    finally:
+        stream.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="appliance-client",
+                                description="pair with a Hearth box and tunnel wallets to it")
+    p.add_argument("--state-dir", help="where this computer's key and the box's address live")
+    sub = p.add_subparsers(dest="command", required=True)
+    pair = sub.add_parser("pair", help="pair using the code shown on the box")
+    pair.add_argument("code")
+    pair.add_argument("--label", default=os.uname().nodename)
+    tunnel = sub.add_parser("tunnel", help="let a stock Electrum wallet connect via the box")
+    tunnel.add_argument("--listen", default="127.0.0.1:50001")
+    sub.add_parser("status", help="ask the box what it is doing")
+    args = p.parse_args(argv)
+    state = _state_dir(args.state_dir)
+    try:
+        if args.command == "pair":
+            return asyncio.run(_pair(state, args.code, args.label))
+        if args.command == "tunnel":
+            return asyncio.run(_tunnel(state, args.listen))
+        return asyncio.run(_status(state))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,1 @@
+"""Tests for appliance.devices (the package makes the shared helpers importable)."""
