@@ -165,7 +165,8 @@ class ButtonStateMachine:
         held = until - self._pressed_at
         if held + _EPS >= t.long_press:
             self._long_fired = True
-            return [ButtonEvent(ButtonEventKind.LONG_PRESS, self._pressed_at + t.long_press)]
+            # min(): float rounding must not date an event after the moment that revealed it
+            return [ButtonEvent(ButtonEventKind.LONG_PRESS, min(until, self._pressed_at + t.long_press))]
         if held + _EPS < t.countdown_after:
             return []
         left = max(1, math.ceil(t.long_press - held - _EPS))
@@ -173,7 +174,7 @@ class ButtonStateMachine:
             return []
         self._shown = left
         # Only the latest value is reported if polls came late: the display wants "now".
-        began = self._pressed_at + max(t.countdown_after, t.long_press - left)
+        began = min(until, self._pressed_at + max(t.countdown_after, t.long_press - left))
         return [ButtonEvent(ButtonEventKind.COUNTDOWN, began, seconds_left=left)]
 
 
@@ -250,13 +251,15 @@ class GPIOButtonInput:
     ``RPi.GPIO`` is imported when the input starts, so this module imports anywhere. On a
     Raspberry Pi 5, RPi.GPIO cannot reach the RP1 chip: install ``rpi-lgpio`` instead (not
     both; each provides the ``RPi.GPIO`` module), which does the same over
-    ``/dev/gpiochip*`` and needs the service user in the ``gpio`` group.
+    ``/dev/gpiochip*``; the service user needs access to those (group ``gpio`` on
+    Raspberry Pi OS), and ``RPI_LGPIO_CHIP`` overrides the chip number if needed.
 
     ``bouncetime`` (ms) is passed to the library only if given. The state machine does the
     real debouncing, and the libraries differ: RPi.GPIO drops edges within bouncetime of
     the previous one (it can drop the final release), lgpio reports an edge only after the
     level has been stable that long. Either way, ``resample_after`` seconds after the last
-    edge the pin is read again, so an edge the library swallowed is still seen.
+    edge the pin is read again, and again every ``resample_after`` while it reads pressed,
+    so a release the library swallowed is still seen (and never becomes a long press).
     """
 
     def __init__(self, pin: int, *, pull_up: bool = True, bouncetime: int | None = None,
@@ -294,18 +297,21 @@ class GPIOButtonInput:
             self._gpio.cleanup(self.pin)
             self._gpio = None
 
-    def _read(self) -> bool:
-        assert self._gpio is not None
-        high = bool(self._gpio.input(self.pin))
+    def _read(self, gpio: ModuleType | None = None) -> bool:
+        gpio = gpio or self._gpio
+        assert gpio is not None
+        high = bool(gpio.input(self.pin))
         return not high if self.pull_up else high
 
     def _on_gpio_edge(self, channel: int) -> None:
         """Runs on RPi.GPIO's callback thread: sample now, hand over to the loop."""
-        if self._closed or self._loop is None:
+        # Local copies: aclose() on the loop thread may clear the attributes meanwhile.
+        gpio, loop = self._gpio, self._loop
+        if self._closed or gpio is None or loop is None:
             return
-        pressed, at = self._read(), self._clock()
+        pressed, at = self._read(gpio), self._clock()
         with contextlib.suppress(RuntimeError):  # the loop closed while the thread ran
-            self._loop.call_soon_threadsafe(self._deliver, pressed, at)
+            loop.call_soon_threadsafe(self._deliver, pressed, at)
 
     def _deliver(self, pressed: bool, at: float) -> None:
         if self._closed or self._sink is None or self._loop is None:
@@ -319,13 +325,17 @@ class GPIOButtonInput:
 
     def _on_resample(self) -> None:
         self._resample = None
-        if self._closed or self._gpio is None or self._sink is None:
+        if self._closed or self._gpio is None or self._sink is None or self._loop is None:
             return
         pressed = self._read()
         if pressed != self._last:
             log.debug("GPIO %d: level changed without an edge callback; resampled", self.pin)
             self._last = pressed
             self._sink(pressed, self._clock())
+        if pressed:
+            # While held, keep reading: a lost release would otherwise run on into a
+            # LONG_PRESS nobody made. A lost press only costs a press, so no polling idle.
+            self._resample = self._loop.call_later(self.resample_after, self._on_resample)
 
 
 def parse_sim_command(line: str, *, press_hold: float = 0.15,

@@ -16,19 +16,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
 
 from PIL import Image, ImageChops
 
-__all__ = ["FrameRecorder", "FrameSource", "to_terminal", "write_png_atomic"]
+from .oled import OledDevice
+
+__all__ = ["FrameRecorder", "to_terminal", "write_png_atomic"]
 
 _NUMBERED = re.compile(r"^frame-(\d{6,})\.png$")
-
-
-class FrameSource(Protocol):
-    """luma's dummy device: ``image`` is the last frame passed to ``display()``."""
-
-    image: Image.Image | None
 
 
 def write_png_atomic(image: Image.Image, path: Path) -> None:
@@ -76,11 +71,18 @@ class FrameRecorder:
         write_png_atomic(frame, current)
         return path
 
-    def record_device(self, device: FrameSource) -> Path | None:
-        """Save what the dummy device last displayed (after its rotation), if anything."""
-        if device.image is None:
+    def record_device(self, device: OledDevice) -> Path | None:
+        """Save what luma's dummy device last displayed (after its rotation), if anything."""
+        # The dummy keeps the frame in `image`; a real panel has no such attribute.
+        image = getattr(device, "image", None)
+        if image is None:
+            if not hasattr(device, "image"):
+                raise TypeError(f"{type(device).__name__} keeps no frame: "
+                                "only the simulated panel can be recorded")
             return None
-        return self.record(device.image)
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"{type(device).__name__}.image is not an image")
+        return self.record(image)
 
     def _numbered(self) -> list[tuple[int, Path]]:
         found = []

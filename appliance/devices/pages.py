@@ -61,8 +61,9 @@ __all__ = [
     "words_per_page",
 ]
 
-#: Seconds after which a page's data is shown as STALE (the display service's default).
-DEFAULT_STALE_AFTER = 30.0
+#: Seconds after which a page's data is shown as STALE: three missed 5 s heartbeats, the
+#: same rule as the status bus (a caller with the bus's own verdict passes ``stale=``).
+DEFAULT_STALE_AFTER = 15.0
 
 #: The largest QR version the pairing page accepts: version 3 (29 modules) is the
 #: largest that fits 64 px rows at 2 px per module with a quiet zone, and one payload
@@ -325,13 +326,21 @@ def qr_layout(panel: Panel, modules: int, *, scale: int | None = None) -> QRLayo
 # --------------------------------------------------------------------------- rendering
 
 def render(page: Page, panel: Panel = PANEL_128X64, *, age: float | None = None,
-           stale_after: float = DEFAULT_STALE_AFTER, overlay: CountdownOverlay | None = None) -> Image.Image:
-    """One frame of ``page`` (mode "1", ``panel.size``), with the age/STALE marker and overlay."""
-    return render_with_margin(page, panel, 0, age=age, stale_after=stale_after, overlay=overlay)
+           stale_after: float = DEFAULT_STALE_AFTER, stale: bool | None = None,
+           overlay: CountdownOverlay | None = None) -> Image.Image:
+    """One frame of ``page`` (mode "1", ``panel.size``), with the age/STALE marker and overlay.
+
+    ``age`` is the seconds since the page's data was current (None: no age shown, e.g.
+    recovery words). The page is STALE when ``age >= stale_after``, or as ``stale`` says
+    when given (e.g. the status bus's own verdict); a stale page without an age still
+    gets the marker.
+    """
+    return render_with_margin(page, panel, 0, age=age, stale_after=stale_after, stale=stale,
+                              overlay=overlay)
 
 
 def render_with_margin(page: Page, panel: Panel, margin: int, *, age: float | None = None,
-                       stale_after: float = DEFAULT_STALE_AFTER,
+                       stale_after: float = DEFAULT_STALE_AFTER, stale: bool | None = None,
                        overlay: CountdownOverlay | None = None) -> Image.Image:
     """Like :func:`render`, on a canvas ``margin`` px larger on every side.
 
@@ -340,7 +349,8 @@ def render_with_margin(page: Page, panel: Panel, margin: int, *, age: float | No
     the tests look for exactly that.
     """
     s = _Surface(panel, margin)
-    stale = age is not None and age >= stale_after
+    if stale is None:
+        stale = age is not None and age >= stale_after
     if isinstance(page, BootPage):
         _boot(s, page, age, stale)
     elif isinstance(page, SyncPage):
@@ -385,38 +395,41 @@ class _Surface:
         self.draw.rectangle((x0 + m, y0 + m, x1 + m, y1 + m), fill=fill, outline=outline)
 
     def text(self, x: int, y: int, text: str, *, scale: int = 1, fill: int = 1,
-             max_width: int | None = None) -> int:
-        """One line whose ink starts at row ``y``; cut to ``max_width`` (default: to the
-        right edge). Returns the width used."""
-        if max_width is None:
-            max_width = self.w - x
-        shown, cut = fit_text(text, max_width, scale=scale)
+             max_width: int | None = None, ellipsis: bool = False) -> int:
+        """One line whose ink starts at row ``y``, cut to ``max_width`` (default: to the
+        right edge); ``ellipsis`` ends it in one even if it fits. Returns the width used."""
+        shown, cut, width = _fit(text, self.w - x if max_width is None else max_width, scale, ellipsis)
+        self._draw(x, y, shown, cut, scale, fill)
+        return width
+
+    def text_right(self, right: int, y: int, text: str, *, scale: int = 1, fill: int = 1) -> int:
+        """Right-aligned so the last cell ends at column ``right`` (inclusive)."""
+        shown, cut, width = _fit(text, right + 1, scale)
+        self._draw(right + 1 - width, y, shown, cut, scale, fill)
+        return width
+
+    def text_center(self, y: int, text: str, *, scale: int = 1, fill: int = 1, x0: int = 0,
+                    x1: int | None = None) -> int:
+        """Centred between columns ``x0`` and ``x1`` (inclusive; default the whole line)."""
+        x1 = self.w - 1 if x1 is None else x1
+        span = x1 - x0 + 1
+        shown, cut, width = _fit(text, span, scale)
+        self._draw(x0 + (span - width) // 2, y, shown, cut, scale, fill)
+        return width
+
+    def _draw(self, x: int, y: int, shown: str, cut: bool, scale: int, fill: int) -> None:
         cells = len(shown) + (1 if cut else 0)
         if cells == 0:
-            return 0
+            return
         glyphs = Image.new("1", (cells * _ADV, _ROWS), 0)
         ImageDraw.Draw(glyphs).text((0, -_TOP), shown, font=self.font, fill=1)
         if cut:
             for dx in (0, 2, 4):
                 glyphs.putpixel((len(shown) * _ADV + dx, _BASELINE), 1)
         if scale > 1:
+            # Nearest-neighbour keeps big digits as crisp blocks of the same bitmap font.
             glyphs = glyphs.resize((glyphs.width * scale, glyphs.height * scale), Image.Resampling.NEAREST)
         self.image.paste(fill, (x + self.m, y + self.m), mask=glyphs)
-        return glyphs.width
-
-    def text_right(self, right: int, y: int, text: str, *, scale: int = 1, fill: int = 1) -> int:
-        """Right-aligned so the last cell ends at column ``right`` (inclusive)."""
-        shown, cut = fit_text(text, right + 1, scale=scale)
-        width = (len(shown) + (1 if cut else 0)) * _ADV * scale
-        return self.text(right + 1 - width, y, text, scale=scale, fill=fill, max_width=width)
-
-    def text_center(self, y: int, text: str, *, scale: int = 1, fill: int = 1, x0: int = 0,
-                    x1: int | None = None) -> int:
-        x1 = self.w - 1 if x1 is None else x1
-        span = x1 - x0 + 1
-        shown, cut = fit_text(text, span, scale=scale)
-        width = (len(shown) + (1 if cut else 0)) * _ADV * scale
-        return self.text(x0 + (span - width) // 2, y, text, scale=scale, fill=fill, max_width=span)
 
     def tiny(self, x: int, y: int, text: str, *, fill: int = 1, max_width: int | None = None) -> int:
         """luma's 3x5 font, for markers in spaces too narrow for the 6 px font."""
@@ -465,11 +478,8 @@ class _Surface:
         lines = self.wrap(text, self.w, scale=scale)
         if not rows:
             return y
-        if len(lines) > rows:
-            lines = lines[:rows]
-            lines[-1] = lines[-1] + " " * self.w  # forces the cut and its ellipsis
-        for line in lines:
-            self.text(0, y, line, scale=scale, fill=fill)
+        for i, line in enumerate(lines[:rows]):
+            self.text(0, y, line, scale=scale, fill=fill, ellipsis=i == rows - 1 and len(lines) > rows)
             y += pitch
         return y
 
@@ -479,17 +489,18 @@ class _Surface:
         if inverted:
             self.rect(0, 0, self.w - 1, _ROWS - 1, fill=1)
         right = self.w
-        if age is not None:
-            label = f"STALE {_age(age)}" if stale else _age(age)
+        if stale:
+            # An inverted badge: it has to catch the eye on an otherwise calm page.
+            label = "STALE" if age is None else f"STALE {_age(age)}"
             width = len(label) * _ADV
-            if stale:
-                # An inverted badge: it has to catch the eye on an otherwise calm page.
-                self.rect(self.w - width - 2, 0, self.w - 1, _ROWS - 1, fill=fg)
-                self.text(self.w - width - 1, 0, label, fill=1 - fg, max_width=width)
-                right = self.w - width - 2
-            else:
-                self.text(self.w - width, 0, label, fill=fg, max_width=width)
-                right = self.w - width
+            self.rect(self.w - width - 2, 0, self.w - 1, _ROWS - 1, fill=fg)
+            self.text(self.w - width - 1, 0, label, fill=1 - fg, max_width=width)
+            right = self.w - width - 2
+        elif age is not None:
+            label = _age(age)
+            width = len(label) * _ADV
+            self.text(self.w - width, 0, label, fill=fg, max_width=width)
+            right = self.w - width
         self.text(1 if inverted else 0, 0, title, fill=fg, max_width=right - _ADV - 1)
         return _LINE + (2 if self.panel.tall else 0)
 
@@ -498,6 +509,15 @@ class _Surface:
         used = self.text_right(self.w - 1, y, value)
         self.text(0, y, label, max_width=self.w - used - _ADV)
         return y + _LINE
+
+
+def _fit(text: str, max_width: int, scale: int, ellipsis: bool = False) -> tuple[str, bool, int]:
+    """(shown text, ends in an ellipsis, width in px) for one line in the 6 px font."""
+    shown, cut = fit_text(text, max_width, scale=scale)
+    if ellipsis and not cut:
+        room = max_width // (_ADV * scale) - 1
+        shown, cut = (shown[:room].rstrip(), True) if room >= 0 else ("", False)
+    return shown, cut, (len(shown) + (1 if cut else 0)) * _ADV * scale
 
 
 def _ascii(text: str) -> str:
@@ -571,8 +591,8 @@ def _boot(s: _Surface, page: BootPage, age: float | None, stale: bool) -> None:
         y += _LINE
     if page.detail:
         y = s.paragraph(y, page.detail, s.h - _LINE - 1)
-    footer = " ".join(p for p in (page.version, f"up {_duration(page.elapsed)}" if page.elapsed is not None
-                                  else "") if p)
+    parts = [page.version, f"up {_duration(page.elapsed)}" if page.elapsed is not None else ""]
+    footer = " ".join(p for p in parts if p)
     if footer and y <= s.h - _ROWS:
         s.text_center(s.h - _ROWS, footer)
 
@@ -633,9 +653,9 @@ def _pairing(s: _Surface, page: PairingPage, age: float | None, stale: bool) -> 
         y0 = (s.h - len(lines) * _LINE) // 2
         for i, line in enumerate(lines):
             s.text_center(y0 + i * _LINE, line, fill=0, x0=0, x1=left - 1)
-    if not stale or age is None:
+    if not stale:
         return
-    marker = ["STALE", _age(age)]
+    marker = ["STALE"] + ([_age(age)] if age is not None else [])
     if right >= len(marker[0]) * _TINY_ADV:
         for i, part in enumerate(marker):
             x = s.w - right + (right - len(part) * _TINY_ADV) // 2

@@ -157,7 +157,10 @@ class StatusPublisher:
         for ev in status.events:
             self._add_event(ev.kind, ev.detail, ev.count)
         if status.last_error is not None and status.last_error_ts is None:
-            status = dataclasses.replace(status, last_error_ts=time.time())
+            # The same error again is not news; a new one is stamped now.
+            same = status.last_error == self._status.last_error
+            status = dataclasses.replace(
+                status, last_error_ts=self._status.last_error_ts if same else time.time())
         changed = not status.same_state(self._status)
         if not changed and not status.events:
             return
@@ -251,9 +254,10 @@ class StatusPublisher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._task is not None:
-            self._task.cancel()
+        # After asyncio.run() has finished, the loop is closed and took its tasks with it.
         if self._loop is not None and not self._loop.is_closed():
+            if self._task is not None:
+                self._task.cancel()
             self._loop.remove_reader(self._fd())
         self._sock.close(linger=linger)
         self._ctx.term()

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_EVENTS",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
+    "WIRE_FIELDS",
     "Event",
     "Phase",
     "SchemaError",
@@ -71,8 +72,10 @@ _SERVICE_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 # Counter names and event kinds: snake_case identifiers.
 _KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _INT_LIMIT = 1 << 63
-_FIELDS = ("v", "service", "seq", "ts", "phase", "progress", "eta_s", "detail", "counters",
-           "last_error", "last_error_ts", "events")
+
+#: Every top-level field, in wire order (all required except ``events``).
+WIRE_FIELDS: Final = ("v", "service", "seq", "ts", "phase", "progress", "eta_s", "detail",
+                      "counters", "last_error", "last_error_ts", "events")
 _OPTIONAL = frozenset({"events"})
 _EVENT_FIELDS = frozenset({"kind", "count", "detail"})
 
@@ -223,10 +226,10 @@ def decode_status(raw: bytes) -> ServiceStatus:
     if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
         raise SchemaError(f"v: unsupported schema version {version!r} (this reader knows "
                           f"{SCHEMA_VERSION})")
-    missing = [f for f in _FIELDS if f not in obj and f not in _OPTIONAL]
+    missing = [f for f in WIRE_FIELDS if f not in obj and f not in _OPTIONAL]
     if missing:
         raise SchemaError(f"{missing[0]}: missing")
-    unknown = sorted(set(obj) - set(_FIELDS))
+    unknown = sorted(set(obj) - set(WIRE_FIELDS))
     if unknown:
         raise SchemaError(f"{unknown[0]}: unknown field")
     counters = obj["counters"]

@@ -2,8 +2,9 @@
 
 :class:`StatusSubscriber` (asyncio, long-running) connects to every
 ``<run_dir>/status/*.sock``, rescans the directory for services that start later,
-keeps the latest snapshot per service and calls a service **stale** when nothing
-(not even a heartbeat) arrived for ``stale_after`` seconds. Iterate it for changes.
+keeps the latest snapshot per service and calls a service **stale** once nothing
+(not even a heartbeat) arrived for ``stale_after`` seconds (``age >= stale_after``, the
+display's rule too). Iterate it for changes.
 
 :func:`read_status_once` (synchronous, for CLIs) listens just long enough to hear every
 live publisher once: a publisher answers a new subscriber at once, so that is usually
@@ -17,6 +18,7 @@ wall clock jumps when NTP first answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -198,8 +200,7 @@ class StatusTracker:
         now = self._clock()
         out = []
         for service, entry in self._entries.items():
-            if not entry.stale and now - (entry.heard if entry.heard is not None else entry.since) \
-                    > self.stale_after:
+            if not entry.stale and self._silent_for(entry, now) >= self.stale_after:
                 entry.stale = True
                 out.append(StatusUpdate(service, self._state(entry, now)))
         return out
@@ -217,12 +218,15 @@ class StatusTracker:
         now = self._clock()
         return {service: self._state(self._entries[service], now) for service in sorted(self._entries)}
 
+    @staticmethod
+    def _silent_for(entry: _Entry, now: float) -> float:
+        return now - (entry.heard if entry.heard is not None else entry.since)
+
     def _state(self, entry: _Entry, now: float | None = None) -> ServiceState:
         now = self._clock() if now is None else now
-        ref = entry.heard if entry.heard is not None else entry.since
         # Computed, not only flagged by expire(), so a caller that never calls expire()
         # still cannot see a silent service as fine.
-        stale = entry.stale or now - ref > self.stale_after
+        stale = entry.stale or self._silent_for(entry, now) >= self.stale_after
         age = None if entry.heard is None else max(0.0, now - entry.heard)
         return ServiceState(entry.status, age, stale)
 
@@ -285,6 +289,7 @@ class StatusSubscriber:
         self.tracker = StatusTracker(stale_after=stale_after, expected=expected)
         self._pending: deque[StatusUpdate] = deque()
         self._closed = False
+        self._closing = asyncio.Event()
         self._ctx = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         self._poller = zmq.asyncio.Poller()
@@ -332,6 +337,12 @@ class StatusSubscriber:
         return found
 
     # --- iteration -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Keep ``snapshot()`` current without looking at updates (e.g. a task for a
+        display that redraws on its own timer); returns when closed."""
+        async for _update in self:
+            pass
+
     def __aiter__(self) -> StatusSubscriber:
         return self
 
@@ -346,8 +357,13 @@ class StatusSubscriber:
             self._pending.extend(self.tracker.expire())
             if self._pending:
                 continue
-            deadline = min(self._next_scan, self.tracker.next_deadline() or math.inf)
+            stale_at = self.tracker.next_deadline()
+            deadline = min(self._next_scan, math.inf if stale_at is None else stale_at)
             timeout_ms = max(1, math.ceil((deadline - time.monotonic()) * 1000))
+            if not self._sockets:  # nothing to poll: wait for the next scan, or close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), timeout_ms / 1000)
+                continue
             try:
                 ready = dict(await self._poller.poll(timeout_ms))
             except asyncio.CancelledError:
@@ -383,6 +399,7 @@ class StatusSubscriber:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._ctx.term()

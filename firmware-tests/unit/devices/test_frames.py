@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from appliance.devices import frames as frames_module
 from appliance.devices.frames import FrameRecorder, to_terminal, write_png_atomic
 from appliance.devices.oled import make_device, present
 from appliance.devices.pages import PANEL_128X64, PANEL_128X128, Panel, SyncPage, render
@@ -68,6 +67,14 @@ def test_record_device_saves_what_the_dummy_shows(tmp_path: Path) -> None:
         assert saved.mode == "RGB" and _same(saved.convert("1"), frame)
 
 
+def test_a_real_panel_cannot_be_recorded(tmp_path: Path) -> None:
+    class Panel:  # what a luma controller looks like to the recorder: no `image`
+        pass
+
+    with pytest.raises(TypeError, match="only the simulated panel"):
+        FrameRecorder(tmp_path).record_device(Panel())  # type: ignore[arg-type]
+
+
 def test_readers_never_see_a_partial_png(tmp_path: Path) -> None:
     rec = FrameRecorder(tmp_path, keep=2)
     rec.record(_frame(0))
@@ -105,7 +112,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
         fp.write(b"\x89PNG half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(frames_module.Image.Image, "save", broken_save)
+    monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         write_png_atomic(_frame(2), path)
     monkeypatch.undo()

@@ -175,6 +175,17 @@ def test_no_age_no_marker() -> None:
     assert lit_in(frame, (100, 0, 128, 10)) == 0
 
 
+def test_callers_verdict_on_staleness_wins() -> None:
+    corner = (88, 0, 128, 10)
+    by_age = render(SYNC, PANEL_128X64, age=100.0)
+    told_fresh = render(SYNC, PANEL_128X64, age=100.0, stale=False)
+    told_stale = render(SYNC, PANEL_128X64, age=3.0, stale=True)
+    no_age_stale = render(SYNC, PANEL_128X64, stale=True)
+    assert lit_in(by_age, corner) > 200 and lit_in(told_stale, corner) > 200
+    assert lit_in(told_fresh, corner) < 100
+    assert lit_in(no_age_stale, (96, 0, 128, 10)) > 150  # "STALE" alone, still a badge
+
+
 # --------------------------------------------------------------------------- progress bars
 
 @pytest.mark.parametrize("panel", PANELS, ids=_panel_id)
@@ -267,7 +278,7 @@ def test_countdown_overlay_covers_the_page_and_shows_the_seconds(panel: Panel) -
 
 
 def test_overlay_works_on_every_page() -> None:
-    for name, page in PAGES.items():
+    for name in PAGES:
         for panel in PANELS:
             big = render_with_margin(_page_for(name, panel), panel, MARGIN,
                                      overlay=CountdownOverlay(2, action="reset pairing"))

@@ -31,13 +31,20 @@ from appliance.devices.pages import (
     qr_layout,
     render,
 )
+from appliance.pairing.payload import PairingPayload
 
 from .util import finder_rows, zbar_decode
 
-# What a pairing payload looks like: a scheme tag and base32 (no '=' padding, which is
-# not QR-alphanumeric) of a key and address; 72 and 61 characters.
+# The box's real pairing code (appliance.pairing.payload): "HEARTH:" + Base45, 76
+# characters of the 77 a version 3-L code holds. The key is secp256k1's generator.
+G_X = bytes.fromhex("79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+PAYLOAD_76 = PairingPayload(pubkey=b"\x02" + G_X, host="192.168.1.23", port=50003,
+                            token=bytes.fromhex("00ff10ee20dd30cc")).encode()
+# Other shapes: base32 (no '=' padding, which is not QR-alphanumeric), every
+# alphanumeric punctuation character, and a short code that makes a version 1 symbol.
 PAYLOAD_72 = "HEARTH1:" + base64.b32encode(bytes(range(40))).decode().rstrip("=")
 PAYLOAD_61 = "HEARTH1:" + base64.b32encode(bytes.fromhex("02" + "ab" * 32)).decode().rstrip("=")
+PAYLOAD_PUNCT = "HEARTH1: $%*+-./:0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PAYLOAD_SHORT = "HEARTH1:ABC"
 DRIVERS = [("ssd1306", None), ("sh1106", 128), ("ssd1327", None)]
 
@@ -64,7 +71,8 @@ def _upscaled(path: Path, factor: int, bezel: int = 0) -> Path:
 
 
 @pytest.mark.parametrize("age", [None, 120.0], ids=["fresh", "stale"])
-@pytest.mark.parametrize("payload", [PAYLOAD_72, PAYLOAD_61, PAYLOAD_SHORT], ids=["72", "61", "short"])
+@pytest.mark.parametrize("payload", [PAYLOAD_76, PAYLOAD_72, PAYLOAD_61, PAYLOAD_PUNCT, PAYLOAD_SHORT],
+                         ids=["pairing-76", "base32-72", "base32-61", "punct", "short"])
 @pytest.mark.parametrize(("driver", "height"), DRIVERS, ids=[d for d, _ in DRIVERS])
 def test_pairing_qr_decodes_from_the_panel(tmp_path: Path, driver: str, height: int | None, payload: str,
                                            age: float | None) -> None:
@@ -111,9 +119,9 @@ def test_pairing_qr_decodes_from_the_panel(tmp_path: Path, driver: str, height: 
 
 @pytest.mark.parametrize("panel", [PANEL_128X64, PANEL_128X128], ids=["128x64", "128x128"])
 def test_stale_pairing_page_shows_a_marker_outside_the_quiet_zone(panel: Panel) -> None:
-    modules = len(make_pairing_qr(PAYLOAD_72).matrix)
-    fresh = render(PairingPage(PAYLOAD_72, caption=""), panel)
-    stale = render(PairingPage(PAYLOAD_72, caption=""), panel, age=300.0, stale_after=30.0)
+    modules = len(make_pairing_qr(PAYLOAD_76).matrix)
+    fresh = render(PairingPage(PAYLOAD_76, caption=""), panel)
+    stale = render(PairingPage(PAYLOAD_76, caption=""), panel, age=300.0, stale_after=30.0)
     layout = pairing_layout(panel, modules, stale=True)
     quiet = 4 * layout.scale
     outside = stale.convert("L")

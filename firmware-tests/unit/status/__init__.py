@@ -1,0 +1,1 @@
+"""Tests for appliance.status (the package makes the shared helpers importable)."""
