@@ -160,8 +160,14 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
 
 def _status(cfg: Config, as_json: bool) -> int:
     from .node.status import NodeStatus, read_node_status
+    from .status import Phase, describe_states, read_status_once
 
     report: dict[str, Any] = {"version": __version__, "network": cfg.hearth.network}
+    # The status bus: every running service's own word, or "stale" if it went quiet.
+    bus = read_status_once(cfg.hearth.run_dir) if cfg.hearth.run_dir.is_dir() else {}
+    report["services"] = {name: state.as_dict() for name, state in bus.items()}
+    unhealthy = [name for name, st in bus.items()
+                 if st.stale or (st.status is not None and st.status.phase == Phase.ERROR)]
     node: NodeStatus | str = asyncio.run(read_node_status(cfg))
     report["node"] = node if isinstance(node, str) else node.as_dict()
     try:
@@ -186,4 +192,8 @@ def _status(cfg: Config, as_json: bool) -> int:
             print(f"  indexer: height {idx['height']}, {idx['wallets']} wallets, "
                   f"{idx['scripts']} scripts, {idx['mempool_txs']} mempool txs, "
                   f"{idx['electrum']['sessions']} Electrum clients")
-    return 0 if not isinstance(node, str) else 1
+        if bus:
+            print("services:")
+            for line in describe_states(bus):
+                print(f"  {line}")
+    return 0 if not isinstance(node, str) and not unhealthy else 1

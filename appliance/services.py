@@ -8,6 +8,7 @@ composition root. Modules are imported only when run, so one service's dependenc
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import logging
 import signal
@@ -31,6 +32,8 @@ def run_service(name: str, cfg: Config) -> int:
     if name not in SERVICES:
         raise KeyError(name)
     log = setup_logging(name, cfg.log.level)
+    # kill -USR1 <pid> prints every thread's stack to the log: for a service that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     module = importlib.import_module(SERVICES[name])
     main = cast(Callable[[Config], Awaitable[None]], module.main)
 

@@ -24,6 +24,7 @@ from ..node import BitcoinRPC, ZMQSubscriber
 from ..pairing.gate import NoiseGate
 from ..pairing.store import Whitelist
 from ..pairing.window import PairingWindow
+from ..status import Phase, StatusPublisher
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
 from .follower import ChainFollower
@@ -36,10 +37,15 @@ __all__ = ["IndexerService", "main"]
 log = logging.getLogger("indexer")
 
 
+_REPORT_EVERY = 1.0  # seconds between status-bus updates (unchanged ones send nothing)
+
+
 class IndexerService:
     def __init__(self, cfg: Config, rpc: BitcoinRPC, store: IndexStore,
-                 sub: ZMQSubscriber) -> None:
+                 sub: ZMQSubscriber, status: StatusPublisher) -> None:
         self.cfg = cfg
+        self.status = status
+        self._unknown_seen = 0
         self.rpc = rpc
         self.indexer = Indexer(store, rpc, cfg.hearth.network)
         self.indexer.load()
@@ -94,7 +100,8 @@ class IndexerService:
         await self.indexer.refresh_lookahead()
         tasks = [asyncio.create_task(self.follower.run(), name="follower"),
                  asyncio.create_task(self.backfiller.run(), name="backfill"),
-                 asyncio.create_task(self.control.serve(), name="control")]
+                 asyncio.create_task(self.control.serve(), name="control"),
+                 asyncio.create_task(self._report(), name="status")]
         try:
             synced = asyncio.create_task(self.follower.synced.wait())
             done, _ = await asyncio.wait([synced, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -120,6 +127,48 @@ class IndexerService:
                 await self.gate.close()
             await self.server.close()
             self.control.close()
+
+    # --- status bus ------------------------------------------------------------------------
+    async def _report(self) -> None:
+        while True:
+            self.report()
+            await asyncio.sleep(_REPORT_EVERY)
+
+    def report(self) -> None:
+        """Phase, backfill progress and counters, as docs/status-bus.md names them."""
+        tip = self.indexer.tip()
+        stats = self.follower.stats
+        electrum = self.sessions.stats()
+        running = [p for wid, p in self.backfiller.progress.items() if p.percent < 100.0]
+        done = sum(p.done for p in running)
+        total = sum(p.end - p.start + 1 for p in running)
+        if not self.follower.synced.is_set():
+            phase, progress, eta, detail = Phase.SYNCING, None, None, "catching up with bitcoind"
+        elif running:
+            etas = [e for p in running if (e := p.eta_seconds) is not None]
+            phase, progress = Phase.BACKFILLING, done / total if total else None
+            eta = max(etas) if etas else None
+            detail = f"{len(running)} wallet(s) backfilling"
+        else:
+            phase, progress, eta = Phase.READY, None, None
+            detail = f"{len(self.indexer.wallets)} wallets, {electrum['sessions']} clients"
+        self.status.update(phase=phase, progress=progress, eta_s=eta, detail=detail,
+                           last_error=stats.last_error or None, counters={
+                               "height": tip[0] if tip else -1,
+                               "wallets": len(self.indexer.wallets),
+                               "scripts": len(self.indexer.scripts.refs),
+                               "mempool_txs": len(self.indexer.mempool.txs),
+                               "electrum_sessions": electrum["sessions"],
+                               "blocks_indexed": stats.blocks, "reorgs": stats.reorgs,
+                               "resyncs": stats.resyncs, "backfill_done": done,
+                               "backfill_total": total,
+                               "unknown_script_queries": electrum["unknown_script_queries"],
+                           })
+        unknown = electrum["unknown_script_queries"]
+        if unknown > self._unknown_seen:
+            # "An unknown wallet is querying": shown on the display and in appliance status.
+            self.status.event("unknown_wallet_query", count=unknown - self._unknown_seen)
+            self._unknown_seen = unknown
 
     # --- control commands -----------------------------------------------------------------
     def _summary(self, wallet: Wallet) -> dict[str, Any]:
@@ -256,19 +305,24 @@ def _params(params: Any, *names: str) -> dict[str, Any]:
 
 
 async def main(cfg: Config) -> None:
-    async with BitcoinRPC.from_config(cfg) as rpc:
+    async with StatusPublisher(cfg.hearth.run_dir, "indexer") as status, \
+            BitcoinRPC.from_config(cfg) as rpc:
         # Subscribe before the first RPC read, so nothing published meanwhile is lost.
         sub = ZMQSubscriber.from_config(cfg, ["rawblock", "rawtx", "sequence"])
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
+            status.update(phase=Phase.WAITING, detail="waiting for bitcoind")
             await rpc.wait_ready(timeout=float("inf"))
             genesis = bytes.fromhex(await rpc.call("getblockhash", 0))[::-1]
             store = IndexStore(cfg.service_dir("indexer") / "index", genesis,
                                cache_mib=cfg.indexer.db_cache_mib)
             try:
-                await IndexerService(cfg, rpc, store, sub).run()
+                await IndexerService(cfg, rpc, store, sub, status).run()
             finally:
                 store.sync()
                 store.close()
+        except Exception as exc:
+            status.update(phase=Phase.ERROR, last_error=exc)  # a crash, not a clean stop
+            raise
         finally:
             sub.close()

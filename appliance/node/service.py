@@ -13,6 +13,7 @@ import logging
 import time
 
 from ..config import Config
+from ..status import Phase, StatusPublisher
 from .rpc import BitcoinRPC, NodeError
 from .status import NodeStatus, fetch_node_status
 from .zmq_sub import ZMQSubscriber
@@ -25,19 +26,39 @@ _PROGRESS_EVERY = 60.0
 
 
 async def main(cfg: Config) -> None:
-    async with BitcoinRPC.from_config(cfg) as rpc:
+    async with StatusPublisher(cfg.hearth.run_dir, "node") as bus, \
+            BitcoinRPC.from_config(cfg) as rpc:
         sub = ZMQSubscriber.from_config(cfg, ["hashblock"])  # before the first RPC read
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
+            bus.update(phase=Phase.WAITING, detail="waiting for bitcoind")
             await rpc.wait_ready(timeout=float("inf"))
             status = await fetch_node_status(rpc, cfg)
             log.info("bitcoind ready: %s", "; ".join(s.strip() for s in status.describe()))
-            await _follow(rpc, sub, cfg, status)
+            publish(bus, status)
+            await _follow(rpc, sub, cfg, status, bus)
+        except Exception as exc:
+            bus.update(phase=Phase.ERROR, last_error=exc)
+            raise
         finally:
             sub.close()
 
 
-async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: NodeStatus) -> None:
+def publish(bus: StatusPublisher, status: NodeStatus) -> None:
+    """The node's snapshot on the status bus (the OLED's sync page)."""
+    ibd = status.initial_block_download
+    bus.update(phase=Phase.SYNCING if ibd else Phase.READY,
+               progress=status.progress if ibd else None,
+               detail=f"block {status.blocks} of {status.headers}" if ibd else
+               f"synced at {status.blocks}", last_error=None, counters={
+                   "blocks": status.blocks, "headers": status.headers, "peers": status.peers,
+                   "prune_height": status.prune_height or 0,
+                   "size_on_disk_bytes": status.size_on_disk,
+                   "disk_free_bytes": status.disk_free if status.disk_free is not None else -1})
+
+
+async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: NodeStatus,
+                  bus: StatusPublisher) -> None:
     last_report = time.monotonic()
     last_tip = status.best_block_hash
     notes = sub.__aiter__()
@@ -52,8 +73,10 @@ async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: Node
             status = await fetch_node_status(rpc, cfg)
         except NodeError as exc:
             log.warning("bitcoind unavailable: %s", exc)
+            bus.update(phase=Phase.DEGRADED, detail="bitcoind not answering", last_error=exc)
             await rpc.wait_ready(timeout=float("inf"))
             continue
+        publish(bus, status)
         if note is not None and (note.gap or note.resync):
             log.info("zmq: %s", "bitcoind restarted" if note.resync else f"{note.gap} missed")
         if status.best_block_hash != last_tip and not status.initial_block_download:

@@ -84,7 +84,8 @@ class Notification:
 
     ``seq`` is bitcoind's per-topic sequence number; ``gap`` how many messages of this
     topic were missed just before this one; ``resync`` that continuity is unknown
-    (reconnect or bitcoind restart). Resync on ``gap or resync``.
+    (reconnect or bitcoind restart). Resync on ``gap or resync``. On a reconnect after a
+    drop a marker with an empty body and ``seq == -1`` comes at once (it carries no data).
     """
 
     topic: str
@@ -274,6 +275,12 @@ class ZMQSubscriber:
                     self._state[topic].reconnected = True
             elif event["event"] == zmq.EVENT_CONNECTED:
                 log.info("zmq %s: connected", endpoint)
+                if any(self._state[t].reconnected for t in topics):
+                    # Back after a drop. Whatever bitcoind published before this
+                    # reconnect is lost, and it may publish nothing more for a while
+                    # (no new block): tell the consumer now instead of at the next
+                    # message. Empty body, seq -1: a resync marker, not data.
+                    self._pending.append(Notification(min(topics), b"", -1, resync=True))
 
     async def _read_data(self, sock: zmq.asyncio.Socket, topics: frozenset[str]) -> None:
         for _ in range(_BATCH):

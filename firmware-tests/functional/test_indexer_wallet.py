@@ -3,6 +3,7 @@ through receive, spend, unconfirmed, RBF, reorg and pruning."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,25 @@ def test_bitcoind_restart_is_survived(node: TestNode, indexer: IndexerProcess) -
     indexer.wait_synced()
     compare(client, truth)
     assert indexer.process is not None and indexer.process.poll() is None
+
+
+def test_status_bus_shows_the_indexer_and_its_death(node: TestNode,
+                                                    indexer: IndexerProcess) -> None:
+    client, _, _ = setup_watched(node, indexer)
+    client.call("blockchain.scripthash.get_history", "ab" * 32)  # nobody's script
+
+    def indexer_state() -> dict[str, Any]:
+        state: dict[str, Any] = indexer.status()["services"]["indexer"]
+        return state
+
+    wait_until(lambda: indexer_state()["status"]["counters"]["unknown_script_queries"] >= 1)
+    state = indexer_state()
+    assert state["stale"] is False and state["status"]["phase"] == "ready"
+    assert state["status"]["counters"]["wallets"] == 1
+    assert state["status"]["counters"]["height"] == node.getblockcount()
+    indexer.kill()  # kill -9: no goodbye message, a socket file left behind
+    res = indexer.cli("status", "--json", check=False)
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["services"]["indexer"]["stale"] is True
+    indexer.start()  # and back
+    wait_until(lambda: indexer.cli("status", check=False).returncode == 0, timeout=30)
