@@ -23,7 +23,9 @@ from typing import Any
 
 __all__ = [
     "NETWORKS",
+    "ButtonSection",
     "Config",
+    "DisplaySection",
     "ConfigError",
     "ElectrumSection",
     "HearthSection",
@@ -104,6 +106,31 @@ class TransportSection:
 
 
 @dataclass(frozen=True)
+class DisplaySection:
+    driver: str = _opt("ssd1306", "OLED controller: ssd1306, sh1106, ssd1309, ssd1327.",
+                       choices=("ssd1306", "sh1106", "ssd1309", "ssd1327"))
+    height: int = _opt(0, "Panel height in pixels (64 or 128); 0 = the driver's usual size.",
+                       minimum=0)
+    i2c_port: int = _opt(1, "I2C bus number (/dev/i2c-N).", minimum=0)
+    i2c_address: int = _opt(60, "I2C address, decimal (60 = 0x3C, 61 = 0x3D).", minimum=0)
+    rotate: int = _opt(0, "Rotation in quarter turns (0-3).", choices=(0, 1, 2, 3))
+    simulate: bool = _opt(False, "Draw on luma's dummy device instead of I2C (sim, tests).")
+    frames_dir: str = _opt("", "Save each frame as PNG here (sim only: frames can show secrets).")
+    dim_after_s: float = _opt(60.0, "Dim the panel after this long without activity.", minimum=1.0)
+    refresh_s: float = _opt(1.0, "Seconds between redraws.", minimum=0.05)
+    stale_after_s: float = _opt(15.0, "A service silent this long is shown as stale.", minimum=1.0)
+
+
+@dataclass(frozen=True)
+class ButtonSection:
+    gpio_pin: int = _opt(17, "BCM pin of the button (17 = physical pin 11).", minimum=0)
+    pull_up: bool = _opt(True, "Button wired to ground with the internal pull-up.")
+    long_press_s: float = _opt(5.0, "Hold this long to reset pairing.", minimum=1.0)
+    simulate: bool = _opt(False, "Read presses from a FIFO instead of GPIO (sim, tests).")
+    sim_path: str = _opt("", "The FIFO for simulated presses; empty = <run_dir>/button.fifo.")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -115,6 +142,8 @@ class Config:
     indexer: IndexerSection = field(default_factory=IndexerSection)
     electrum: ElectrumSection = field(default_factory=ElectrumSection)
     transport: TransportSection = field(default_factory=TransportSection)
+    display: DisplaySection = field(default_factory=DisplaySection)
+    button: ButtonSection = field(default_factory=ButtonSection)
     log: LogSection = field(default_factory=LogSection)
     path: Path | None = None
 

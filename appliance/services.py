@@ -24,6 +24,8 @@ __all__ = ["SERVICES", "run_service"]
 SERVICES: dict[str, str] = {
     "node": "appliance.node.service",
     "indexer": "appliance.indexer.service",
+    "display": "appliance.devices.display_service",
+    "button": "appliance.devices.button_service",
 }
 
 

@@ -163,6 +163,11 @@ class IndexerService:
                                "resyncs": stats.resyncs, "backfill_done": done,
                                "backfill_total": total,
                                "unknown_script_queries": electrum["unknown_script_queries"],
+                               # the display shows the pairing QR while this is 1
+                               "pairing_open": int(self.gate is not None
+                                                   and self.gate.window.is_open),
+                               "paired_clients": len(self.gate.whitelist.clients)
+                               if self.gate is not None else 0,
                            })
         unknown = electrum["unknown_script_queries"]
         if unknown > self._unknown_seen:

@@ -1,0 +1,69 @@
+"""The ``button`` service: one button, two jobs.
+
+Short press: open the pairing window (5 minutes). Long press (>= 5 s, with a countdown
+on the display that releasing cancels): revoke every pairing and reopen the window.
+Presses come from GPIO (RPi.GPIO, or rpi-lgpio on a Pi 5) or, in sim and tests, from a
+FIFO; the same state machine handles both. The countdown reaches the display through
+the status bus (``counters.countdown``: seconds left, -1 when not counting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ..config import Config
+from ..control import ControlError, control_request
+from ..status import Phase, StatusPublisher
+from .button import (
+    Button,
+    ButtonEventKind,
+    ButtonInput,
+    ButtonTiming,
+    GPIOButtonInput,
+    SimulatedButtonInput,
+)
+
+__all__ = ["main"]
+
+log = logging.getLogger("button")
+
+
+def _command(cfg: Config, cmd: str) -> str:
+    try:
+        control_request(cfg.control_endpoint("indexer"), cmd, timeout=10)
+        return ""
+    except ControlError as exc:
+        return str(exc)
+
+
+async def main(cfg: Config) -> None:
+    bc = cfg.button
+    source: ButtonInput
+    if bc.simulate:
+        path = Path(bc.sim_path) if bc.sim_path else cfg.hearth.run_dir / "button.fifo"
+        source = SimulatedButtonInput(path, long_hold=bc.long_press_s + 1.0)
+    else:
+        source = GPIOButtonInput(bc.gpio_pin, pull_up=bc.pull_up)
+    timing = ButtonTiming(long_press=bc.long_press_s)
+    async with StatusPublisher(cfg.hearth.run_dir, "button") as bus, \
+            Button(source, timing=timing) as button:
+        bus.update(phase=Phase.READY, detail="idle", counters={"countdown": -1, "presses": 0})
+        async for event in button:
+            presses = int(bus.status.counters.get("presses", 0))
+            if event.kind == ButtonEventKind.COUNTDOWN:
+                bus.update(detail="hold to reset pairing",
+                           counters={"countdown": event.seconds_left or 0})
+            elif event.kind == ButtonEventKind.SHORT_PRESS:
+                error = await asyncio.to_thread(_command, cfg, "pairing.open")
+                log.info("short press: pairing window %s", error or "open")
+                bus.update(detail="pairing opened", last_error=error or None,
+                           counters={"countdown": -1, "presses": presses + 1})
+            elif event.kind == ButtonEventKind.LONG_PRESS:
+                error = await asyncio.to_thread(_command, cfg, "pairing.reset")
+                log.info("long press: pairing %s", error or "reset")
+                bus.update(detail="pairing reset", last_error=error or None,
+                           counters={"countdown": -1, "presses": presses + 1})
+            elif event.kind == ButtonEventKind.CANCELLED:
+                bus.update(detail="cancelled", counters={"countdown": -1})

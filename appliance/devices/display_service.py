@@ -1,0 +1,128 @@
+"""The ``display`` service: what the box is doing, on the OLED, from the status bus.
+
+Reads every service's snapshot (``appliance.status``), picks the page that matters most
+(the reset countdown, then errors and stale services, then the pairing QR while the
+window is open, then wallet backfill, then node sync), renders it with the pure page
+code and presents it through luma (a real panel on I2C, or luma's dummy device in sim
+and tests, with every frame saved as PNG). A service that falls silent is shown stale,
+never as fine; the display itself publishes on the bus so its own death is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config
+from ..control import ControlError, control_request
+from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
+from .frames import FrameRecorder, to_terminal
+from .oled import Dimmer, make_device, present
+from .pages import (
+    PANEL_128X64,
+    PANEL_128X128,
+    BootPage,
+    CountdownOverlay,
+    ErrorPage,
+    IndexPage,
+    Page,
+    PairingPage,
+    SyncPage,
+    render,
+)
+
+__all__ = ["choose_page", "main"]
+
+log = logging.getLogger("display")
+
+EXPECTED = ("node", "indexer")
+
+
+def choose_page(states: dict[str, ServiceState], pairing_payload: str | None,
+                started: float) -> tuple[Page, float | None, bool]:
+    """The page to show, with the age and staleness of the data behind it."""
+    for name in EXPECTED:
+        st = states.get(name)
+        if st is not None and st.stale and st.age_s is not None:
+            return ErrorPage(f"{name} silent", f"no news for {st.age_s:.0f} s"), st.age_s, True
+        if st is not None and st.status is not None and st.status.phase == Phase.ERROR:
+            return ErrorPage.service_fatal(name, st.status.last_error or ""), st.age_s, False
+    if pairing_payload:
+        return PairingPage(pairing_payload), None, False
+    idx = states.get("indexer")
+    if idx is not None and idx.status is not None and idx.status.phase == Phase.BACKFILLING:
+        c = idx.status.counters
+        return (IndexPage(idx.status.detail or "wallet", int(c.get("backfill_done", 0)),
+                          int(c.get("backfill_total", 0)), eta_seconds=idx.status.eta_s,
+                          phase="Backfilling"), idx.age_s, idx.stale)
+    node = states.get("node")
+    if node is not None and node.status is not None and node.status.phase in (
+            Phase.SYNCING, Phase.READY):
+        c = node.status.counters
+        free = int(c.get("disk_free_bytes", -1))
+        return (SyncPage(int(c.get("blocks", 0)), int(c.get("headers", 0)),
+                         node.status.progress if node.status.progress is not None else 1.0,
+                         int(c.get("peers", 0)), disk_free=free if free >= 0 else None,
+                         eta_seconds=node.status.eta_s,
+                         synced=node.status.phase == Phase.READY), node.age_s, node.stale)
+    step = node.status.detail if node is not None and node.status is not None else "starting"
+    return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
+
+
+def _pairing_payload(cfg: Config, states: dict[str, ServiceState]) -> str | None:
+    idx = states.get("indexer")
+    if idx is None or idx.status is None or not idx.status.counters.get("pairing_open"):
+        return None
+    try:  # the token itself never travels on the bus: ask the indexer for it
+        result = control_request(cfg.control_endpoint("indexer"), "pairing.payload", timeout=2)
+    except ControlError:
+        return None
+    payload = result.get("payload")
+    return str(payload) if payload else None
+
+
+async def main(cfg: Config) -> None:
+    dc = cfg.display
+    device = make_device(dc.driver, height=dc.height or None, i2c_port=dc.i2c_port,
+                         i2c_address=dc.i2c_address, rotate=dc.rotate, simulate=dc.simulate)
+    panel = PANEL_128X128 if device.height == 128 else PANEL_128X64
+    dimmer = Dimmer(device, dim_after=dc.dim_after_s)
+    recorder = FrameRecorder(Path(dc.frames_dir)) if dc.frames_dir else None
+    started = time.monotonic()
+    shown: tuple[str, str] = ("", "")
+    async with StatusPublisher(cfg.hearth.run_dir, "display") as bus, \
+            StatusSubscriber(cfg.hearth.run_dir, stale_after=dc.stale_after_s,
+                             expected=EXPECTED) as sub:
+        runner = asyncio.create_task(sub.run())
+        try:
+            while True:
+                states = sub.snapshot()
+                payload = await asyncio.to_thread(_pairing_payload, cfg, states)
+                page, age, stale = choose_page(states, payload, started)
+                overlay = _countdown(states)
+                frame = render(page, panel, age=age, stale=stale, overlay=overlay)
+                key = (type(page).__name__, str(overlay))
+                if key != shown or overlay is not None:
+                    dimmer.activity()  # a new page is worth seeing at full brightness
+                    shown = key
+                dimmer.tick()
+                present(device, frame)
+                if recorder is not None and recorder.record(frame) is not None:
+                    log.debug("frame:\n%s", to_terminal(frame))
+                bus.update(phase=Phase.READY, detail=type(page).__name__,
+                           counters={"frames": bus.status.counters.get("frames", 0) + 1})
+                await asyncio.sleep(dc.refresh_s)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+def _countdown(states: dict[str, ServiceState]) -> CountdownOverlay | None:
+    button = states.get("button")
+    if button is None or button.status is None or button.stale:
+        return None
+    left = int(button.status.counters.get("countdown", -1))
+    return CountdownOverlay(left) if left >= 0 else None
