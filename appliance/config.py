@@ -90,7 +90,9 @@ class IndexerSection:
 class ElectrumSection:
     bind: str = _opt("0.0.0.0", "Address the Electrum listeners bind (0.0.0.0 = the LAN).")
     tcp_port: int = _opt(50001, "Plain TCP Electrum port; 0 = off.", minimum=0)
-    tls_port: int = _opt(50002, "TLS Electrum port (self-signed certificate); 0 = off.", minimum=0)
+    tls_port: int = _opt(50002, "TLS Electrum port (self-signed certificate).", minimum=1)
+    tls: str = _opt("lan", "The TLS listener for stock phone wallets: lan (on) or off.",
+                    choices=("lan", "off"))
     hostname: str = _opt("hearth.local", "Name in the TLS certificate and server.features.")
     max_sessions: int = _opt(100, "Concurrent Electrum connections accepted.", minimum=1)
     banner: str = _opt("", "server.banner text; empty = a default greeting.")

@@ -41,8 +41,11 @@ log = logging.getLogger("display")
 EXPECTED = ("node", "indexer")
 
 
-def choose_page(states: dict[str, ServiceState], pairing_payload: str | None,
-                started: float) -> tuple[Page, float | None, bool]:
+_ALTERNATE_S = 6.0  # the pairing page and the stock-wallet server page take turns
+
+
+def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
+                started: float, now: float | None = None) -> tuple[Page, float | None, bool]:
     """The page to show, with the age and staleness of the data behind it."""
     for name in EXPECTED:
         st = states.get(name)
@@ -50,8 +53,15 @@ def choose_page(states: dict[str, ServiceState], pairing_payload: str | None,
             return ErrorPage(f"{name} silent", f"no news for {st.age_s:.0f} s"), st.age_s, True
         if st is not None and st.status is not None and st.status.phase == Phase.ERROR:
             return ErrorPage.service_fatal(name, st.status.last_error or ""), st.age_s, False
-    if pairing_payload:
-        return PairingPage(pairing_payload), None, False
+    if pairing and pairing.get("payload"):
+        now = time.monotonic() if now is None else now
+        server, fingerprint = pairing.get("tls_server"), pairing.get("tls_fingerprint")
+        if server and int(now // _ALTERNATE_S) % 2:
+            # For phone wallets without Noise: their server setting, and the start of
+            # the certificate fingerprint to compare with what the wallet shows.
+            caption = "Wallet server TLS " + (fingerprint or "")[:11]
+            return PairingPage(server, caption=caption, text_mode=True), None, False
+        return PairingPage(str(pairing["payload"])), None, False
     idx = states.get("indexer")
     if idx is not None and idx.status is not None and idx.status.phase == Phase.BACKFILLING:
         c = idx.status.counters
@@ -72,7 +82,7 @@ def choose_page(states: dict[str, ServiceState], pairing_payload: str | None,
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
 
 
-def _pairing_payload(cfg: Config, states: dict[str, ServiceState]) -> str | None:
+def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str | None] | None:
     idx = states.get("indexer")
     if idx is None or idx.status is None or not idx.status.counters.get("pairing_open"):
         return None
@@ -80,8 +90,9 @@ def _pairing_payload(cfg: Config, states: dict[str, ServiceState]) -> str | None
         result = control_request(cfg.control_endpoint("indexer"), "pairing.payload", timeout=2)
     except ControlError:
         return None
-    payload = result.get("payload")
-    return str(payload) if payload else None
+    if not result.get("payload"):
+        return None
+    return {k: result.get(k) for k in ("payload", "tls_server", "tls_fingerprint")}
 
 
 async def main(cfg: Config) -> None:
@@ -100,11 +111,13 @@ async def main(cfg: Config) -> None:
         try:
             while True:
                 states = sub.snapshot()
-                payload = await asyncio.to_thread(_pairing_payload, cfg, states)
-                page, age, stale = choose_page(states, payload, started)
+                pairing = await asyncio.to_thread(_pairing_info, cfg, states)
+                page, age, stale = choose_page(states, pairing, started)
                 overlay = _countdown(states)
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))
+                if isinstance(page, PairingPage) and page.text_mode:
+                    key = ("ServerPage", str(overlay))
                 if key != shown or overlay is not None:
                     dimmer.activity()  # a new page is worth seeing at full brightness
                     shown = key

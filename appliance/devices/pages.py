@@ -165,6 +165,9 @@ class PairingPage:
 
     payload: str
     caption: str = "Scan to pair"
+    #: any text (byte mode), e.g. a stock wallet's "host:port:s" server string; the Hearth
+    #: pairing code itself is always alphanumeric
+    text_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,10 +273,19 @@ def paginate_recovery_words(words: Sequence[str], panel: Panel) -> list[Recovery
     return pages
 
 
-def make_pairing_qr(payload: str, *, max_version: int = MAX_QR_VERSION) -> segno.QRCode:
-    """The pairing QR code (alphanumeric mode, level L or better), or a clear error."""
+def make_pairing_qr(payload: str, *, max_version: int = MAX_QR_VERSION,
+                    text_mode: bool = False) -> segno.QRCode:
+    """The pairing QR code (alphanumeric mode, level L or better), or a clear error.
+
+    ``text_mode`` allows any text in byte mode (a stock wallet's server string)."""
     if not payload:
         raise QRPayloadError("the pairing payload is empty")
+    if text_mode:
+        qr = segno.make_qr(payload, error="L", mode="byte", boost_error=True)
+        if int(qr.version) > max_version:
+            raise QRPayloadError(f"{len(payload)} bytes need QR version {qr.version}; "
+                                 f"the panel shows version {max_version} at most")
+        return qr
     bad = sorted(set(payload) - _QR_ALNUM)
     if bad:
         raise QRPayloadError(
@@ -636,7 +648,7 @@ def _index(s: _Surface, page: IndexPage, age: float | None, stale: bool) -> None
 
 
 def _pairing(s: _Surface, page: PairingPage, age: float | None, stale: bool) -> None:
-    qr = make_pairing_qr(page.payload)
+    qr = make_pairing_qr(page.payload, text_mode=page.text_mode)
     layout = pairing_layout(s.panel, len(qr.matrix), stale=stale)
     # Lit field, unlit modules: phones expect dark modules on a light background.
     s.rect(0, 0, s.w - 1, s.h - 1, fill=1)

@@ -55,19 +55,22 @@ class IndexerService:
         self.backfiller = Backfiller(self.indexer, self.follower, rpc,
                                      self.backend.notify_scripthashes)
         ec = cfg.electrum
-        hosts = {ec.hostname: {"tcp_port": ec.tcp_port or None, "ssl_port": ec.tls_port or None}}
+        hosts = {ec.hostname: {"tcp_port": ec.tcp_port or None,
+                               "ssl_port": ec.tls_port if ec.tls == "lan" else None}}
         info = ServerInfo(hosts=hosts)
         if ec.banner:
             info = dataclasses.replace(info, banner=ec.banner)
         self.sessions = SessionManager(self.backend, info=info, max_sessions=ec.max_sessions)
         ssl_context = None
-        if ec.tls_port:
+        tls_port = ec.tls_port if ec.tls == "lan" else None
+        self.tls_fingerprint: str | None = None
+        if tls_port:
             tls_dir = cfg.service_dir("indexer")
             cert, key = tls_dir / "electrum-cert.pem", tls_dir / "electrum-key.pem"
             self.tls_fingerprint = ensure_certificate(cert, key, hostname=ec.hostname)
             ssl_context = server_ssl_context(cert, key)
         self.server = ElectrumServer(self.sessions, host=ec.bind, tcp_port=ec.tcp_port or None,
-                                     tls_port=ec.tls_port or None, ssl_context=ssl_context)
+                                     tls_port=tls_port, ssl_context=ssl_context)
         tc = cfg.transport
         self.gate: NoiseGate | None = None
         if tc.noise_port:
@@ -276,7 +279,12 @@ class IndexerService:
     async def cmd_pairing_payload(self, req: dict[str, Any]) -> dict[str, Any]:
         """For the display only (the socket is the appliance user's): the QR text."""
         gate = self._need_gate()
-        return {"payload": gate.payload(), "window_seconds_left": gate.window.seconds_left()}
+        payload = gate.payload()
+        tls = self._port("tls")
+        # Stock phone wallets (no Noise yet) scan "host:port:s" and pin the certificate.
+        server = f"{gate.host()}:{tls}:s" if payload and tls else None
+        return {"payload": payload, "window_seconds_left": gate.window.seconds_left(),
+                "tls_server": server, "tls_fingerprint": self.tls_fingerprint if server else None}
 
     async def _hearth_wallet_add(self, params: Any, client: bytes) -> Any:
         return await self.cmd_wallet_add(_params(params, "descriptors", "birthday", "label"))

@@ -131,8 +131,12 @@ class NoiseGate:
         """The QR text while the window is open, else None."""
         if not self.window.is_open or self.server is None:
             return None
-        host = self.advertise_host or detect_lan_ipv4()
-        return PairingPayload(self.node_key.public, host, self.port, self.window.token).encode()
+        return PairingPayload(self.node_key.public, self.host(), self.port,
+                              self.window.token).encode()
+
+    def host(self) -> str:
+        """The address clients on the LAN reach the box at."""
+        return self.advertise_host or detect_lan_ipv4()
 
     def open_window(self) -> None:
         self.window.open(self.window_seconds)

@@ -62,8 +62,13 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
         png = Path(connect["display"]["current"])
         wait_until(lambda: png.exists() and decode_frame(png, tmp_path) is not None,
                    timeout=30)
+        wait_until(lambda: decode_frame(png, tmp_path) == connect["pairing"]["payload"],
+                   timeout=30)
         code = decode_frame(png, tmp_path)
-        assert code == connect["pairing"]["payload"] and code is not None
+        assert code is not None
+        # It takes turns with the server string stock phone wallets scan (TLS, pinned).
+        server = f"127.0.0.1:{connect['electrum']['tls_port']}:s"
+        wait_until(lambda: decode_frame(png, tmp_path) == server, timeout=30)
         # 2. A watched wallet with coins.
         bitcoin("createwallet", "w1")
         desc = next(x["desc"] for x in bitcoin("-rpcwallet=w1", "listdescriptors")["descriptors"]
