@@ -252,6 +252,7 @@ class IndexerService:
         return {"noise_port": g.port, "box_key": g.node_key.public.hex(),
                 "window_open": g.window.is_open, "window_seconds_left": g.window.seconds_left(),
                 "paired": len(g.whitelist.clients), "refused": g.counters.refused,
+                "failed_handshakes": g.server.failed_handshakes if g.server else 0,
                 "connected": sum(len(s) for s in g.live.values())}
 
     async def cmd_pairing_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:

@@ -91,7 +91,6 @@ class GateCounters:
     paired: int = 0
     refused: int = 0  # unknown keys turned away
     connections: int = 0
-    handshake_failures: int = 0
 
 
 @dataclass

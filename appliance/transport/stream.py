@@ -364,6 +364,9 @@ class NoiseServer:
         self._max_message_size = max_message_size
         self._frame_timeout = frame_timeout
         self._write_timeout = write_timeout
+        #: handshakes that failed (garbage, time-out, bad key, replayed act one): counted
+        #: so a scan or an attack shows on the status page; the server keeps serving
+        self.failed_handshakes = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -409,6 +412,8 @@ class NoiseServer:
                 write_timeout=self._write_timeout)
             await self._handler(stream)
         except STREAM_ERRORS as exc:
+            if stream is None:
+                self.failed_handshakes += 1
             who = f"{stream.remote_static.hex()} ({peer})" if stream is not None else str(peer)
             log.info("noise peer %s dropped: %s", who, exc)
         except asyncio.CancelledError:

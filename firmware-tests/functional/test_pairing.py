@@ -76,6 +76,15 @@ def test_pair_then_serve_then_reset(tmp_path: Path, box: IndexerProcess) -> None
     assert asyncio.run(noise_call(box, stranger, {"method": "hearth.pair", "params": {
         "token": "00" * 8, "label": "guess"}})) == []
 
+    # Garbage instead of a handshake: dropped and counted, the box keeps serving.
+    import socket
+    with socket.create_connection(("127.0.0.1", box.noise_port)) as raw:
+        raw.sendall(b"\x00" * 50)
+        raw.settimeout(10)
+        assert raw.recv(100) == b""
+    wait_until(lambda: box.status()["indexer"]["pairing"]["failed_handshakes"] >= 1)
+    assert box.status()["indexer"]["pairing"]["refused"] >= 2
+
     laptop = tmp_path / "laptop"
     out = client(laptop, "pair", code, "--label", "laptop").stdout
     assert "paired with the box" in out
