@@ -76,6 +76,8 @@ class NodeSection:
     zmq_sequence: str = _opt("ipc:///run/bitcoind/sequence", "bitcoind -zmqpubsequence endpoint.")
     prune_mib: int = _opt(550, "bitcoind -prune target in MiB (0 = no pruning, else >= 550).", minimum=0)
     dbcache_mib: int = _opt(300, "bitcoind -dbcache in MiB (sized for a 4 GB Pi).", minimum=4)
+    auto_size: bool = _opt(False, "Size prune from free disk and dbcache from RAM when writing "
+                           "bitcoin.conf (the image turns this on).")
 
 
 @dataclass(frozen=True)
