@@ -1,0 +1,271 @@
+"""The supervisord event listener: PROCESS_STATE events -> the status bus as ``supervisor``.
+
+Run by supervisord as ``[eventlistener:hearth-supervision]`` with ``events=PROCESS_STATE``::
+
+    python -m appliance.supervision.listener --config /etc/hearth/hearth.toml
+
+One asyncio loop does everything: stdin is read with ``connect_read_pipe`` (so the status
+publisher's heartbeats go on while supervisord is quiet), each event is answered with
+``RESULT 2\\nOK`` and ``READY`` at once, and flood-control stops go to supervisord's
+XML-RPC interface in a worker thread (a slow answer must not stall the heartbeats).
+
+stdout belongs to the protocol: anything else written there would be read by supervisord
+as a malformed token. Logs therefore go to **stderr** (its own rotated log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ConfigError, load_config
+from ..logs import LOG_FORMAT
+from ..status import KEEP, StatusPublisher
+from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
+from .tracker import DEFAULT_FLOOD_RESTARTS, DEFAULT_FLOOD_WINDOW_S, SupervisionTracker
+
+__all__ = ["SERVICE", "SupervisionListener", "cli", "main", "run_listener"]
+
+SERVICE = "supervisor"  # the status-bus name (docs/status-bus.md)
+
+log = logging.getLogger("supervision")
+
+
+# Makes a ``supervisor`` XML-RPC namespace (supervisor's proxy has no type hints).
+RpcFactory = Callable[[], Any]
+
+
+def supervisor_rpc(env: Mapping[str, str] = os.environ) -> RpcFactory | None:
+    """A factory for ``supervisor`` XML-RPC namespaces, or None outside supervisord.
+
+    A new proxy per call: ``xmlrpc.client.ServerProxy`` is not thread-safe, and calls
+    run in worker threads.
+    """
+    if "SUPERVISOR_SERVER_URL" not in env:
+        return None
+    from supervisor import childutils  # only the listener needs supervisor's code
+
+    env = dict(env)
+    return lambda: childutils.getRPCInterface(env).supervisor
+
+
+class SupervisionListener:
+    """Feeds stdin bytes through the protocol and tracker; publishes; asks for stops.
+
+    ``write`` sends protocol bytes to supervisord (stdout); ``rpc`` makes an XML-RPC
+    ``supervisor`` namespace (None: no flood-control stops, e.g. in tests).
+    """
+
+    def __init__(self, publisher: StatusPublisher, tracker: SupervisionTracker,
+                 write: Callable[[bytes], None], rpc: RpcFactory | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.publisher = publisher
+        self.tracker = tracker
+        self.reader = EventReader()
+        self.write = write
+        self.rpc = rpc
+        self.clock = clock
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.handled = 0
+        self._published_error: str | None = None
+        self._stops: set[asyncio.Future[None]] = set()
+
+    def start(self) -> None:
+        self._publish()
+        self.write(READY)
+
+    def feed(self, data: bytes) -> None:
+        try:
+            events = self.reader.feed(data)
+        except ProtocolError as exc:
+            # Out of step with supervisord: no way to resynchronise. Exit; it restarts us.
+            self.finish(exc)
+            return
+        for raw in events:
+            try:
+                ev = parse_process_state(raw)
+            except ProtocolError as exc:
+                log.warning("ignoring malformed event: %s", exc)
+                ev = None
+            if ev is not None:
+                log.info("%s: %s -> %s", ev.namespec, ev.from_state or "?", ev.state)
+                for name in self.tracker.apply(ev, self.clock()):
+                    self._stop(name)
+                self._publish()
+            self.handled += 1
+            # Answer at once: supervisord holds the next event (buffer_size) until we do.
+            self.write(ACK + READY)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if self.done.done():
+            return
+        if exc is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(exc)
+
+    async def seed(self) -> None:
+        """Learn programs started before us (a restarted listener hears no past events)."""
+        if self.rpc is None:
+            return
+        rpc = self.rpc
+        try:
+            infos = await asyncio.to_thread(lambda: rpc().getAllProcessInfo())
+        except Exception as exc:  # best effort: events will fill the picture in
+            log.warning("could not list programs: %s", exc)
+            return
+        for info in infos:
+            group, name = str(info["group"]), str(info["name"])
+            self.tracker.seed(group if group == name else f"{group}:{name}", str(info["statename"]))
+        self._publish()
+
+    async def drain(self) -> None:
+        """Wait for stops still in flight (on exit)."""
+        if self._stops:
+            await asyncio.wait(self._stops, timeout=5)
+
+    def _publish(self) -> None:
+        s = self.tracker.summary()
+        # last_error only when it changes: every update(last_error=...) restamps its time.
+        new_error = s.last_error != self._published_error
+        self._published_error = s.last_error
+        self.publisher.update(phase=s.phase, detail=s.detail, counters=s.counters,
+                              last_error=s.last_error if new_error else KEEP)
+        for kind, detail in self.tracker.take_events():
+            self.publisher.event(kind, detail)
+
+    def _stop(self, name: str) -> None:
+        if self.rpc is None:
+            log.warning("%s: flood control would stop it, but supervisord's RPC is unknown", name)
+            return
+        rpc = self.rpc
+        log.warning("%s: restarting too often; stopping it", name)
+
+        def call() -> None:
+            # wait=False: bitcoind may take minutes to stop; the STOPPED event tells us.
+            rpc().stopProcess(name, False)
+
+        fut = asyncio.ensure_future(asyncio.to_thread(call))
+        self._stops.add(fut)
+        fut.add_done_callback(lambda f: self._stopped(name, f))
+
+    def _stopped(self, name: str, fut: asyncio.Future[None]) -> None:
+        self._stops.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            # NOT_RUNNING: it was between EXITED and STARTING; we ask again on its next event.
+            log.info("%s: stop not done yet: %s", name, exc)
+
+
+class _StdinProtocol(asyncio.Protocol):
+    def __init__(self, listener: SupervisionListener) -> None:
+        self.listener = listener
+
+    def data_received(self, data: bytes) -> None:
+        self.listener.feed(data)
+
+    def eof_received(self) -> bool | None:
+        self.listener.finish()  # supervisord went away
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.finish(exc)
+
+
+def _write_stdout(data: bytes) -> None:
+    # Blocking writes of a few bytes to a pipe supervisord always reads: never stalls.
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view):]
+
+
+async def run_listener(cfg: Config, *, flood_restarts: int = DEFAULT_FLOOD_RESTARTS,
+                       flood_window_s: float = DEFAULT_FLOOD_WINDOW_S,
+                       stdin: Any = None, write: Callable[[bytes], None] = _write_stdout,
+                       rpc: RpcFactory | None = None) -> None:
+    """Serve supervisord on stdin/stdout until EOF or cancellation."""
+    loop = asyncio.get_running_loop()
+    own = os.environ.get("SUPERVISOR_PROCESS_NAME")
+    tracker = SupervisionTracker(flood_restarts=flood_restarts, flood_window_s=flood_window_s,
+                                 ignore=own)
+    async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
+        listener = SupervisionListener(publisher, tracker, write, rpc)
+        transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener),
+                                                    stdin if stdin is not None else sys.stdin.buffer)
+        try:
+            listener.start()
+            await listener.seed()
+            await listener.done
+        finally:
+            transport.close()
+            await listener.drain()
+
+
+async def main(cfg: Config) -> None:
+    """The composition root for ``appliance run supervision`` (appliance/services.py)."""
+    _log_to_stderr(cfg.log.level)  # run_service pointed logging at stdout: the protocol's
+    await run_listener(cfg, rpc=supervisor_rpc())
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime  # UTC, like appliance.logs
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m appliance.supervision.listener",
+                                description="supervisord event listener for the status bus")
+    p.add_argument("--config", type=Path, default=Path("/etc/hearth/hearth.toml"))
+    p.add_argument("--flood-restarts", type=int, default=DEFAULT_FLOOD_RESTARTS,
+                   help="stop a program that restarts more often than this ... (default %(default)s)")
+    p.add_argument("--flood-window", type=float, default=DEFAULT_FLOOD_WINDOW_S,
+                   help="... within this many seconds (default %(default)s)")
+    args = p.parse_args(argv)
+    if args.flood_restarts < 1 or not args.flood_window > 0:
+        p.error("--flood-restarts must be >= 1 and --flood-window > 0")
+    try:
+        cfg = load_config(args.config)
+    except (ConfigError, OSError) as exc:
+        print(f"supervision: {exc}", file=sys.stderr)
+        return 2
+    _log_to_stderr(cfg.log.level)
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(run_listener(
+            cfg, flood_restarts=args.flood_restarts, flood_window_s=args.flood_window,
+            rpc=supervisor_rpc()))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("stopping on signal")
+
+    try:
+        asyncio.run(runner())
+    except Exception:
+        log.exception("supervision listener failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
