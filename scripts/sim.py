@@ -117,6 +117,15 @@ def supervisord_conf(d: Path, bindir: Path, config: Path) -> str:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
         "[supervisorctl]", f"serverurl=unix://{run / 'supervisor.sock'}", "",
     ]
+    # The same event listener as on the box: a FATAL program shows on the (simulated) OLED
+    # and in `appliance status`; a program restarting in a loop is stopped.
+    out += [
+        "[eventlistener:hearth-supervision]",
+        f"command={VENV_BIN / 'python'} -m appliance.supervision.listener --config {config}",
+        "events=PROCESS_STATE", "buffer_size=100", "autorestart=true",
+        f"stderr_logfile={log / 'hearth-supervision.log'}", "stderr_logfile_maxbytes=5MB",
+        "stderr_logfile_backups=2", "",
+    ]
     for name, (prio, command, stopwait) in programs.items():
         out += [
             f"[program:{name}]", f"command={command}", f"priority={prio}",

@@ -39,6 +39,7 @@ def test_sim_up_status_down(tmp_path: Path, bitcoind_bindir: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert "bitcoind" in status.stdout and "RUNNING" in status.stdout
         assert "blocks 102" in status.stdout
+        assert "supervisor" in status.stdout and "hearth-supervision" in status.stdout
         again = subprocess.run([*SIM, "up", "--dir", str(d)], capture_output=True, text=True,
                                timeout=120)
         assert again.returncode == 0 and json.loads(again.stdout)["bitcoind"]["height"] == 102
