@@ -224,6 +224,39 @@ def press(d: Path, kind: str) -> int:
     return 0
 
 
+def watch(d: Path) -> int:
+    """Draw the simulated OLED in the terminal until Ctrl-C, then stop the sim.
+
+    Keys: Enter = short press (open pairing), "l" + Enter = long press (reset pairing),
+    "m" + Enter = mine a block."""
+    import select
+
+    from PIL import Image
+
+    from appliance.devices.frames import to_terminal
+
+    current = d / "frames" / "current.png"
+    print("sim: Enter = short press, l+Enter = long press, m+Enter = mine, Ctrl-C = stop")
+    try:
+        while True:
+            if current.exists():
+                with Image.open(current) as frame:
+                    art = to_terminal(frame)
+                print("\x1b[H\x1b[2J" + art, flush=True)
+            ready, _, _ = select.select([sys.stdin], [], [], 0.5)
+            if ready:
+                key = sys.stdin.readline().strip().lower()
+                if key == "l":
+                    press(d, "long")
+                elif key == "m":
+                    mine(d, 1)
+                else:
+                    press(d, "short")
+    except KeyboardInterrupt:
+        print()
+        return down(d)
+
+
 def mine(d: Path, blocks: int) -> int:
     cfg = load_config(d / "hearth.toml")
 
@@ -321,11 +354,17 @@ def main() -> int:
                    choices=["up", "down", "status", "clean", "mine", "press", "long-press"])
     p.add_argument("count", nargs="?", type=int, default=1, help="with mine: how many blocks")
     p.add_argument("--dir", type=Path, default=REPO / ".sim")
+    p.add_argument("--detach", action="store_true",
+                   help="return after start-up even in a terminal (stop with: sim down)")
     p.add_argument("--lan", action="store_true",
                    help="let wallets on the LAN connect (Electrum listens on 0.0.0.0)")
     args = p.parse_args()
     if args.action == "up":
-        return up(args.dir, args.lan)
+        rc = up(args.dir, args.lan)
+        # In a terminal, stay in the foreground showing the OLED; Ctrl-C stops it all.
+        if rc == 0 and sys.stdin.isatty() and sys.stdout.isatty() and not args.detach:
+            return watch(args.dir)
+        return rc
     if args.action == "down":
         return down(args.dir)
     if args.action == "mine":
