@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -195,13 +196,18 @@ async def run_listener(cfg: Config, *, flood_restarts: int = DEFAULT_FLOOD_RESTA
                        rpc: RpcFactory | None = None) -> None:
     """Serve supervisord on stdin/stdout until EOF or cancellation."""
     loop = asyncio.get_running_loop()
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    mode = os.fstat(stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        # epoll refuses files and /dev/null, and the loop would wait forever: only
+        # supervisord (which gives us a pipe) can talk this protocol anyway.
+        raise RuntimeError("stdin is not a pipe: run this as a supervisord [eventlistener:x]")
     own = os.environ.get("SUPERVISOR_PROCESS_NAME")
     tracker = SupervisionTracker(flood_restarts=flood_restarts, flood_window_s=flood_window_s,
                                  ignore=own)
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
         listener = SupervisionListener(publisher, tracker, write, rpc)
-        transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener),
-                                                    stdin if stdin is not None else sys.stdin.buffer)
+        transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener), stdin)
         try:
             listener.start()
             await listener.seed()

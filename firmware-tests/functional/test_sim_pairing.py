@@ -74,8 +74,9 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
         desc = next(x["desc"] for x in bitcoin("-rpcwallet=w1", "listdescriptors")["descriptors"]
                     if x["desc"].startswith("wpkh(") and not x["internal"])
         vpub = vpub_of(desc.split("]")[1].split("/")[0])
-        subprocess.run([str(BIN / "appliance"), "wallet", "add", vpub, "--config", config],
-                       check=True, capture_output=True, timeout=60)
+        added = subprocess.run([str(BIN / "appliance"), "wallet", "add", vpub, "--config",
+                                config], capture_output=True, text=True, timeout=180)
+        assert added.returncode == 0, added.stdout + added.stderr
         address = bitcoin("-rpcwallet=w1", "getnewaddress")
         bitcoin("-rpcwallet=sim", "sendtoaddress", address, "0.75")
         subprocess.run([*SIM, "mine", "1", "--dir", str(d)], check=True, capture_output=True)

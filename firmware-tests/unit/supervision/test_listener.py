@@ -295,3 +295,12 @@ def test_run_listener_over_a_pipe(run_dir: Path, tmp_path: Path) -> None:
         assert not (run_dir / "status" / "supervisor.sock").exists()
 
     asyncio.run(asyncio.wait_for(body(), 20))
+
+
+def test_run_listener_refuses_a_stdin_that_is_not_a_pipe(run_dir: Path, tmp_path: Path) -> None:
+    """/dev/null or a file cannot be watched by epoll: fail at once instead of hanging."""
+    cfg_file = tmp_path / "hearth.toml"
+    cfg_file.write_text(f'[hearth]\nrun_dir = "{run_dir}"\n')
+    cfg = load_config(cfg_file)
+    with open(os.devnull, "rb") as devnull, pytest.raises(RuntimeError, match="not a pipe"):
+        asyncio.run(asyncio.wait_for(run_listener(cfg, stdin=devnull, write=lambda b: None), 10))
