@@ -53,6 +53,11 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
             return ErrorPage(f"{name} silent", f"no news for {st.age_s:.0f} s"), st.age_s, True
         if st is not None and st.status is not None and st.status.phase == Phase.ERROR:
             return ErrorPage.service_fatal(name, st.status.last_error or ""), st.age_s, False
+    sup = states.get("supervisor")
+    if sup is not None and sup.status is not None and sup.status.phase == Phase.DEGRADED:
+        # A program supervisord gave up on (FATAL) or stopped for restarting in a loop.
+        return (ErrorPage("Service down", sup.status.detail or "see appliance status"),
+                sup.age_s, sup.stale)
     if pairing and pairing.get("payload"):
         now = time.monotonic() if now is None else now
         server, fingerprint = pairing.get("tls_server"), pairing.get("tls_fingerprint")

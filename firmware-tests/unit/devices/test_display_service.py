@@ -1,0 +1,49 @@
+"""The display service's choice of page from the status bus."""
+
+from __future__ import annotations
+
+from appliance.devices.display_service import choose_page
+from appliance.devices.pages import ErrorPage, IndexPage, PairingPage, SyncPage
+from appliance.status import Phase, ServiceState, ServiceStatus
+
+
+def state(service: str, phase: Phase, *, stale: bool = False, detail: str = "",
+          counters: dict[str, int | float] | None = None) -> ServiceState:
+    return ServiceState(ServiceStatus(service, phase, detail=detail, counters=counters or {}),
+                        16.0 if stale else 0.5, stale)
+
+
+def test_sync_page_when_all_is_well() -> None:
+    page, _, stale = choose_page({"node": state("node", Phase.READY, counters={
+        "blocks": 10, "headers": 10, "peers": 3}), "indexer": state("indexer", Phase.READY)},
+        None, 0.0)
+    assert isinstance(page, SyncPage) and page.synced and not stale
+
+
+def test_stale_service_is_an_error_not_fine() -> None:
+    page, _, stale = choose_page({"node": state("node", Phase.READY, stale=True)}, None, 0.0)
+    assert isinstance(page, ErrorPage) and "node" in page.title and stale
+
+
+def test_supervisor_fatal_beats_pairing() -> None:
+    states = {"node": state("node", Phase.READY),
+              "supervisor": state("supervisor", Phase.DEGRADED, detail="hearth-tower FATAL")}
+    page, _, _ = choose_page(states, {"payload": "HEARTH:X"}, 0.0)
+    assert isinstance(page, ErrorPage) and "hearth-tower" in page.detail
+
+
+def test_pairing_alternates_with_the_tls_server() -> None:
+    pairing: dict[str, str | None] = {"payload": "HEARTH:X", "tls_server": "10.0.0.2:50002:s",
+                                      "tls_fingerprint": "AB:CD:EF:01:23"}
+    first, _, _ = choose_page({}, pairing, 0.0, now=0.0)
+    second, _, _ = choose_page({}, pairing, 0.0, now=7.0)
+    assert isinstance(first, PairingPage) and first.payload == "HEARTH:X"
+    assert isinstance(second, PairingPage) and second.text_mode
+    assert second.payload == "10.0.0.2:50002:s" and "AB:CD:EF:01" in second.caption
+
+
+def test_backfill_progress_page() -> None:
+    page, _, _ = choose_page({"indexer": state("indexer", Phase.BACKFILLING, detail="w1",
+                                               counters={"backfill_done": 5,
+                                                         "backfill_total": 10})}, None, 0.0)
+    assert isinstance(page, IndexPage) and page.fraction == 0.5
