@@ -18,7 +18,7 @@ from typing import cast
 from .config import Config
 from .logs import setup_logging
 
-__all__ = ["SERVICES", "run_service"]
+__all__ = ["SERVICES", "run_service", "run_until_signal"]
 
 #: service name -> module holding its ``main(cfg)``
 SERVICES: dict[str, str] = {
@@ -38,9 +38,15 @@ def run_service(name: str, cfg: Config) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     module = importlib.import_module(SERVICES[name])
     main = cast(Callable[[Config], Awaitable[None]], module.main)
+    return run_until_signal(lambda: main(cfg), log)
+
+
+def run_until_signal(make: Callable[[], Awaitable[None]], log: logging.Logger) -> int:
+    """Run ``make()`` on a new event loop until it ends or SIGTERM/SIGINT cancels it;
+    returns the process exit code (1 after logging an unexpected exception)."""
 
     async def runner() -> None:
-        task = asyncio.ensure_future(main(cfg))
+        task = asyncio.ensure_future(make())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
@@ -52,6 +58,6 @@ def run_service(name: str, cfg: Config) -> int:
     try:
         asyncio.run(runner())
     except Exception:
-        logging.getLogger(name).exception("service failed")
+        log.exception("%s failed", log.name)
         return 1
     return 0

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import stat
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..config import Config, ConfigError, load_config
 from ..logs import LOG_FORMAT
+from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
 from .tracker import DEFAULT_FLOOD_RESTARTS, DEFAULT_FLOOD_WINDOW_S, SupervisionTracker
@@ -253,24 +253,9 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     _log_to_stderr(cfg.log.level)
 
-    async def runner() -> None:
-        task = asyncio.ensure_future(run_listener(
-            cfg, flood_restarts=args.flood_restarts, flood_window_s=args.flood_window,
-            rpc=supervisor_rpc()))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            log.info("stopping on signal")
-
-    try:
-        asyncio.run(runner())
-    except Exception:
-        log.exception("supervision listener failed")
-        return 1
-    return 0
+    return run_until_signal(lambda: run_listener(
+        cfg, flood_restarts=args.flood_restarts, flood_window_s=args.flood_window,
+        rpc=supervisor_rpc()), log)
 
 
 if __name__ == "__main__":
