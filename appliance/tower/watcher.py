@@ -74,7 +74,8 @@ class Watcher:
             "breach_txid": _txid_hex(tx.txid), "breach_raw": tx.raw.hex(),
             "breach_height": height, "seen": time.time(), "final": False,
             "penalties": [{"txid": _txid_hex(p.txid), "raw": p.raw.hex(), "source": src,
-                           "height": None, "attempts": 0, "error": ""} for src, p in penalties],
+                           "height": None, "attempts": 0, "error": "", "sent": False}
+                          for src, p in penalties],
         }
         self.store.put_tracker(tx.txid, tracker)
         log.warning("breach: %s spends a revoked state; broadcasting %d penalt%s",
@@ -120,6 +121,10 @@ class Watcher:
             penalty["attempts"] += 1
             if result.ok or any(s in result.error for s in _ALREADY):
                 penalty["error"] = ""
+                if penalty.get("sent"):
+                    log.debug("penalty %s still unconfirmed: sent again", penalty["txid"])
+                    continue
+                penalty["sent"] = True
                 self.stats["penalties_broadcast"] += 1
                 log.warning("penalty %s broadcast (attempt %d)", penalty["txid"], penalty["attempts"])
                 self.notify("penalty_broadcast", penalty["txid"])
