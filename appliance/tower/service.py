@@ -22,7 +22,7 @@ from ..config import Config
 from ..control import ControlServer
 from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
-from ..node.rpc import BitcoinRPC, RPCError
+from ..node.rpc import BitcoinRPC, NodeError, RPCError
 from ..node.zmq_sub import Notification, ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
 from ..status import Phase, StatusPublisher
@@ -96,7 +96,7 @@ class TowerService:
     async def catch_up(self) -> None:
         """Bring the store's tip to bitcoind's best block through RPC (reorgs included)."""
         tip = self.store.tip()
-        best_hash = await self.rpc.call("getbestblockhash")
+        best_hash = await self.rpc.call("getbestblockhash", retry=True, deadline=300)
         if tip is None:
             info = await self.rpc.call("getblockheader", best_hash)
             self.store.set_tip(info["height"], bytes.fromhex(best_hash)[::-1], keep=_KEEP_HASHES)
@@ -254,7 +254,13 @@ class TowerService:
             log.info("tower live at height %d", self.watcher.height)
             async for note in self.sub:
                 started = time.monotonic()
-                await self.on_notification(note)
+                try:
+                    await self.on_notification(note)
+                except NodeError as exc:
+                    # bitcoind restarting: the next block (or ZMQ's reconnect marker)
+                    # brings a catch-up through RPC, which finds whatever was missed.
+                    log.warning("bitcoind unavailable while handling %s: %s", note.topic, exc)
+                    self.status.update(last_error=f"bitcoind: {exc}")
                 if note.topic == "rawblock":
                     log.debug("block handled in %.3f s", time.monotonic() - started)
         finally:
