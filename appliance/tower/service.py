@@ -222,11 +222,28 @@ class TowerService:
     def _counters(self) -> dict[str, int]:
         return {**self.store.counters, **self.watcher.stats}
 
+    def _last_breach(self) -> tuple[float, bool, str] | None:
+        """(when seen, every penalty confirmed, breach txid) of the latest breach."""
+        latest: dict[str, Any] | None = None
+        for _txid, tracker in self.store.trackers():
+            if latest is None or tracker["seen"] > latest["seen"]:
+                latest = tracker
+        if latest is None:
+            return None
+        stopped = all(p["height"] is not None for p in latest["penalties"])
+        return float(latest["seen"]), stopped, str(latest["breach_txid"])
+
     def _report(self) -> None:
         phase = Phase.READY if self.live.is_set() else Phase.SYNCING
-        self.status.update(phase=phase, counters={**self._counters(), "height": self.watcher.height},
-                           detail=f"watching {self.store.counters['sweeps']} sweeps, "
-                                  f"{self.store.counters['appointments']} appointments")
+        counters: dict[str, int | float] = {**self._counters(), "height": self.watcher.height}
+        detail = (f"watching {self.store.counters['sweeps']} sweeps, "
+                  f"{self.store.counters['appointments']} appointments")
+        last = self._last_breach()
+        if last is not None:
+            # Counters, not events: the display must still show it after a restart.
+            counters |= {"last_breach_ts": last[0], "last_breach_stopped": int(last[1])}
+            detail = f"breach {last[2][:16]} {'stopped' if last[1] else 'penalty sent'}"
+        self.status.update(phase=phase, counters=counters, detail=detail)
 
     async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {"height": self.watcher.height, "live": self.live.is_set(), "ports": self.ports,

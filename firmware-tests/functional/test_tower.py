@@ -89,6 +89,14 @@ def test_teos_appointment_answered_from_the_mempool(node: TestNode, tower: Tower
     assert got["appointment"]["penalty_txid"] == penalty["txid"]
     st = tower.status()
     assert (st["breaches"], st["penalties_confirmed"]) == (1, 1)
+    # On the status bus for the display ("Breach stopped") and `appliance status`.
+    from appliance.config import load_config
+    from appliance.status import read_status_once
+
+    def bus_says_stopped() -> bool:
+        state = read_status_once(load_config(tower.config).hearth.run_dir).get("tower")
+        return bool(state and state.status and state.status.counters.get("last_breach_stopped"))
+    wait_until(bus_says_stopped, timeout=10)
 
 
 def test_electrum_sweep_answered_from_a_block_after_kill_and_restart(
