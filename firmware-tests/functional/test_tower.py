@@ -9,6 +9,7 @@ breach with two Electrum wallets is test_tower_breach_electrum.py.
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -164,3 +165,67 @@ def test_http_auth_and_garbage(tower: TowerProcess) -> None:
         client.get_subscription_info()
     assert err.value.body["error_code"] == 7
     assert tower.rpc("get_ctn", "00" * 32 + ":1", "bcrt1qxyz0000000000") == 0  # still serving
+
+
+def test_noise_channel_paired_clients_only(tmp_path: Path, node: TestNode, tower: TowerProcess) -> None:
+    """Over BOLT-08 a paired client needs no password (its key is the credential); an
+    unpaired key does not get past the handshake."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from appliance.config import load_config
+    from appliance.identity import derive_secp256k1, load_hsm_secret, write_secret_file
+    from appliance.pairing.store import Whitelist
+    from appliance.transport.noise import Keypair
+    from appliance.transport.stream import STREAM_ERRORS, connect
+    from functional.framework.util import free_port
+
+    cfg = load_config(tower.config)
+    box_key = derive_secp256k1(load_hsm_secret(cfg.hsm_secret_file), "noise-static").public
+    state = tmp_path / "client"
+    client_secret = bytes(range(1, 33))
+    write_secret_file(state / "client_key", client_secret)
+    (state / "box.json").write_text(json.dumps({"key": box_key.hex(), "host": "127.0.0.1",
+                                                "port": 1}))
+
+    async def handshake_refused() -> bool:
+        try:
+            stream = await connect("127.0.0.1", tower.noise_port, Keypair(client_secret), box_key,
+                                   timeout=5)
+            await stream.send(b"GET /ping HTTP/1.0\r\n\r\n")
+            await stream.recv(timeout=5)
+        except (*STREAM_ERRORS, ConnectionError, OSError):
+            return True
+        return False
+    assert asyncio.run(handshake_refused())  # not paired (yet)
+
+    # Pair the way the Electrum service does: its whitelist file gains the key.
+    Whitelist(cfg.service_dir("indexer") / "paired-clients.json").add(
+        Keypair(client_secret).public, "test laptop")
+    port = free_port()
+    tunnel = subprocess.Popen([str(Path(sys.executable).parent / "appliance-client"),
+                               "--state-dir", str(state), "tunnel", "--to", "tower",
+                               "--listen", f"127.0.0.1:{port}",
+                               "--box-port", str(tower.noise_port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert "tunnel:" in (tunnel.stdout.readline() if tunnel.stdout else "")
+        client = TeosClient(f"http://127.0.0.1:{port}", PrivateKey())  # no password
+        assert client.register()["available_slots"] == 10000
+        # Electrum's watchtower_url over the tunnel: no credentials needed either.
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/", method="POST", data=json.dumps(
+            {"jsonrpc": "2.0", "id": "1", "method": "get_ctn",
+             "params": ["11" * 32 + ":0", "bcrt1qxyz0000000000"]}).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())["result"] == 0
+        # Revoked (long button press): new connections are refused at once.
+        Whitelist(cfg.service_dir("indexer") / "paired-clients.json").reset()
+        with pytest.raises(Exception):  # noqa: B017 - the tunnel drops the connection
+            TeosClient(f"http://127.0.0.1:{port}", PrivateKey(), timeout=5).register()
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+        if tunnel.stdout is not None:
+            tunnel.stdout.close()
