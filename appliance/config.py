@@ -79,6 +79,9 @@ class NodeSection:
     dbcache_mib: int = _opt(300, "bitcoind -dbcache in MiB (sized for a 4 GB Pi).", minimum=4)
     auto_size: bool = _opt(False, "Size prune from free disk and dbcache from RAM when writing "
                            "bitcoin.conf (the image turns this on).")
+    conf_file: str = _opt("", "The bitcoin.conf Hearth wrote (e.g. /etc/bitcoin/bitcoin.conf). "
+                          "If it was written for the initial sync, the node service lowers its "
+                          "dbcache when the sync ends and restarts bitcoind through supervisord.")
 
 
 @dataclass(frozen=True)
