@@ -127,6 +127,8 @@ class DisplaySection:
     dim_after_s: float = _opt(60.0, "Dim the panel after this long without activity.", minimum=1.0)
     refresh_s: float = _opt(1.0, "Seconds between redraws.", minimum=0.05)
     stale_after_s: float = _opt(15.0, "A service silent this long is shown as stale.", minimum=1.0)
+    hwmon_dir: str = _opt("/sys/class/hwmon", "Where the Pi's rpi_volt under-voltage alarm is "
+                          "looked for (Linux hwmon).")
 
 
 @dataclass(frozen=True)
