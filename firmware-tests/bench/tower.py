@@ -101,7 +101,7 @@ def fill(store: TowerStore, n: int) -> list[tuple[bytes, bytes]]:
 
 
 def bench_blocks(store: TowerStore, n: int) -> None:
-    blocks = [parse_block(raw) for raw in big_blocks(2, 4000)]
+    blocks = [parse_block(raw) for raw in big_blocks(1, 4000)]  # ~3,500 txs: the weight limit
     sent: list[bytes] = []
 
     async def broadcast(raw: bytes) -> BroadcastResult:
@@ -110,7 +110,7 @@ def bench_blocks(store: TowerStore, n: int) -> None:
 
     watcher = Watcher(store, broadcast, lambda k, d: None)
     times = []
-    for rep in range(5):
+    for rep in range(8):
         for i, block in enumerate(blocks):
             started = time.perf_counter()
             asyncio.run(watcher.on_block(block, 800_001 + rep * 2 + i))
@@ -185,6 +185,9 @@ def bench_breach(store: TowerStore, kept: list[tuple[bytes, bytes]]) -> None:
 
 
 def main() -> None:
+    import logging
+
+    logging.getLogger("tower").setLevel(logging.ERROR)  # one line per fake breach otherwise
     ap = argparse.ArgumentParser()
     ap.add_argument("--appointments", type=int, default=1_000_000)
     ap.add_argument("--store-n", type=int, default=2000)
