@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("show", parents=[common],
                     help="print the pairing code while the window is open")
 
+    tower = sub.add_parser("tower", help="the watchtower: its address and what it watches")
+    tsub = tower.add_subparsers(dest="tower_command", required=True)
+    tsub.add_parser("url", parents=[common],
+                    help="print the watchtower_url for Electrum (it contains the password)")
+    tstatus = tsub.add_parser("status", parents=[common], help="sweeps, appointments, breaches")
+    tstatus.add_argument("--json", action="store_true")
+
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
     return p
@@ -92,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _wallet(cfg, args)
     if args.command == "pairing":
         return _pairing(cfg, args)
+    if args.command == "tower":
+        return _tower(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
@@ -152,6 +161,31 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
                 print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
                 return 1
             print(result["payload"])
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tower(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    try:
+        if args.tower_command == "url":
+            result = control_request(cfg.control_endpoint("tower"), "url")
+            if result["url"] is None:
+                print("appliance: the tower's HTTP port is off ([tower] http_port)", file=sys.stderr)
+                return 1
+            print(result["url"])
+        else:
+            status = control_request(cfg.control_endpoint("tower"), "status")
+            if args.json:
+                print(json.dumps(status, indent=2, sort_keys=True))
+            else:
+                print(f"tower {status['tower_id']} at height {status['height']}: "
+                      f"{status['channels']} channels / {status['sweeps']} sweeps, "
+                      f"{status['users']} users / {status['appointments']} appointments, "
+                      f"{status['breaches']} breaches answered")
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ __all__ = [
     "IndexerSection",
     "LogSection",
     "NodeSection",
+    "TowerSection",
     "TransportSection",
     "load_config",
     "render_reference",
@@ -135,6 +136,28 @@ class ButtonSection:
 
 
 @dataclass(frozen=True)
+class TowerSection:
+    bind: str = _opt("0.0.0.0", "Address the tower's HTTP listeners bind (0.0.0.0 = the LAN).")
+    http_port: int = _opt(9814, "Plain HTTP tower port (Electrum's watchtower_url, TEOS API); only "
+                          "loopback and private LAN addresses are served; 0 = off.", minimum=0)
+    https_port: int = _opt(9815, "HTTPS tower port (the box's self-signed certificate); 0 = off.",
+                           minimum=0)
+    noise_port: int = _opt(9816, "BOLT-08 (Noise) port carrying the tower's HTTP for paired "
+                           "clients; 0 = off.", minimum=0)
+    user: str = _opt("hearth", "HTTP Basic user for Electrum's watchtower_url.")
+    password: str = _opt("", "HTTP Basic password; empty = made at first start and kept in "
+                         "<data_dir>/tower/http-password (0600): `appliance tower url` shows it.")
+    slots: int = _opt(10000, "Appointment slots a TEOS user gets per registration.", minimum=1)
+    subscription_blocks: int = _opt(4320, "Blocks a TEOS registration lasts (about 30 days).",
+                                    minimum=1)
+    max_blob_bytes: int = _opt(2048, "Largest encrypted appointment or sweep transaction accepted.",
+                               minimum=256)
+    finality_depth: int = _opt(100, "Confirmations after which a response is final (no more "
+                               "reorg watching) and a closed channel's sweeps are dropped.", minimum=1)
+    db_cache_mib: int = _opt(8, "LevelDB block cache of the tower's store, MiB.", minimum=1)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -148,6 +171,7 @@ class Config:
     transport: TransportSection = field(default_factory=TransportSection)
     display: DisplaySection = field(default_factory=DisplaySection)
     button: ButtonSection = field(default_factory=ButtonSection)
+    tower: TowerSection = field(default_factory=TowerSection)
     log: LogSection = field(default_factory=LogSection)
     path: Path | None = None
 

@@ -82,6 +82,12 @@ noise_port = {ports['noise']}
 bind = "{bind}"
 advertise_host = "{'' if bind == '0.0.0.0' else '127.0.0.1'}"
 
+[tower]
+bind = "{bind}"
+http_port = {ports['tower_http']}
+https_port = {ports['tower_https']}
+noise_port = {ports['tower_noise']}
+
 [display]
 simulate = true
 frames_dir = "{d / 'frames'}"
@@ -104,6 +110,7 @@ def supervisord_conf(d: Path, bindir: Path, config: Path) -> str:
         "bitcoind": (10, f"{bindir / 'bitcoind'} -datadir={d / 'bitcoin'} "
                          f"-conf={d / 'bitcoin.conf'}", 60),
         "hearth-node": (20, f"{VENV_BIN / 'appliance'} run node --config {config}", 10),
+        "hearth-tower": (15, f"{VENV_BIN / 'appliance'} run tower --config {config}", 30),
         "hearth-indexer": (30, f"{VENV_BIN / 'appliance'} run indexer --config {config}", 30),
         "hearth-display": (40, f"{VENV_BIN / 'appliance'} run display --config {config}", 10),
         "hearth-button": (40, f"{VENV_BIN / 'appliance'} run button --config {config}", 10),
@@ -200,6 +207,24 @@ def wait_indexer(cfg_path: Path, timeout: float = 120.0) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def tower_info(cfg_path: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """The tower's ports and Electrum watchtower_url, once it is live."""
+    from appliance.control import ControlError, control_request
+
+    cfg = load_config(cfg_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result: dict[str, Any] = control_request(cfg.control_endpoint("tower"), "url", timeout=5)
+            if result["ports"]:
+                return {"watchtower_url": result["url"], "ports": result["ports"],
+                        "tower_id": result["tower_id"]}
+        except ControlError:
+            pass
+        time.sleep(0.5)
+    return {"error": f"the tower did not come up (log: {cfg_path.parent / 'log'})"}
+
+
 def pairing_payload(cfg_path: Path) -> str | None:
     from appliance.control import ControlError, control_request
 
@@ -280,7 +305,9 @@ def up(d: Path, lan: bool = False) -> int:
     else:
         ports = {"rpc": free_port(), "p2p": free_port(), "electrum_tcp": free_port(),
                  "electrum_tls": free_port(), "noise": free_port()}
-        ports_file.write_text(json.dumps(ports))
+    for name in ("tower_http", "tower_https", "tower_noise"):  # sims made before the tower
+        ports.setdefault(name, free_port())
+    ports_file.write_text(json.dumps(ports))
     bindir = bitcoind_bindir()
     if not config.exists():
         write_private(config, hearth_toml(d.resolve(), ports, "0.0.0.0" if lan else "127.0.0.1"))
@@ -311,6 +338,7 @@ def up(d: Path, lan: bool = False) -> int:
                      "electrum_wallet_server": f"127.0.0.1:{indexer['electrum_ports']['tcp']}:t"},
         "pairing": {"payload": pairing_payload(config),
                     "box_key": (indexer.get("pairing") or {}).get("box_key")},
+        "tower": tower_info(config),
         "display": {"frames": str((d / "frames").resolve()),
                     "current": str((d / "frames" / "current.png").resolve())},
         "button": {"fifo": str((d / "run" / "button.fifo").resolve())},

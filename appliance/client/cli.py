@@ -2,6 +2,7 @@
 
     appliance-client pair 'HEARTH:...' [--label NAME]
     appliance-client tunnel [--listen 127.0.0.1:50001]
+    appliance-client tunnel --to tower [--listen 127.0.0.1:9814]
     appliance-client status
 
 ``pair`` makes this computer's key (``<state>/client_key``, 0600) if needed, connects to
@@ -109,8 +110,16 @@ async def _pump_box_to_local(stream: NoiseStream, writer: asyncio.StreamWriter) 
         await writer.drain()
 
 
-async def _tunnel(state: Path, listen: str) -> int:
+#: the box's Noise port per service when the pairing code did not say (config defaults)
+_SERVICE_PORTS = {"tower": 9816}
+
+
+async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int | None = None) -> int:
     box = _box(state)
+    if box_port is not None:
+        box = {**box, "port": box_port}
+    elif to != "electrum":
+        box = {**box, "port": box.get("ports", {}).get(to, _SERVICE_PORTS[to])}
     key = _client_key(state)
     host, _, port = listen.rpartition(":")
 
@@ -137,7 +146,7 @@ async def _tunnel(state: Path, listen: str) -> int:
 
     server = await asyncio.start_server(serve, host or "127.0.0.1", int(port))
     bound = server.sockets[0].getsockname()
-    print(f"tunnel: 127.0.0.1:{bound[1]} -> box {box['host']}:{box['port']} (Noise)", flush=True)
+    print(f"tunnel: 127.0.0.1:{bound[1]} -> box {box['host']}:{box['port']} {to} (Noise)", flush=True)
     async with server:
         await server.serve_forever()
     return 0
@@ -168,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair.add_argument("code")
     pair.add_argument("--label", default=os.uname().nodename)
     tunnel = sub.add_parser("tunnel", help="let a stock Electrum wallet connect via the box")
-    tunnel.add_argument("--listen", default="127.0.0.1:50001")
+    tunnel.add_argument("--listen", default=None,
+                        help="local address (default 127.0.0.1:50001, for the tower :9814)")
+    tunnel.add_argument("--to", choices=["electrum", "tower"], default="electrum",
+                        help="electrum: wallets' server; tower: the watchtower's HTTP "
+                             "(Electrum watchtower_url=http://127.0.0.1:9814, TEOS clients)")
+    tunnel.add_argument("--box-port", type=int, help="the box's Noise port for that service")
     sub.add_parser("status", help="ask the box what it is doing")
     args = p.parse_args(argv)
     state = _state_dir(args.state_dir)
@@ -176,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pair":
             return asyncio.run(_pair(state, args.code, args.label))
         if args.command == "tunnel":
-            return asyncio.run(_tunnel(state, args.listen))
+            listen = args.listen or ("127.0.0.1:9814" if args.to == "tower" else "127.0.0.1:50001")
+            return asyncio.run(_tunnel(state, listen, args.to, args.box_port))
         return asyncio.run(_status(state))
     except KeyboardInterrupt:
         return 0

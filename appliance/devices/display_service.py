@@ -31,6 +31,7 @@ from .pages import (
     Page,
     PairingPage,
     SyncPage,
+    WatchtowerPage,
     render,
 )
 
@@ -42,6 +43,7 @@ EXPECTED = ("node", "indexer")
 
 
 _ALTERNATE_S = 6.0  # the pairing page and the stock-wallet server page take turns
+_BREACH_SHOWN_S = 24 * 3600.0  # a breach the tower answered stays on screen for a day
 
 
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
@@ -67,6 +69,16 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
             caption = "Wallet server TLS " + (fingerprint or "")[:11]
             return PairingPage(server, caption=caption, text_mode=True), None, False
         return PairingPage(str(pairing["payload"])), None, False
+    tower = states.get("tower")
+    if tower is not None and tower.status is not None:
+        seen = float(tower.status.counters.get("last_breach_ts", 0))
+        if seen and time.time() - seen < _BREACH_SHOWN_S:
+            stopped = bool(tower.status.counters.get("last_breach_stopped"))
+            words = tower.status.detail.split()
+            breach = words[1][:12] if len(words) > 1 and words[0] == "breach" else ""
+            return (WatchtowerPage("Breach stopped" if stopped else "Breach! Penalty sent",
+                                   detail=f"tx {breach}" if breach else ""),
+                    tower.age_s, tower.stale)
     idx = states.get("indexer")
     if idx is not None and idx.status is not None and idx.status.phase == Phase.BACKFILLING:
         c = idx.status.counters

@@ -219,3 +219,142 @@ level = "debug"
         self.clients.append(c)
         c.call("server.version", "hearth-tests", version)
         return c
+
+
+class TowerProcess:
+    """``appliance run tower`` against a TestNode, with fixed credentials.
+
+    ``url`` is what Electrum's ``watchtower_url`` takes; :meth:`post` speaks to the HTTP
+    API directly (TEOS paths, raw bodies for the bad-input tests)."""
+
+    USER = "tower-test"
+    PASSWORD = "correct horse battery staple"
+
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
+                 extra: str = "") -> None:
+        self.base = base
+        self.node = node
+        self.factor = timeout_factor
+        self.http_port = free_port()
+        self.https_port = free_port()
+        self.noise_port = free_port()
+        self.config = base / "hearth.toml"
+        self.log_file = base / "tower.log"
+        base.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(f"""
+[hearth]
+network = "regtest"
+data_dir = "{base / 'data'}"
+run_dir = "{base / 'run'}"
+[node]
+rpc_url = "{node.rpc_url}"
+cookie_file = "{node.cookie_file}"
+bitcoin_dir = "{node.datadir}"
+zmq_rawblock = "{node.zmq['rawblock']}"
+zmq_rawtx = "{node.zmq['rawtx']}"
+zmq_hashblock = "{node.zmq['hashblock']}"
+zmq_sequence = "{node.zmq['sequence']}"
+[electrum]
+hostname = "localhost"
+[tower]
+bind = "127.0.0.1"
+http_port = {self.http_port}
+https_port = {self.https_port}
+noise_port = {self.noise_port}
+user = "{self.USER}"
+password = "{self.PASSWORD}"
+finality_depth = 6
+[log]
+level = "debug"
+{extra}
+""")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.http_port}"
+
+    def start(self, wait: bool = True) -> None:
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        out = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen([APPLIANCE, "run", "tower", "--config", str(self.config)],
+                                        stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        if wait:
+            self.wait_log("tower live", timeout=60)
+
+    def log_text(self, since_start: bool = False) -> str:
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return text[self._log_offset:] if since_start else text
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        def seen() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"tower exited ({self.process.returncode}):\n"
+                                     + self.log_text()[-4000:])
+            return text in self.log_text(since_start=True)
+        wait_until(seen, timeout=timeout, factor=self.factor)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        rc = self.process.returncode
+        self.process = None
+        assert rc == 0, f"tower exit code {rc}:\n{self.log_text()[-4000:]}"
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([APPLIANCE, *args, "--config", str(self.config)],
+                             capture_output=True, text=True, timeout=60)
+        if check and res.returncode != 0:
+            raise AssertionError(f"appliance {' '.join(args)}: {res.stderr}{res.stdout}")
+        return res
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.cli("tower", "status", "--json").stdout)
+        return result
+
+    def post(self, path: str, body: bytes | dict[str, Any] | list[Any], *,
+             auth: tuple[str, str] | None = ("", "")) -> tuple[int, Any]:
+        """POST to the plain HTTP port; ``auth=("", "")`` means the right credentials,
+        None none at all. Returns (status, parsed JSON or text)."""
+        import base64
+        import urllib.error
+        import urllib.request
+
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                     method="POST", headers={"Content-Type": "application/json"})
+        if auth is not None:
+            user, password = auth if auth != ("", "") else (self.USER, self.PASSWORD)
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        status, reply = self.post("/", {"jsonrpc": "2.0", "id": "1", "method": method,
+                                        "params": list(params)})
+        assert status == 200, (status, reply)
+        if "error" in reply:
+            raise ElectrumError(reply["error"])
+        return reply["result"]

@@ -47,3 +47,24 @@ def test_backfill_progress_page() -> None:
                                                counters={"backfill_done": 5,
                                                          "backfill_total": 10})}, None, 0.0)
     assert isinstance(page, IndexPage) and page.fraction == 0.5
+
+
+def test_recent_breach_shows_the_watchtower_page_until_a_day_passes() -> None:
+    import time
+
+    from appliance.devices.pages import WatchtowerPage
+
+    node = state("node", Phase.READY, counters={"blocks": 10, "headers": 10})
+    sent = state("tower", Phase.READY, detail="breach 4f56d56c393466b7 penalty sent",
+                 counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 0})
+    page, _, _ = choose_page({"node": node, "tower": sent}, None, 0.0)
+    assert isinstance(page, WatchtowerPage) and page.headline == "Breach! Penalty sent"
+    assert page.detail == "tx 4f56d56c3934"
+    stopped = state("tower", Phase.READY, detail="breach 4f56d56c393466b7 stopped",
+                    counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 1})
+    page, _, _ = choose_page({"node": node, "tower": stopped}, None, 0.0)
+    assert isinstance(page, WatchtowerPage) and page.headline == "Breach stopped"
+    old = state("tower", Phase.READY, detail="breach 4f56d56c393466b7 stopped",
+                counters={"last_breach_ts": time.time() - 2 * 86400, "last_breach_stopped": 1})
+    page, _, _ = choose_page({"node": node, "tower": old}, None, 0.0)
+    assert isinstance(page, SyncPage)

@@ -1,0 +1,103 @@
+"""The tower over the Noise channel: each paired client's BOLT-08 stream is piped, byte
+for byte, to the tower's trusted unix-socket HTTP listener.
+
+The client side is ``appliance-client tunnel --to tower``: a wallet's tower client (Electrum
+``watchtower_url=http://127.0.0.1:PORT``, a TEOS client) talks plain HTTP to loopback on
+its own machine and the bytes cross the LAN encrypted and authenticated. Who may connect
+is the pairing whitelist the Electrum service keeps; it is re-read when it changes, so a
+revocation (long button press) takes effect for new connections at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+from ..identity import NodeKey
+from ..transport.noise import Keypair
+from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
+
+__all__ = ["PairedKeys", "TowerRelay"]
+
+log = logging.getLogger("tower.relay")
+
+_CHUNK = 32 * 1024
+
+
+class PairedKeys:
+    """The whitelist file's public keys, re-read whenever the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._keys: frozenset[bytes] = frozenset()
+
+    def __contains__(self, pubkey: bytes) -> bool:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return False
+        if stamp != self._stamp:
+            try:
+                items = json.loads(self.path.read_text())
+                self._keys = frozenset(bytes.fromhex(i["pubkey"]) for i in items)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("cannot read the pairing whitelist %s: %s", self.path, exc)
+                self._keys = frozenset()
+            self._stamp = stamp
+        return pubkey in self._keys
+
+
+class TowerRelay:
+    def __init__(self, node_key: NodeKey, paired: PairedKeys, socket_path: Path) -> None:
+        self.node_key = node_key
+        self.paired = paired
+        self.socket_path = socket_path
+        self.server: NoiseServer | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await start_server(self._serve, host, port, Keypair.of(self.node_key),
+                                         authorize=lambda pub: pub in self.paired)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, stream: NoiseStream) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+
+        async def upstream() -> None:
+            while True:
+                data = await stream.recv()
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+
+        async def downstream() -> None:
+            while True:
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                await stream.send(data)
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                with contextlib.suppress(*STREAM_ERRORS, ConnectionError):
+                    task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()

@@ -1,0 +1,306 @@
+"""The tower's process (supervisord program ``hearth-tower``): composition root.
+
+Start-up order matters for "a kill -9 loses nothing": subscribe to ZMQ first, then catch
+up block by block from the last block this store saw (bitcoind keeps at least 288 when
+pruned), check the mempool, and only then follow ZMQ live. A ZMQ gap or reconnect goes
+back to catching up through RPC, which also handles reorgs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+from coincurve import PrivateKey
+
+from ..chain import Block, parse_block, parse_header
+from ..config import Config
+from ..control import ControlServer
+from ..electrum.tls import ensure_certificate, server_ssl_context
+from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
+from ..node.rpc import BitcoinRPC, NodeError, RPCError
+from ..node.zmq_sub import Notification, ZMQSubscriber
+from ..pairing.gate import detect_lan_ipv4
+from ..status import Phase, StatusPublisher
+from .api import TowerAPI, TowerLimits
+from .http import BasicAuth, make_app
+from .relay import PairedKeys, TowerRelay
+from .store import TowerStore
+from .watcher import BroadcastResult, Watcher, parse_raw_tx
+
+__all__ = ["TowerService", "main", "tower_password"]
+
+log = logging.getLogger("tower")
+
+# Recent block hashes kept for finding a fork point; deeper reorgs than this are not
+# something a pruned node (288 blocks) could replay anyway.
+_KEEP_HASHES = 300
+
+
+def tower_password(cfg: Config) -> str:
+    """The HTTP Basic password: from the config, else made once and kept 0600."""
+    if cfg.tower.password:
+        return cfg.tower.password
+    path = cfg.service_dir("tower") / "http-password"
+    if not path.exists():
+        write_secret_file(path, secrets.token_urlsafe(18).encode())
+    return path.read_text().strip()
+
+
+class TowerService:
+    def __init__(self, cfg: Config, rpc: BitcoinRPC, store: TowerStore, sub: ZMQSubscriber,
+                 status: StatusPublisher) -> None:
+        self.cfg = cfg
+        self.rpc = rpc
+        self.store = store
+        self.sub = sub
+        self.status = status
+        hsm_secret = load_or_create_hsm_secret(cfg.hsm_secret_file)
+        tower_key = PrivateKey(derive_secp256k1(hsm_secret, "tower-key").secret)
+        self.noise_key = derive_secp256k1(hsm_secret, "noise-static")
+        tc = cfg.tower
+        self.watcher = Watcher(store, self._broadcast, self._notify, finality_depth=tc.finality_depth)
+        self.api = TowerAPI(store, tower_key, lambda: self.watcher.height,
+                            TowerLimits(slots=tc.slots, subscription_blocks=tc.subscription_blocks,
+                                        max_blob_bytes=tc.max_blob_bytes))
+        self.auth = BasicAuth(tc.user, tower_password(cfg))
+        self.runners: list[web.AppRunner] = []
+        self.ports: dict[str, int] = {}
+        self.socket_path = cfg.hearth.run_dir / "tower-http.sock"
+        self.relay: TowerRelay | None = None
+        self.control = ControlServer(cfg.control_endpoint("tower"), {
+            "status": self.cmd_status,
+            "url": self.cmd_url,
+        })
+        self.live = asyncio.Event()
+
+    # --- bitcoind ----------------------------------------------------------------------
+    async def _broadcast(self, raw: bytes) -> BroadcastResult:
+        try:
+            # maxfeerate 0: a penalty's fee is the user's choice; never refuse it for that.
+            await self.rpc.call("sendrawtransaction", raw.hex(), 0, retry=True, deadline=30)
+        except RPCError as exc:
+            return BroadcastResult(False, exc.message)
+        except Exception as exc:  # node down: retried on the next block
+            return BroadcastResult(False, f"{type(exc).__name__}: {exc}")
+        return BroadcastResult(True)
+
+    def _notify(self, kind: str, detail: str) -> None:
+        self.status.event(kind, detail)
+        self._report()
+
+    async def catch_up(self) -> None:
+        """Bring the store's tip to bitcoind's best block through RPC (reorgs included)."""
+        tip = self.store.tip()
+        best_hash = await self.rpc.call("getbestblockhash", retry=True, deadline=300)
+        if tip is None:
+            info = await self.rpc.call("getblockheader", best_hash)
+            self.store.set_tip(info["height"], bytes.fromhex(best_hash)[::-1], keep=_KEEP_HASHES)
+            self.watcher.height = info["height"]
+            log.info("new tower store: watching from height %d", info["height"])
+            return
+        height, block_hash = tip
+        # Walk back while our tip is not on the best chain.
+        while True:
+            header = await self.rpc.call("getblockheader", block_hash[::-1].hex())
+            if header["confirmations"] >= 0:
+                break
+            log.warning("block %d %s was reorged out", height, block_hash[::-1].hex())
+            await self.watcher.on_disconnect(height)
+            parent = bytes.fromhex(header["previousblockhash"])[::-1]
+            self.store.drop_tip(height, parent)
+            height, block_hash = height - 1, parent
+        best = (await self.rpc.call("getblockheader", best_hash))["height"]
+        if best > height:
+            log.info("checking blocks %d..%d", height + 1, best)
+        for h in range(height + 1, best + 1):
+            hash_hex = await self.rpc.call("getblockhash", h)
+            try:
+                raw = bytes.fromhex(await self.rpc.call("getblock", hash_hex, 0))
+            except RPCError as exc:
+                # Pruned before we saw it (the box was off for weeks): nothing can check it.
+                log.error("block %d is not available (%s): breaches in it cannot be seen", h,
+                          exc.message)
+                self.status.update(last_error=f"block {h} pruned before the tower saw it")
+                self.store.set_tip(h, bytes.fromhex(hash_hex)[::-1], keep=_KEEP_HASHES)
+                continue
+            await self._connect(parse_block(raw, verify_merkle=False), h)
+
+    async def _connect(self, block: Block, height: int) -> None:
+        await self.watcher.on_block(block, height)
+        self.store.set_tip(height, block.hash, keep=_KEEP_HASHES)
+        self._report()
+
+    async def check_mempool(self) -> None:
+        txids = await self.rpc.call("getrawmempool")
+        for start in range(0, len(txids), 500):
+            chunk = txids[start:start + 500]
+            raws = await self.rpc.batch([("getrawtransaction", [t]) for t in chunk])
+            for raw in raws:
+                if isinstance(raw, str):
+                    tx = parse_raw_tx(bytes.fromhex(raw))
+                    if tx is not None:
+                        await self.watcher.on_transaction(tx)
+
+    async def on_notification(self, note: Notification) -> None:
+        if note.gap or note.resync or not note.body:
+            log.info("zmq %s: gap or reconnect: catching up through RPC", note.topic)
+            await self.catch_up()
+            if note.topic == "rawtx" or not note.body:
+                await self.check_mempool()
+            return
+        if note.topic == "rawtx":
+            tx = parse_raw_tx(note.body)
+            if tx is not None:
+                await self.watcher.on_transaction(tx)
+        elif note.topic == "rawblock":
+            header = parse_header(note.body[:80])
+            tip = self.store.tip()
+            if tip is not None and header.hash == tip[1]:
+                return  # seen through RPC already
+            if tip is not None and header.prev_hash == tip[1]:
+                await self._connect(parse_block(note.body, verify_merkle=False), tip[0] + 1)
+            else:
+                await self.catch_up()  # a reorg or a missed block: RPC knows the way
+
+    # --- listeners -------------------------------------------------------------------------
+    async def start_http(self) -> None:
+        tc = self.cfg.tower
+        targets: list[tuple[str, web.Application, dict[str, Any]]] = []
+        if tc.http_port:
+            targets.append(("http", make_app(self.api, auth=self.auth, lan_only=True,
+                                             on_change=self._report),
+                            {"host": tc.bind, "port": tc.http_port}))
+        if tc.https_port:
+            tls_dir = self.cfg.service_dir("tower")
+            cert, key = tls_dir / "tower-cert.pem", tls_dir / "tower-key.pem"
+            ensure_certificate(cert, key, hostname=self.cfg.electrum.hostname)
+            targets.append(("https", make_app(self.api, auth=self.auth, lan_only=False,
+                                              on_change=self._report),
+                            {"host": tc.bind, "port": tc.https_port,
+                             "ssl_context": server_ssl_context(cert, key)}))
+        if tc.noise_port:
+            self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.socket_path.unlink(missing_ok=True)
+            targets.append(("unix", make_app(self.api, auth=None, lan_only=False,
+                                             on_change=self._report),
+                            {"path": str(self.socket_path)}))
+        for name, app, where in targets:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            self.runners.append(runner)
+            site: web.BaseSite
+            if name == "unix":
+                site = web.UnixSite(runner, where["path"])
+            else:
+                site = web.TCPSite(runner, where["host"], where["port"],
+                                   ssl_context=where.get("ssl_context"), reuse_address=True)
+            await site.start()
+            server = getattr(site, "_server", None)
+            if name != "unix" and server is not None and server.sockets:
+                self.ports[name] = server.sockets[0].getsockname()[1]
+        if tc.noise_port:
+            self.socket_path.chmod(0o600)
+            self.relay = TowerRelay(self.noise_key,
+                                    PairedKeys(self.cfg.service_dir("indexer") / "paired-clients.json"),
+                                    self.socket_path)
+            await self.relay.start(tc.bind, tc.noise_port)
+            self.ports["noise"] = self.relay.port
+        log.info("tower listening: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.ports.items())))
+
+    async def stop_http(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
+        for runner in self.runners:
+            await runner.cleanup()
+
+    # --- status / control ----------------------------------------------------------------
+    def _counters(self) -> dict[str, int]:
+        return {**self.store.counters, **self.watcher.stats}
+
+    def _last_breach(self) -> tuple[float, bool, str] | None:
+        """(when seen, every penalty confirmed, breach txid) of the latest breach."""
+        latest: dict[str, Any] | None = None
+        for _txid, tracker in self.store.trackers():
+            if latest is None or tracker["seen"] > latest["seen"]:
+                latest = tracker
+        if latest is None:
+            return None
+        stopped = all(p["height"] is not None for p in latest["penalties"])
+        return float(latest["seen"]), stopped, str(latest["breach_txid"])
+
+    def _report(self) -> None:
+        phase = Phase.READY if self.live.is_set() else Phase.SYNCING
+        counters: dict[str, int | float] = {**self._counters(), "height": self.watcher.height}
+        detail = (f"watching {self.store.counters['sweeps']} sweeps, "
+                  f"{self.store.counters['appointments']} appointments")
+        last = self._last_breach()
+        if last is not None:
+            # Counters, not events: the display must still show it after a restart.
+            counters |= {"last_breach_ts": last[0], "last_breach_stopped": int(last[1])}
+            detail = f"breach {last[2][:16]} {'stopped' if last[1] else 'penalty sent'}"
+        self.status.update(phase=phase, counters=counters, detail=detail)
+
+    async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"height": self.watcher.height, "live": self.live.is_set(), "ports": self.ports,
+                "tower_id": self.api.tower_id.hex(), **self._counters()}
+
+    async def cmd_url(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """What to paste into Electrum's ``watchtower_url`` (the password is in it: this
+        socket is reachable only by the appliance's own user)."""
+        port = self.ports.get("http")
+        bind = self.cfg.tower.bind
+        host = bind if bind not in ("0.0.0.0", "::", "") else (
+            self.cfg.transport.advertise_host or detect_lan_ipv4())
+        return {"url": f"http://{self.cfg.tower.user}:{tower_password(self.cfg)}@{host}:{port}"
+                if port else None, "tower_id": self.api.tower_id.hex(), "ports": self.ports}
+
+    async def run(self) -> None:
+        control = asyncio.create_task(self.control.serve(), name="control")
+        try:
+            self.status.update(phase=Phase.SYNCING, detail="checking recent blocks")
+            await self.catch_up()
+            await self.check_mempool()
+            await self.start_http()
+            self.live.set()
+            self._report()
+            log.info("tower live at height %d", self.watcher.height)
+            async for note in self.sub:
+                started = time.monotonic()
+                try:
+                    await self.on_notification(note)
+                except NodeError as exc:
+                    # bitcoind restarting: the next block (or ZMQ's reconnect marker)
+                    # brings a catch-up through RPC, which finds whatever was missed.
+                    log.warning("bitcoind unavailable while handling %s: %s", note.topic, exc)
+                    self.status.update(last_error=f"bitcoind: {exc}")
+                if note.topic == "rawblock":
+                    log.debug("block handled in %.3f s", time.monotonic() - started)
+        finally:
+            control.cancel()
+            await self.stop_http()
+
+
+async def main(cfg: Config) -> None:
+    async with StatusPublisher(cfg.hearth.run_dir, "tower") as status, \
+            BitcoinRPC.from_config(cfg) as rpc:
+        sub = ZMQSubscriber.from_config(cfg, ["rawblock", "rawtx"])
+        try:
+            status.update(phase=Phase.WAITING, detail="waiting for bitcoind")
+            await rpc.wait_ready(timeout=float("inf"))
+            store = TowerStore(cfg.service_dir("tower") / "db", cache_mib=cfg.tower.db_cache_mib)
+            try:
+                await TowerService(cfg, rpc, store, sub, status).run()
+            finally:
+                store.close()
+        except Exception as exc:
+            status.update(phase=Phase.ERROR, last_error=exc)
+            raise
+        finally:
+            sub.close()
+
+

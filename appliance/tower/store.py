@@ -1,0 +1,302 @@
+"""The tower's LevelDB: sweeps, appointments, users, trackers and the last block seen.
+
+Keys (one-letter prefixes; integers big-endian so they sort):
+
+=====================================================  ==================================
+``L`` locator(16)                                      marker: something waits on this txid
+``s`` prevout txid(32) vout(4) funding(36) ctn(8)      Electrum sweep tx (raw)
+``S`` funding(36) prevout(36) ctn(8)                   the same sweep, by channel (cleanup)
+``c`` funding(36)                                      channel: address, closing tx/height
+``a`` locator(16) user(33)                             TEOS appointment: delay, start, blob
+``u`` user(33)                                         TEOS user: slots, start, expiry
+``x`` user(33) locator(16)                             the user's locators
+``k`` breach txid(32)                                  tracker (a response in progress)
+``P`` penalty txid(32)                                 -> breach txid
+``T``                                                  tip: height(4) hash(32)
+``H`` height(4)                                        hash of a recent block (reorgs)
+``N``                                                  counters (JSON)
+=====================================================  ==================================
+
+Locators are the first 16 bytes of a txid in internal byte order, for both kinds, so the
+watcher does one point lookup (``L``, helped by LevelDB's bloom filter) per transaction
+and only reads further on a hit. Every write that a client is told succeeded is synced
+to disk first: a kill -9 (or a power cut) loses nothing acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+__all__ = ["Appointment", "Sweep", "TowerStore", "User"]
+
+_TIP = b"T"
+_COUNTERS = b"N"
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    prevout: bytes  # txid(32, internal) + vout(4, big-endian)
+    funding: bytes  # txid(32, internal) + vout(4)
+    ctn: int
+    raw_tx: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appointment:
+    locator: bytes
+    user: bytes
+    to_self_delay: int
+    start_block: int
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: bytes
+    available_slots: int
+    subscription_start: int
+    subscription_expiry: int
+
+
+def outpoint(txid: bytes, vout: int) -> bytes:
+    return txid + struct.pack(">I", vout)
+
+
+def slots_for(blob: bytes) -> int:
+    """Slots an appointment takes, as rust-teos counts them (one per started 2 KiB)."""
+    return max(1, -(-len(blob) // 2048))
+
+
+class TowerStore:
+    def __init__(self, path: Path, *, cache_mib: int = 8) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # bloom_filter_bits: the per-transaction miss lookup (almost every lookup is a
+        # miss) then reads no data block. Small write buffer: few writes, SD card.
+        self.db: Any = plyvel.DB(str(path), create_if_missing=True, bloom_filter_bits=10,
+                                 lru_cache_size=cache_mib << 20, write_buffer_size=2 << 20,
+                                 compression="snappy")
+        raw = self.db.get(_COUNTERS)
+        self.counters: dict[str, int] = json.loads(raw) if raw else {
+            "sweeps": 0, "appointments": 0, "channels": 0, "users": 0, "trackers": 0}
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- chain position ------------------------------------------------------------
+    def tip(self) -> tuple[int, bytes] | None:
+        raw = self.db.get(_TIP)
+        if raw is None:
+            return None
+        return struct.unpack(">I", raw[:4])[0], raw[4:]
+
+    def block_hash(self, height: int) -> bytes | None:
+        result: bytes | None = self.db.get(b"H" + struct.pack(">I", height))
+        return result
+
+    def set_tip(self, height: int, block_hash: bytes, *, keep: int) -> None:
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(_TIP, struct.pack(">I", height) + block_hash)
+            wb.put(b"H" + struct.pack(">I", height), block_hash)
+            if height >= keep:
+                wb.delete(b"H" + struct.pack(">I", height - keep))
+
+    def drop_tip(self, height: int, parent_hash: bytes) -> None:
+        """Forget the block at ``height`` (reorged out); the tip becomes its parent."""
+        with self.db.write_batch(sync=True) as wb:
+            wb.delete(b"H" + struct.pack(">I", height))
+            wb.put(_TIP, struct.pack(">I", height - 1) + parent_hash)
+
+    # --- lookups the watcher makes per transaction -----------------------------------
+    def has_locator(self, locator: bytes) -> bool:
+        return self.db.get(b"L" + locator) is not None
+
+    def sweeps_spending(self, txid: bytes) -> list[Sweep]:
+        out = []
+        for key, value in self.db.iterator(prefix=b"s" + txid):
+            out.append(Sweep(key[1:37], key[37:73], struct.unpack(">Q", key[73:81])[0], value))
+        return out
+
+    def appointments_at(self, locator: bytes) -> list[Appointment]:
+        out = []
+        for key, value in self.db.iterator(prefix=b"a" + locator):
+            delay, start = struct.unpack(">II", value[:8])
+            out.append(Appointment(locator, key[17:50], delay, start, value[8:]))
+        return out
+
+    def channel(self, funding: bytes) -> dict[str, Any] | None:
+        raw = self.db.get(b"c" + funding)
+        return json.loads(raw) if raw else None
+
+    def penalty_breach(self, penalty_txid: bytes) -> bytes | None:
+        result: bytes | None = self.db.get(b"P" + penalty_txid)
+        return result
+
+    # --- Electrum sweeps ---------------------------------------------------------------
+    def register_channel(self, funding: bytes, address: str) -> None:
+        if self.db.get(b"c" + funding) is not None:
+            return
+        self._count("channels", 1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(b"c" + funding, json.dumps({"address": address, "max_ctn": 0}).encode())
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def max_ctn(self, funding: bytes) -> int:
+        channel = self.channel(funding)
+        return int(channel["max_ctn"]) if channel else 0
+
+    def add_sweep(self, funding: bytes, ctn: int, prevout_: bytes, raw_tx: bytes) -> None:
+        channel = self.channel(funding) or {"address": "", "max_ctn": 0}
+        if self.db.get(b"c" + funding) is None:
+            self._count("channels", 1)
+        key = b"s" + prevout_ + funding + struct.pack(">Q", ctn)
+        if self.db.get(key) is None:
+            self._count("sweeps", 1)
+        channel["max_ctn"] = max(int(channel["max_ctn"]), ctn)
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(key, raw_tx)
+            wb.put(b"S" + funding + prevout_ + struct.pack(">Q", ctn), b"")
+            wb.put(b"L" + prevout_[:16], b"")
+            wb.put(b"c" + funding, json.dumps(channel).encode())
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def update_channel(self, funding: bytes, **fields: Any) -> None:
+        channel = self.channel(funding)
+        if channel is None:
+            return
+        channel.update(fields)
+        self.db.put(b"c" + funding, json.dumps(channel).encode(), sync=True)
+
+    def channels(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        for key, value in self.db.iterator(prefix=b"c"):
+            yield key[1:], json.loads(value)
+
+    def drop_channel(self, funding: bytes) -> int:
+        """Delete a closed channel and its sweeps; returns how many sweeps went."""
+        gone = 0
+        with self.db.write_batch(sync=True) as wb:
+            for key, _ in self.db.iterator(prefix=b"S" + funding):
+                prevout_, ctn = key[37:73], key[73:81]
+                wb.delete(key)
+                wb.delete(b"s" + prevout_ + funding + ctn)
+                gone += 1
+                if not self._other_waiters(prevout_[:16], skip_funding=funding):
+                    wb.delete(b"L" + prevout_[:16])
+            wb.delete(b"c" + funding)
+            self._count("sweeps", -gone)
+            self._count("channels", -1)
+            wb.put(_COUNTERS, self._counters_raw())
+        return gone
+
+    def _other_waiters(self, locator: bytes, *, skip_funding: bytes | None = None,
+                       skip_user: bytes | None = None) -> bool:
+        """Whether anything but the entries being deleted still waits on ``locator``."""
+        for key in self.db.iterator(prefix=b"s" + locator, include_value=False):
+            if key[37:73] != skip_funding:
+                return True
+        for key in self.db.iterator(prefix=b"a" + locator, include_value=False):
+            if key[17:50] != skip_user:
+                return True
+        return False
+
+    # --- TEOS users and appointments ---------------------------------------------------
+    def user(self, user_id: bytes) -> User | None:
+        raw = self.db.get(b"u" + user_id)
+        if raw is None:
+            return None
+        slots, start, expiry = struct.unpack(">III", raw)
+        return User(user_id, slots, start, expiry)
+
+    def put_user(self, user: User) -> None:
+        if self.db.get(b"u" + user.user_id) is None:
+            self._count("users", 1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(b"u" + user.user_id, struct.pack(">III", user.available_slots,
+                                                    user.subscription_start, user.subscription_expiry))
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def appointment(self, locator: bytes, user_id: bytes) -> Appointment | None:
+        raw = self.db.get(b"a" + locator + user_id)
+        if raw is None:
+            return None
+        delay, start = struct.unpack(">II", raw[:8])
+        return Appointment(locator, user_id, delay, start, raw[8:])
+
+    def put_appointment(self, appointment: Appointment, user: User) -> None:
+        """Store (or replace) an appointment and the user's new slot count, atomically."""
+        key = b"a" + appointment.locator + appointment.user
+        if self.db.get(key) is None:
+            self._count("appointments", 1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(key, struct.pack(">II", appointment.to_self_delay, appointment.start_block)
+                   + appointment.blob)
+            wb.put(b"x" + appointment.user + appointment.locator, b"")
+            wb.put(b"L" + appointment.locator, b"")
+            wb.put(b"u" + user.user_id, struct.pack(">III", user.available_slots,
+                                                    user.subscription_start, user.subscription_expiry))
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def delete_appointment(self, locator: bytes, user_id: bytes) -> None:
+        if self.db.get(b"a" + locator + user_id) is None:
+            return
+        self._count("appointments", -1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.delete(b"a" + locator + user_id)
+            wb.delete(b"x" + user_id + locator)
+            if not self._other_waiters(locator, skip_user=user_id):
+                wb.delete(b"L" + locator)
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def user_locators(self, user_id: bytes) -> list[bytes]:
+        return [key[34:] for key, _ in self.db.iterator(prefix=b"x" + user_id)]
+
+    def users(self) -> Iterator[User]:
+        for key, raw in self.db.iterator(prefix=b"u"):
+            slots, start, expiry = struct.unpack(">III", raw)
+            yield User(key[1:], slots, start, expiry)
+
+    def drop_user(self, user_id: bytes) -> int:
+        locators = self.user_locators(user_id)
+        for locator in locators:
+            self.delete_appointment(locator, user_id)
+        self._count("users", -1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.delete(b"u" + user_id)
+            wb.put(_COUNTERS, self._counters_raw())
+        return len(locators)
+
+    # --- trackers (responses) ---------------------------------------------------------
+    def tracker(self, breach_txid: bytes) -> dict[str, Any] | None:
+        raw = self.db.get(b"k" + breach_txid)
+        return json.loads(raw) if raw else None
+
+    def put_tracker(self, breach_txid: bytes, tracker: dict[str, Any]) -> None:
+        if self.db.get(b"k" + breach_txid) is None:
+            self._count("trackers", 1)
+        with self.db.write_batch(sync=True) as wb:
+            wb.put(b"k" + breach_txid, json.dumps(tracker).encode())
+            for penalty in tracker["penalties"]:
+                wb.put(b"P" + bytes.fromhex(penalty["txid"])[::-1], breach_txid)
+            wb.put(_COUNTERS, self._counters_raw())
+
+    def trackers(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        for key, value in self.db.iterator(prefix=b"k"):
+            yield key[1:], json.loads(value)
+
+    def trackers_at(self, locator: bytes) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Trackers of breaches whose txid starts with ``locator``."""
+        for key, value in self.db.iterator(prefix=b"k" + locator):
+            yield key[1:], json.loads(value)
+
+    # --- counters ------------------------------------------------------------------------
+    def _count(self, name: str, delta: int) -> None:
+        self.counters[name] = max(0, self.counters.get(name, 0) + delta)
+
+    def _counters_raw(self) -> bytes:
+        return json.dumps(self.counters, sort_keys=True).encode()

@@ -1,0 +1,235 @@
+"""What the tower does with each transaction and block bitcoind announces.
+
+Every transaction (from the mempool or a block) is a candidate breach: its txid's
+locator is looked up (one LevelDB ``get``); on a hit the stored Electrum sweeps that
+spend its outputs are broadcast as they are, and each TEOS appointment waiting on the
+locator is decrypted with the full txid and broadcast. The response is written down
+first (a *tracker*), so a crash between seeing and answering is retried on restart,
+and then followed block by block: rebroadcast while unconfirmed, and again if a reorg
+takes the breach or the penalty out of the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..chain import Block, ChainParseError, Tx, parse_tx
+from .crypto import decrypt_blob, locator_of
+from .store import TowerStore, outpoint
+
+__all__ = ["BroadcastResult", "Watcher"]
+
+log = logging.getLogger("tower.watcher")
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    ok: bool
+    error: str = ""
+
+
+Broadcast = Callable[[bytes], Awaitable[BroadcastResult]]
+Notify = Callable[[str, str], None]
+
+# bitcoind's answers that mean "it is in the mempool or chain already": success.
+_ALREADY = ("already in", "txn-already-known", "txn-already-in-mempool", "already known")
+
+
+def _txid_hex(txid: bytes) -> str:
+    return txid[::-1].hex()
+
+
+class Watcher:
+    def __init__(self, store: TowerStore, broadcast: Broadcast, notify: Notify, *,
+                 finality_depth: int = 100) -> None:
+        self.store = store
+        self.broadcast = broadcast
+        self.notify = notify
+        self.finality_depth = finality_depth
+        tip = store.tip()
+        self.height = tip[0] if tip else 0
+        self.stats = {"txs_checked": 0, "breaches": 0, "penalties_broadcast": 0,
+                      "penalties_confirmed": 0, "undecryptable": 0, "broadcast_errors": 0}
+        #: seconds from a breach reaching the watcher to its penalties' broadcast calls
+        self.last_response_s: float | None = None
+
+    # --- transactions ------------------------------------------------------------------
+    async def on_transaction(self, tx: Tx, *, height: int | None = None) -> int:
+        """Check one transaction; returns how many penalties it triggered."""
+        self.stats["txs_checked"] += 1
+        if not self.store.has_locator(locator_of(tx.txid)):
+            return 0
+        if self.store.tracker(tx.txid) is not None:
+            return 0  # already answered (seen in the mempool, now in a block)
+        started = time.monotonic()
+        penalties = self._penalties_for(tx)
+        if not penalties:
+            return 0
+        self.stats["breaches"] += 1
+        tracker = {
+            "breach_txid": _txid_hex(tx.txid), "breach_raw": tx.raw.hex(),
+            "breach_height": height, "seen": time.time(), "final": False,
+            "penalties": [{"txid": _txid_hex(p.txid), "raw": p.raw.hex(), "source": src,
+                           "height": None, "attempts": 0, "error": "", "sent": False}
+                          for src, p in penalties],
+        }
+        self.store.put_tracker(tx.txid, tracker)
+        log.warning("breach: %s spends a revoked state; broadcasting %d penalt%s",
+                    _txid_hex(tx.txid), len(penalties), "y" if len(penalties) == 1 else "ies")
+        self.notify("breach", _txid_hex(tx.txid))
+        await self._send_penalties(tx.txid, tracker)
+        self.last_response_s = time.monotonic() - started
+        return len(penalties)
+
+    def _penalties_for(self, tx: Tx) -> list[tuple[str, Tx]]:
+        out: list[tuple[str, Tx]] = []
+        seen: set[bytes] = set()
+        for sweep in self.store.sweeps_spending(tx.txid):
+            try:
+                penalty = parse_tx(sweep.raw_tx)
+            except ChainParseError:
+                continue  # validated when stored; never expected
+            if penalty.txid not in seen:
+                seen.add(penalty.txid)
+                out.append((f"electrum:{_txid_hex(sweep.funding[:32])}:"
+                            f"{int.from_bytes(sweep.funding[32:], 'big')}", penalty))
+        for appointment in self.store.appointments_at(locator_of(tx.txid)):
+            raw = decrypt_blob(appointment.blob, tx.txid)
+            maybe = parse_raw_tx(raw) if raw is not None else None
+            if maybe is None:
+                # A blob that does not open with this txid is garbage (16-byte locators
+                # do not collide by chance): drop it so it is not retried every time.
+                self.stats["undecryptable"] += 1
+                log.info("appointment %s of user %s does not decrypt with %s: dropped",
+                         appointment.locator.hex(), appointment.user.hex(), _txid_hex(tx.txid))
+                self.store.delete_appointment(appointment.locator, appointment.user)
+                continue
+            if maybe.txid not in seen:
+                seen.add(maybe.txid)
+                out.append((f"teos:{appointment.user.hex()}", maybe))
+        return out
+
+    async def _send_penalties(self, breach_txid: bytes, tracker: dict[str, Any]) -> None:
+        for penalty in tracker["penalties"]:
+            if penalty["height"] is not None:
+                continue
+            result = await self.broadcast(bytes.fromhex(penalty["raw"]))
+            penalty["attempts"] += 1
+            if result.ok or any(s in result.error for s in _ALREADY):
+                penalty["error"] = ""
+                if penalty.get("sent"):
+                    log.debug("penalty %s still unconfirmed: sent again", penalty["txid"])
+                    continue
+                penalty["sent"] = True
+                self.stats["penalties_broadcast"] += 1
+                log.warning("penalty %s broadcast (attempt %d)", penalty["txid"], penalty["attempts"])
+                self.notify("penalty_broadcast", penalty["txid"])
+            else:
+                penalty["error"] = result.error[:200]
+                self.stats["broadcast_errors"] += 1
+                log.error("penalty %s not accepted (attempt %d): %s; retrying every block",
+                          penalty["txid"], penalty["attempts"], result.error)
+                self.notify("penalty_failed", f"{penalty['txid']}: {result.error[:80]}")
+        self.store.put_tracker(breach_txid, tracker)
+
+    # --- blocks ----------------------------------------------------------------------------
+    async def on_block(self, block: Block, height: int) -> None:
+        """A block joined the best chain at ``height`` (the caller keeps the order)."""
+        for tx in block.txs:
+            await self.on_transaction(tx, height=height)
+            self._note_confirmation(tx, height)
+            if not tx.is_coinbase:
+                for txin in tx.inputs:
+                    self._note_spend(outpoint(txin.prev_hash, txin.prev_idx), tx, height)
+        self.height = height
+        await self._after_block(height)
+
+    def _note_confirmation(self, tx: Tx, height: int) -> None:
+        breach = self.store.tracker(tx.txid)
+        if breach is not None and breach["breach_height"] is None:
+            breach["breach_height"] = height
+            self.store.put_tracker(tx.txid, breach)
+        breach_txid = self.store.penalty_breach(tx.txid)
+        if breach_txid is None:
+            return
+        tracker = self.store.tracker(breach_txid)
+        if tracker is None:
+            return
+        for penalty in tracker["penalties"]:
+            if penalty["txid"] == _txid_hex(tx.txid) and penalty["height"] is None:
+                penalty["height"] = height
+                self.stats["penalties_confirmed"] += 1
+                log.warning("penalty %s confirmed at height %d: breach %s stopped",
+                            penalty["txid"], height, tracker["breach_txid"])
+                self.notify("penalty_confirmed", tracker["breach_txid"])
+        self.store.put_tracker(breach_txid, tracker)
+
+    def _note_spend(self, spent: bytes, tx: Tx, height: int) -> None:
+        channel = self.store.channel(spent)
+        if channel is None or channel.get("closed_height") is not None:
+            return
+        log.info("channel %s:%d closed by %s at height %d", _txid_hex(spent[:32]),
+                 int.from_bytes(spent[32:], "big"), _txid_hex(tx.txid), height)
+        self.store.update_channel(spent, closed_by=_txid_hex(tx.txid), closed_height=height)
+
+    async def _after_block(self, height: int) -> None:
+        # Unconfirmed penalties are sent again each block: a full mempool may have
+        # dropped them, or the breach (their parent) only now reached this node.
+        for breach_txid, tracker in list(self.store.trackers()):
+            if tracker["final"]:
+                continue
+            pending = [p for p in tracker["penalties"] if p["height"] is None]
+            if pending:
+                if tracker["breach_height"] is None:
+                    await self.broadcast(bytes.fromhex(tracker["breach_raw"]))
+                await self._send_penalties(breach_txid, tracker)
+            elif min(p["height"] for p in tracker["penalties"]) + self.finality_depth <= height + 1:
+                tracker["final"] = True
+                self.store.put_tracker(breach_txid, tracker)
+        for funding, channel in list(self.store.channels()):
+            closed = channel.get("closed_height")
+            if closed is not None and closed + self.finality_depth <= height + 1:
+                gone = self.store.drop_channel(funding)
+                log.info("channel %s:%d closed %d blocks deep: %d sweeps dropped",
+                         _txid_hex(funding[:32]), int.from_bytes(funding[32:], "big"),
+                         height - closed + 1, gone)
+        for user in list(self.store.users()):
+            if user.subscription_expiry + 6 < height:  # rust-teos's expiry_delta
+                gone = self.store.drop_user(user.user_id)
+                log.info("subscription of %s expired: %d appointments dropped",
+                         user.user_id.hex(), gone)
+
+    async def on_disconnect(self, height: int) -> None:
+        """The block at ``height`` left the best chain: whatever it confirmed did not
+        happen; breaches and penalties it held are broadcast again."""
+        for breach_txid, tracker in list(self.store.trackers()):
+            changed = False
+            if tracker["breach_height"] is not None and tracker["breach_height"] >= height:
+                tracker["breach_height"] = None
+                changed = True
+            for penalty in tracker["penalties"]:
+                if penalty["height"] is not None and penalty["height"] >= height:
+                    penalty["height"] = None
+                    tracker["final"] = False
+                    changed = True
+            if changed:
+                log.warning("reorg at height %d undid breach %s or its penalty: rebroadcasting",
+                            height, tracker["breach_txid"])
+                self.notify("reorg_rebroadcast", tracker["breach_txid"])
+                await self.broadcast(bytes.fromhex(tracker["breach_raw"]))
+                await self._send_penalties(breach_txid, tracker)
+        for funding, channel in list(self.store.channels()):
+            if channel.get("closed_height") is not None and channel["closed_height"] >= height:
+                self.store.update_channel(funding, closed_by=None, closed_height=None)
+        self.height = height - 1
+
+
+def parse_raw_tx(raw: bytes) -> Tx | None:
+    try:
+        return parse_tx(raw)
+    except ChainParseError:
+        return None
