@@ -22,7 +22,7 @@ from typing import Any
 
 from .util import free_port, wait_until
 
-__all__ = ["ElectrumLN", "ElectrumLNError", "sat"]
+__all__ = ["ElectrumLN", "ElectrumLNError", "SweepRelay", "sat", "wait_for"]
 
 
 class ElectrumLNError(Exception):
@@ -191,3 +191,68 @@ def wait_for(predicate: Any, what: str, timeout: float = 60.0, factor: float = 1
     except AssertionError:
         raise AssertionError(f"timed out after {time.monotonic() - started:.0f}s "
                              f"waiting for {what}") from None
+
+
+class SweepRelay:
+    """What Electrum's ``watchtower_url`` points at to make TEOS appointments instead:
+    a local JSON-RPC endpoint with Electrum's two tower methods that hands each
+    presigned sweep to the box's tower as an encrypted appointment through the
+    project's own client (``appliance.tower.client.TeosClient``). The locator and key
+    come from the commitment the sweep spends (its prevout), so the box learns nothing
+    until that commitment is broadcast."""
+
+    def __init__(self, client: Any) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.client = client
+        self.ctns: dict[str, int] = {}  # funding outpoint -> highest ctn relayed
+        self.appointments: list[dict[str, Any]] = []  # what the tower acknowledged
+        self.errors: list[str] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                try:
+                    req = json.loads(body)
+                    result = relay.handle(req["method"], req["params"])
+                    reply = {"jsonrpc": "2.0", "id": req.get("id"), "result": result}
+                except Exception as exc:  # shown to the test, and to Electrum's log
+                    relay.errors.append(repr(exc))
+                    reply = {"jsonrpc": "2.0", "id": None, "error": {"message": repr(exc)}}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handle(self, method: str, params: list[Any]) -> Any:
+        if method == "get_ctn":
+            return self.ctns.get(params[0], 0)
+        if method == "add_sweep_tx":
+            outpoint, ctn, prevout, raw_tx = params
+            commitment_txid = bytes.fromhex(prevout.split(":")[0])[::-1]
+            receipt = self.client.add_appointment(commitment_txid, bytes.fromhex(raw_tx))
+            self.appointments.append({"ctn": ctn, "commitment": prevout.split(":")[0],
+                                      "raw_tx": raw_tx, "receipt": receipt})
+            self.ctns[outpoint] = max(self.ctns.get(outpoint, 0), int(ctn))
+            return None
+        raise ValueError(f"unknown method {method}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
