@@ -8,7 +8,9 @@ mempool transaction. What happened shortly before is found here, cheaply:
   output confirmed just before the subscription is in the index;
 * the mempool slice (transactions kept for wallets) and the follower's ring of recent
   raw mempool transactions are matched too: a channel's funding transaction broadcast
-  a moment before the peer subscribed to its address is found.
+  a moment before the peer subscribed to its address is found; and bitcoind's
+  ``gettxspendingprevout`` names the mempool spender of any output the rescan found,
+  however long ago it arrived.
 
 Older outputs are not: only the scripthash is known, so neither BIP158 filters nor
 ``scantxoutset`` (a descriptor, minutes per call on a Pi) can look for the script. New
@@ -139,6 +141,23 @@ class AdhocCatchUp:
             if pays or spends:
                 touched |= idx.mempool.remove(tx.txid)
                 touched |= await follower.add_mempool_tx(tx, notify=False)
+        # Confirmed outputs of the new scripts (found by the rescan) that a mempool tx
+        # spends, however long ago it arrived: bitcoind knows by outpoint.
+        ours = [op for op, (sh, _v) in idx.unspent.items() if sh in shs]
+        if ours:
+            spends = await self.rpc.call("gettxspendingprevout", [
+                {"txid": hash_to_hex_str(op[:32]), "vout": int.from_bytes(op[32:], "big")}
+                for op in ours])
+            for item in spends:
+                spender = item.get("spendingtxid")
+                if spender is None or bytes.fromhex(spender)[::-1] in idx.mempool:
+                    continue
+                try:
+                    raw = await self.rpc.call("getrawtransaction", spender)
+                except RPCError:
+                    continue  # mined or replaced meanwhile: the follower has it
+                touched |= await follower.add_mempool_tx(parse_tx(bytes.fromhex(raw)),
+                                                         notify=False)
         # Seen recently, ours or not (in arrival order, so parents come first).
         for raw in list(follower.recent_raw):
             tx = parse_tx(raw)

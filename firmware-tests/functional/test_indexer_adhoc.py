@@ -128,3 +128,25 @@ def test_funding_broadcast_after_the_subscription(node: TestNode,
     node.mine(3)
     wait_until(lambda: client.call("blockchain.scripthash.get_history", sh) == [
         {"tx_hash": funding, "height": node.getblockcount() - 2}])
+
+
+def test_a_mempool_spend_older_than_the_ring_is_found(node: TestNode,
+                                                      indexer: IndexerProcess) -> None:
+    """The spend of a just-confirmed output arrived while the box was down (so it is in
+    no ring of recent transactions): bitcoind names it by outpoint."""
+    node.createwallet("foreign")
+    address = node.rpc("getnewaddress", wallet="foreign")
+    sh = scripthash_of(node.validateaddress(address)["scriptPubKey"])
+    funding = node.send(address, "0.5")
+    node.mine(1)
+    indexer.stop()
+    close = spend_outpoint(node, funding, vout_to(node, funding, address), node.new_address())
+    indexer.start()
+    client = indexer.client()
+    assert client.call("blockchain.scripthash.subscribe", sh) is None
+    client.wait_notification("blockchain.scripthash.subscribe")
+    assert client.call("blockchain.scripthash.get_history", sh) == truth(
+        node, address, [funding, close])
+    assert client.call("blockchain.scripthash.listunspent", sh) == []
+    assert client.call("blockchain.scripthash.get_balance", sh) == {
+        "confirmed": 50_000_000, "unconfirmed": -50_000_000}
