@@ -79,6 +79,9 @@ class NodeSection:
     dbcache_mib: int = _opt(300, "bitcoind -dbcache in MiB (sized for a 4 GB Pi).", minimum=4)
     auto_size: bool = _opt(False, "Size prune from free disk and dbcache from RAM when writing "
                            "bitcoin.conf (the image turns this on).")
+    conf_file: str = _opt("", "The bitcoin.conf Hearth wrote (e.g. /etc/bitcoin/bitcoin.conf). "
+                          "If it was written for the initial sync, the node service lowers its "
+                          "dbcache when the sync ends and restarts bitcoind through supervisord.")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class DisplaySection:
     dim_after_s: float = _opt(60.0, "Dim the panel after this long without activity.", minimum=1.0)
     refresh_s: float = _opt(1.0, "Seconds between redraws.", minimum=0.05)
     stale_after_s: float = _opt(15.0, "A service silent this long is shown as stale.", minimum=1.0)
+    hwmon_dir: str = _opt("/sys/class/hwmon", "Where the Pi's rpi_volt under-voltage alarm is "
+                          "looked for (Linux hwmon).")
 
 
 @dataclass(frozen=True)

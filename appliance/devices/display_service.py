@@ -34,6 +34,7 @@ from .pages import (
     WatchtowerPage,
     render,
 )
+from .power import PowerMonitor
 
 __all__ = ["choose_page", "main"]
 
@@ -44,11 +45,16 @@ EXPECTED = ("node", "indexer")
 
 _ALTERNATE_S = 6.0  # the pairing page and the stock-wallet server page take turns
 _BREACH_SHOWN_S = 24 * 3600.0  # a breach the tower answered stays on screen for a day
+_DISK_LOW_BYTES = 1 << 30  # below 1 GiB free bitcoind is close to stopping (prune floor)
 
 
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
-                started: float, now: float | None = None) -> tuple[Page, float | None, bool]:
+                started: float, now: float | None = None, *, under_voltage: bool = False
+                ) -> tuple[Page, float | None, bool]:
     """The page to show, with the age and staleness of the data behind it."""
+    if under_voltage:
+        # Before anything else: a weak supply corrupts SD cards, whatever else is wrong.
+        return ErrorPage.under_voltage(), None, False
     for name in EXPECTED:
         st = states.get(name)
         if st is not None and st.stale and st.age_s is not None:
@@ -60,6 +66,11 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         # A program supervisord gave up on (FATAL) or stopped for restarting in a loop.
         return (ErrorPage("Service down", sup.status.detail or "see appliance status"),
                 sup.age_s, sup.stale)
+    node = states.get("node")
+    if node is not None and node.status is not None:
+        free = int(node.status.counters.get("disk_free_bytes", -1))
+        if 0 <= free < _DISK_LOW_BYTES:
+            return ErrorPage.disk_nearly_full(free), node.age_s, node.stale
     if pairing and pairing.get("payload"):
         now = time.monotonic() if now is None else now
         server, fingerprint = pairing.get("tls_server"), pairing.get("tls_fingerprint")
@@ -120,6 +131,7 @@ async def main(cfg: Config) -> None:
     dimmer = Dimmer(device, dim_after=dc.dim_after_s)
     recorder = FrameRecorder(Path(dc.frames_dir)) if dc.frames_dir else None
     started = time.monotonic()
+    power = PowerMonitor(Path(dc.hwmon_dir))
     shown: tuple[str, str] = ("", "")
     async with StatusPublisher(cfg.hearth.run_dir, "display") as bus, \
             StatusSubscriber(cfg.hearth.run_dir, stale_after=dc.stale_after_s,
@@ -129,7 +141,8 @@ async def main(cfg: Config) -> None:
             while True:
                 states = sub.snapshot()
                 pairing = await asyncio.to_thread(_pairing_info, cfg, states)
-                page, age, stale = choose_page(states, pairing, started)
+                low_power = power.under_voltage()
+                page, age, stale = choose_page(states, pairing, started, under_voltage=low_power)
                 overlay = _countdown(states)
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))
@@ -143,7 +156,9 @@ async def main(cfg: Config) -> None:
                 if recorder is not None and recorder.record(frame) is not None:
                     log.debug("frame:\n%s", to_terminal(frame))
                 bus.update(phase=Phase.READY, detail=type(page).__name__,
-                           counters={"frames": bus.status.counters.get("frames", 0) + 1})
+                           counters={"frames": bus.status.counters.get("frames", 0) + 1,
+                                     "under_voltage": int(low_power),
+                                     "under_voltage_events": power.alarms})
                 await asyncio.sleep(dc.refresh_s)
         finally:
             runner.cancel()

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from ..config import NETWORKS, Config
 from .sizing import host_resources, plan_resources
 
-__all__ = ["BitcoindLayout", "render_bitcoin_conf"]
+__all__ = ["IBD_MARKER", "BitcoindLayout", "leave_ibd_mode", "render_bitcoin_conf"]
+
+#: A bitcoin.conf written for the initial sync says which dbcache to use after it.
+IBD_MARKER = "# hearth: after initial block download dbcache="
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ def render_bitcoin_conf(cfg: Config, layout: BitcoindLayout | None = None) -> st
         prune_mib, dbcache_mib = plan.prune_mib, plan.dbcache_mib
         notes.append(f"# sized for {disk / 2**30:.0f} GiB of disk and {ram / 2**30:.1f} GiB "
                      f"of RAM{' (initial block download)' if layout.ibd else ''}")
+        if layout.ibd:
+            after = plan_resources(chain, disk, ram, False).dbcache_mib
+            notes.append(f"{IBD_MARKER}{after}  (the node service applies it when the sync ends)")
         if plan.warning:
             notes.append(f"# WARNING: {plan.warning}")
     rpc_port = layout.rpc_port or NETWORKS[cfg.hearth.network][1]
@@ -83,3 +89,15 @@ def render_bitcoin_conf(cfg: Config, layout: BitcoindLayout | None = None) -> st
         net.append(f"{key}={value}")
     section = "main" if chain == "main" else chain
     return "\n".join(top) + f"\n\n[{section}]\n" + "\n".join(net) + "\n"
+
+
+def leave_ibd_mode(text: str) -> str | None:
+    """``text`` (a bitcoin.conf written for the initial sync) with the steady-state
+    dbcache and without the marker; None if it was not written for the initial sync."""
+    lines = text.splitlines()
+    after = next((ln[len(IBD_MARKER):].split()[0] for ln in lines if ln.startswith(IBD_MARKER)), None)
+    if after is None or not after.isdigit():
+        return None
+    out = [f"dbcache={after}" if ln.startswith("dbcache=") else ln
+           for ln in lines if not ln.startswith(IBD_MARKER)]
+    return "\n".join(out) + "\n"

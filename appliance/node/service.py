@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from ..config import Config
 from ..status import Phase, StatusPublisher
+from .ibd_mode import apply_steady_dbcache
 from .rpc import BitcoinRPC, NodeError
 from .status import NodeStatus, fetch_node_status
 from .zmq_sub import ZMQSubscriber
@@ -36,12 +38,27 @@ async def main(cfg: Config) -> None:
             status = await fetch_node_status(rpc, cfg)
             log.info("bitcoind ready: %s", "; ".join(s.strip() for s in status.describe()))
             publish(bus, status)
+            if not status.initial_block_download:
+                await _leave_ibd_mode(cfg, bus)
             await _follow(rpc, sub, cfg, status, bus)
         except Exception as exc:
             bus.update(phase=Phase.ERROR, last_error=exc)
             raise
         finally:
             sub.close()
+
+
+async def _leave_ibd_mode(cfg: Config, bus: StatusPublisher) -> None:
+    if not cfg.node.conf_file:
+        return
+    try:
+        done = await apply_steady_dbcache(Path(cfg.node.conf_file))
+    except Exception as exc:  # supervisord refused: keep serving with the big cache
+        log.error("could not switch bitcoind to its steady dbcache: %s", exc)
+        bus.update(last_error=f"dbcache switch failed: {exc}")
+        return
+    if done != "already steady":
+        bus.event("dbcache_steady", done)
 
 
 def publish(bus: StatusPublisher, status: NodeStatus) -> None:
@@ -61,6 +78,7 @@ async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: Node
                   bus: StatusPublisher) -> None:
     last_report = time.monotonic()
     last_tip = status.best_block_hash
+    was_ibd = status.initial_block_download
     notes = sub.__aiter__()
     while True:
         try:
@@ -79,6 +97,9 @@ async def _follow(rpc: BitcoinRPC, sub: ZMQSubscriber, cfg: Config, status: Node
         publish(bus, status)
         if note is not None and (note.gap or note.resync):
             log.info("zmq: %s", "bitcoind restarted" if note.resync else f"{note.gap} missed")
+        if was_ibd and not status.initial_block_download:
+            await _leave_ibd_mode(cfg, bus)
+        was_ibd = status.initial_block_download
         if status.best_block_hash != last_tip and not status.initial_block_download:
             log.info("new tip %d %s", status.blocks, status.best_block_hash)
             last_tip = status.best_block_hash

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,32 @@ class TowerStore:
             wb.put(b"u" + user.user_id, struct.pack(">III", user.available_slots,
                                                     user.subscription_start, user.subscription_expiry))
             wb.put(_COUNTERS, self._counters_raw())
+
+    def import_appointments(self, appointments: Iterable[Appointment], user: User) -> int:
+        """Many new appointments of one user in batches of 10,000 (a restore, or the
+        benchmark's million); synced once per batch. Returns how many were written."""
+        written = 0
+        batch: list[Appointment] = []
+
+        def flush() -> None:
+            with self.db.write_batch(sync=True) as wb:
+                for a in batch:
+                    wb.put(b"a" + a.locator + a.user, struct.pack(">II", a.to_self_delay, a.start_block)
+                           + a.blob)
+                    wb.put(b"x" + a.user + a.locator, b"")
+                    wb.put(b"L" + a.locator, b"")
+                self._count("appointments", len(batch))
+                wb.put(_COUNTERS, self._counters_raw())
+            batch.clear()
+
+        for appointment in appointments:
+            batch.append(appointment)
+            written += 1
+            if len(batch) == 10_000:
+                flush()
+        flush()
+        self.put_user(user)
+        return written
 
     def delete_appointment(self, locator: bytes, user_id: bytes) -> None:
         if self.db.get(b"a" + locator + user_id) is None:

@@ -42,3 +42,15 @@ def test_auto_size_writes_planned_values(tmp_path: Path) -> None:
     assert prune >= 550 and "# sized for" in text and "(initial block download)" in text
     fixed = render_bitcoin_conf(load_config(None, env={}))
     assert "prune=550" in fixed and "dbcache=300" in fixed
+
+
+def test_bitcoin_conf_for_the_initial_sync_names_its_steady_dbcache() -> None:
+    from appliance.node.bitcoin_conf import IBD_MARKER, leave_ibd_mode
+
+    text = f"chain=main\n{IBD_MARKER}256  (note)\n\n[main]\ndbcache=1024\nprune=550\n"
+    steady = leave_ibd_mode(text)
+    assert steady is not None
+    assert "dbcache=256" in steady and "dbcache=1024" not in steady
+    assert IBD_MARKER not in steady and "prune=550" in steady
+    assert leave_ibd_mode(steady) is None  # applied once
+    assert leave_ibd_mode("dbcache=300\n") is None  # not written for the initial sync
