@@ -11,8 +11,10 @@ own client code (the box then sees nothing until the breach)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ class Breach:
     revoked_ctn: int
     ctx: dict[str, Any]  # the revoked commitment, decoded, broadcast by alice
     server: str  # the box's Electrum server, as Electrum takes it
+    sent_at: float  # unix time just before alice's sendrawtransaction
 
 
 def breach(node: TestNode, box: IndexerProcess, alice: ElectrumLN, bob: ElectrumLN,
@@ -116,11 +119,12 @@ def breach(node: TestNode, box: IndexerProcess, alice: ElectrumLN, bob: Electrum
 
     bob.stop()  # offline for good: only the box can act
     assert not bob.running
+    sent_at = time.time()
     ctx_txid = node.sendrawtransaction(revoked)
     ctx = node.decoderawtransaction(revoked)
     assert ctx["txid"] == ctx_txid
     assert ctx["vin"][0]["txid"] == funding_txid and ctx["vin"][0]["vout"] == int(funding_vout)
-    return Breach(point, revoked_ctn, ctx, server)
+    return Breach(point, revoked_ctn, ctx, server, sent_at)
 
 
 def check_sweep(node: TestNode, b: Breach, bob: ElectrumLN, f: float) -> dict[str, Any]:
@@ -135,6 +139,16 @@ def check_sweep(node: TestNode, b: Breach, bob: ElectrumLN, f: float) -> dict[st
     # Electrum 4.3 sweeps to one of bob's own wallet addresses (asked with him offline).
     assert bob.owns(sweep["vout"][0]["scriptPubKey"]["address"])
     return sweep
+
+
+def report_latency(tower: TowerProcess, b: Breach, sweep: dict[str, Any]) -> None:
+    """Print (never assert) breach sendrawtransaction -> tower's penalty broadcast, from
+    the tower's own log timestamp (same machine, same clock)."""
+    line = next(x for x in tower.log_text().splitlines()
+                if f"penalty {sweep['txid']} broadcast" in x)
+    stamp = datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+    sent = stamp.replace(tzinfo=UTC).timestamp() - b.sent_at
+    print(f"revoked commitment sent -> penalty broadcast by the tower: {sent * 1000:.0f} ms")
 
 
 def check_bob_gets_it(node: TestNode, b: Breach, bob: ElectrumLN, sweep: dict[str, Any],
@@ -164,6 +178,7 @@ def test_electrum_tower_sweeps_a_revoked_commitment(
     sweep = check_sweep(node, b, bob, f)
     tower.wait_log(f"breach: {b.ctx['txid']} spends a revoked state", timeout=10)
     tower.wait_log(f"penalty {sweep['txid']} broadcast", timeout=10)
+    report_latency(tower, b, sweep)
     status = tower.status()
     assert status["breaches"] == 1 and status["penalties_broadcast"] == 1, status
     node.mine(1)
@@ -197,6 +212,7 @@ def test_teos_appointment_from_electrums_sweep_stops_the_breach(
     assert node.decoderawtransaction(mine[0]["raw_tx"])["txid"] == sweep["txid"]
     tower.wait_log(f"breach: {b.ctx['txid']} spends a revoked state", timeout=10)
     tower.wait_log(f"penalty {sweep['txid']} broadcast", timeout=10)
+    report_latency(tower, b, sweep)
     node.mine(1)
     tower.wait_log(f"penalty {sweep['txid']} confirmed", timeout=30)
     status, got = client.get_appointment(locator)
