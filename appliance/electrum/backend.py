@@ -126,5 +126,10 @@ class ElectrumBackend(Protocol):
     async def script_queried(self, scripthash: bytes) -> None:
         """A client asked about this scripthash (lets the gap limit grow on demand)."""
 
+    def watch_script(self, scripthash: bytes) -> bool:
+        """A client subscribed to a scripthash no wallet owns (Lightning's channel
+        scripts): watch it from now on. True if a new watch was taken (the session
+        counts those against its limit); False if refused or already watched."""
+
     def add_listeners(self, on_tip: TipListener, on_scripthashes: ScripthashListener) -> None:
         """Register callbacks for new tips and for scripthashes whose history changed."""

@@ -106,6 +106,9 @@ class HandlerContext(Protocol):
 
     def unsubscribe(self, scripthash: bytes) -> bool: ...
 
+    def watch_unknown(self, scripthash: bytes) -> None:
+        """Ask the backend to watch a script no wallet owns, within the session's limit."""
+
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -471,7 +474,12 @@ async def blockchain_scripthash_subscribe(ctx: HandlerContext, scripthash: Any) 
     except BaseException:
         ctx.abort_subscription(sh)
         raise
-    return ctx.end_subscription(sh, status)
+    status = ctx.end_subscription(sh, status)
+    if not watched:
+        # Answered like any unknown script (nothing tells watched from not); what
+        # happens to it from now on is notified as for a wallet's script.
+        ctx.watch_unknown(sh)
+    return status
 
 
 async def blockchain_scripthash_unsubscribe(ctx: HandlerContext, scripthash: Any) -> bool:

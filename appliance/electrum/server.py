@@ -112,6 +112,10 @@ class SessionManager:
     def sessions(self) -> list[ElectrumSession]:
         return list(self._sessions)
 
+    def is_subscribed(self, scripthash: bytes) -> bool:
+        """Whether some open session subscribes to it (keeps an ad-hoc watch alive)."""
+        return scripthash in self._subscribers
+
     @property
     def subscribed_scripthashes(self) -> int:
         """Distinct scripthashes at least one session subscribes to."""
@@ -128,6 +132,7 @@ class SessionManager:
             "requests": c.requests,
             "errors": c.errors,
             "unknown_script_queries": c.unknown_script_queries,
+            "adhoc_refused": c.adhoc_refused,
             "notifications": c.notifications,
         }
 

@@ -82,6 +82,9 @@ class SessionLimits:
     max_line: int = DEFAULT_MAX_LINE
     #: Electrum subscribes to every address of every wallet it has open.
     max_subscriptions: int = 20_000
+    #: New scripts no wallet owns that one connection may make the box watch (Electrum's
+    #: Lightning subscribes to a few per channel; see docs/threat-model.md).
+    max_adhoc_watches: int = 100
     max_in_flight: int = 16
     max_batch: int = 5_000
     max_response: int = 32_000_000
@@ -108,6 +111,8 @@ class ServerCounters:
     errors: int = 0
     #: Queries for scripts no registered wallet owns (answered as unused, never refused).
     unknown_script_queries: int = 0
+    #: Unknown scripts a session asked to watch but its ``max_adhoc_watches`` was spent.
+    adhoc_refused: int = 0
     notifications: int = 0
 
 
@@ -166,6 +171,7 @@ class ElectrumSession:
         self._subs: dict[bytes, str | None] = {}  # scripthash -> last status sent
         self._pending: dict[bytes, int] = {}  # scripthash -> subscribe calls running
         self._latest: dict[bytes, str | None] = {}  # status changes seen while pending
+        self._adhoc_watches = 0  # new watches of unknown scripts this session caused
         self._cost = 0.0
         self._cost_at = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -239,6 +245,13 @@ class ElectrumSession:
             self._host.unwatch(self, scripthash)
         elif latest is not _MISSING:
             self._notify_status(scripthash, latest)
+
+    def watch_unknown(self, scripthash: bytes) -> None:
+        if self._adhoc_watches >= self._limits.max_adhoc_watches:
+            self._host.counters.adhoc_refused += 1
+            return
+        if self._host.backend.watch_script(scripthash):
+            self._adhoc_watches += 1
 
     def unsubscribe(self, scripthash: bytes) -> bool:
         was = self._subs.pop(scripthash, _MISSING) is not _MISSING

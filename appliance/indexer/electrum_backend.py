@@ -36,10 +36,15 @@ def _btc_per_kvb(value: Any) -> float:
 
 class IndexBackend:
     def __init__(self, indexer: Indexer, rpc: BitcoinRPC,
-                 on_gap_extended: Callable[[], None] | None = None) -> None:
+                 on_gap_extended: Callable[[], None] | None = None,
+                 on_adhoc: Callable[[bytes], None] | None = None) -> None:
         self.indexer = indexer
         self.rpc = rpc
         self.on_gap_extended = on_gap_extended
+        #: a new ad-hoc watch: look back for what it had (AdhocCatchUp.add)
+        self.on_adhoc = on_adhoc
+        #: whether some session subscribes to a scripthash (SessionManager.is_subscribed)
+        self.is_subscribed: Callable[[bytes], bool] = lambda sh: False
         self.tip_listeners: list[TipListener] = []
         self.scripthash_listeners: list[ScripthashListener] = []
         self._cp_cache: tuple[int, MerkleTree] | None = None
@@ -140,6 +145,12 @@ class IndexBackend:
         if not self.is_watched(scripthash) and await self.indexer.extend_on_query(scripthash):
             if self.on_gap_extended is not None:
                 self.on_gap_extended()
+
+    def watch_script(self, scripthash: bytes) -> bool:
+        new = self.indexer.watch_adhoc(scripthash, int(time.time()), self.is_subscribed)
+        if new and self.on_adhoc is not None:
+            self.on_adhoc(scripthash)
+        return new
 
     # --- transactions -------------------------------------------------------------------
     async def transaction(self, txid: bytes) -> bytes:

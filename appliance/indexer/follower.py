@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,6 +44,9 @@ TipListener = Callable[[int, bytes], Awaitable[None]]
 RPC_MISC_ERROR = -1
 RPC_INVALID_ADDRESS_OR_KEY = -5
 _SEEN_TXIDS = 50_000  # rawtx bodies remembered until their sequence "A" arrives
+#: The last mempool transactions, raw, whether ours or not: a script subscribed to just
+#: now (ad-hoc watch) is matched against them (~0.4 MB; minutes of mainnet traffic).
+RECENT_RAW_TXS = 1_000
 _HEADER_BATCH = 2_000
 
 
@@ -76,7 +79,8 @@ class ChainFollower:
         self.synced = asyncio.Event()
         self._seen: OrderedDict[bytes, Tx | None] = OrderedDict()
         self._awaiting: set[bytes] = set()  # "A" arrived before the tx's rawtx
-        self._lock = asyncio.Lock()  # one writer of the chain at a time
+        self.recent_raw: deque[bytes] = deque(maxlen=RECENT_RAW_TXS)
+        self.chain_lock = asyncio.Lock()  # one writer of the chain at a time
 
     # --- main loop ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -129,7 +133,7 @@ class ChainFollower:
     async def sync_blocks(self) -> None:
         """Roll back what bitcoind no longer has, then connect up to its tip."""
         touched: set[bytes] = set()
-        async with self._lock:
+        async with self.chain_lock:
             while not await self._sync_blocks_once(touched):
                 log.info("bitcoind's chain changed during catch-up; again")
         if touched:
@@ -193,8 +197,9 @@ class ChainFollower:
         tip = self.indexer.tip()
         expected_prev = tip[1] if tip else bytes(32)
         live = self.indexer.live_scripts()
-        # No live wallet, or pruned and its filter shows nothing of ours: header only.
-        raw = await self.fetch_block(hash_hex, live) if live else None
+        # Nothing watched, or pruned and its filter shows nothing of ours: header only.
+        # (Ad-hoc watches are known by hash only, so a filter cannot match them.)
+        raw = await self.fetch_block(hash_hex, live) if self.indexer.watches_anything() else None
         if raw is None:
             raw_header = bytes.fromhex(await self.rpc.call("getblockheader", hash_hex, False))
             header = parse_header(raw_header)
@@ -258,7 +263,7 @@ class ChainFollower:
             await self.sync_blocks()  # a reorg, or we missed blocks
             await self.sync_mempool()
             return
-        async with self._lock:
+        async with self.chain_lock:
             started = time.perf_counter()
             block = parse_block(raw)
             if self.indexer.tip() != tip:  # changed while we waited for the lock
@@ -278,10 +283,9 @@ class ChainFollower:
         while len(self._seen) > _SEEN_TXIDS:
             self._seen.popitem(last=False)
 
-    def _prematch(self, tx: Tx) -> bool:
+    def prematch(self, tx: Tx) -> bool:
         idx = self.indexer
-        live = idx.scripts.live
-        if any(o.script_pubkey in live for o in tx.outputs):
+        if any(idx.watched_script(o.script_pubkey) for o in tx.outputs):
             return True
         for i in tx.inputs:
             op = i.prev_hash + i.prev_idx.to_bytes(4, "big")
@@ -291,12 +295,13 @@ class ChainFollower:
 
     async def on_rawtx(self, raw: bytes) -> None:
         tx = parse_tx(raw)
-        relevant = self._prematch(tx)
+        self.recent_raw.append(raw)
+        relevant = self.prematch(tx)
         self._remember(tx.txid, tx if relevant else None)
         if tx.txid in self._awaiting:
             self._awaiting.discard(tx.txid)
             if relevant:
-                await self._add_mempool_tx(tx)
+                await self.add_mempool_tx(tx)
 
     async def on_sequence(self, body: bytes) -> None:
         event = parse_sequence(body)
@@ -305,7 +310,7 @@ class ChainFollower:
             if txid in self._seen:
                 tx = self._seen[txid]
                 if tx is not None:
-                    await self._add_mempool_tx(tx)
+                    await self.add_mempool_tx(tx)
             else:
                 self._awaiting.add(txid)
         elif event.label == SequenceLabel.TX_REMOVED:
@@ -315,7 +320,7 @@ class ChainFollower:
                 self.stats.mempool_txs = len(self.indexer.mempool.txs)
                 await self.on_scripthashes(touched)
 
-    async def _add_mempool_tx(self, tx: Tx, entry: dict[str, Any] | None = None,
+    async def add_mempool_tx(self, tx: Tx, entry: dict[str, Any] | None = None,
                               notify: bool = True) -> set[bytes]:
         idx = self.indexer
         if tx.txid in idx.mempool or idx.store.confirmation(tx.txid) is not None:
@@ -324,7 +329,7 @@ class ChainFollower:
         def lookup(op: bytes) -> tuple[bytes, int] | None:
             return idx.unspent.get(op) or idx.mempool.lookup_created(op)
 
-        matches, derived = await idx.match_with_gap([tx], idx.scripts.live.__contains__,
+        matches, derived = await idx.match_with_gap([tx], idx.watched_script,
                                                     lookup, None)
         if derived:
             batch = idx.store.begin_plain()
@@ -368,7 +373,7 @@ class ChainFollower:
         """Rebuild the wallets' mempool slice from ``getrawmempool`` (start, resync)."""
         idx = self.indexer
         touched = idx.mempool.clear()
-        if idx.scripts.live:
+        if idx.watches_anything():
             txids: list[str] = await self.rpc.call("getrawmempool")
             children: dict[bytes, list[Tx]] = {}  # unmatched txs by the parents they spend
             for start in range(0, len(txids), 500):
@@ -378,8 +383,8 @@ class ChainFollower:
                     if isinstance(raw, Exception):
                         continue  # left the mempool meanwhile
                     tx = parse_tx(bytes.fromhex(raw))
-                    if self._prematch(tx):
-                        touched |= await self._add_mempool_tx(tx, notify=False)
+                    if self.prematch(tx):
+                        touched |= await self.add_mempool_tx(tx, notify=False)
                     else:
                         for i in tx.inputs:
                             children.setdefault(i.prev_hash, []).append(tx)
@@ -388,8 +393,8 @@ class ChainFollower:
             while queue:
                 parent = queue.pop()
                 for child in children.pop(parent, []):
-                    if self._prematch(child):
-                        touched |= await self._add_mempool_tx(child, notify=False)
+                    if self.prematch(child):
+                        touched |= await self.add_mempool_tx(child, notify=False)
                         queue.append(child.txid)
         self.stats.mempool_txs = len(idx.mempool.txs)
         if touched:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
 from ..electrum.backend import Utxo
+from .adhoc import AdhocEntry, AdhocWatches
 from .matcher import TxMatch, match_txs, outpoint
 from .mempool import Mempool
 from .schema import (
@@ -83,6 +84,8 @@ class Indexer:
         #: the next ``gap`` scripts past each ranged branch, not watched yet:
         #: scripthash -> (ref, script). A client asking for one extends the gap.
         self.lookahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
+        #: scripts watched because a client subscribed to them (see adhoc.py)
+        self.adhoc = AdhocWatches(store.adhoc_records())
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -94,9 +97,10 @@ class Indexer:
             for branch, index, script in self.store.wallet_scripts(wid):
                 live = wallet.state == "live" and not wallet.pending(branch, index)
                 self.scripts.add(script, ScriptRef(wid, branch, index), live)
+        self.adhoc.entries = self.store.adhoc_records()
         live_sh = {script_to_scripthash(s) for s in self.scripts.live}
         self.unspent = {op: (sh, value) for op, sh, value in self._unspent_rows()
-                        if sh in live_sh}
+                        if sh in live_sh or sh in self.adhoc}
 
     def _unspent_rows(self) -> list[tuple[bytes, bytes, int]]:
         rows = []
@@ -110,10 +114,65 @@ class Indexer:
         return self.store.tip()
 
     def is_watched_scripthash(self, scripthash: bytes) -> bool:
-        return scripthash in self.scripts.by_scripthash
+        return scripthash in self.scripts.by_scripthash or scripthash in self.adhoc
 
     def live_scripts(self) -> set[bytes]:
         return self.scripts.live
+
+    def watched_script(self, script: bytes) -> bool:
+        """Whether blocks and the mempool must record this output script: a live
+        wallet's, or (hashing it, since only the hash is known) an ad-hoc watch."""
+        if script in self.scripts.live:
+            return True
+        return bool(self.adhoc.entries) and script_to_scripthash(script) in self.adhoc
+
+    def watches_anything(self) -> bool:
+        return bool(self.scripts.live) or bool(self.adhoc.entries)
+
+    # --- ad-hoc watches (a client subscribed to a script no wallet derives) ---------------
+    def watch_adhoc(self, scripthash: bytes, now: int,
+                    subscribed: Callable[[bytes], bool]) -> bool:
+        """Start watching ``scripthash``; True if it is a new watch. A wallet's script
+        (even one still backfilling) is not ad-hoc; a known one just gets its time."""
+        if scripthash in self.scripts.by_scripthash:
+            return False
+        if scripthash in self.adhoc:
+            if self.adhoc.touch(scripthash, now):
+                self.store.put_adhoc(scripthash, self.adhoc.entries[scripthash])
+            return False
+        if len(self.adhoc) >= self.adhoc.limit:
+            victim = self.adhoc.victim(subscribed)
+            if victim is None:
+                log.warning("ad-hoc watch refused: all %d are subscribed", len(self.adhoc))
+                return False
+            self.forget_adhoc({victim})
+        entry = AdhocEntry(now, now)
+        self.adhoc.entries[scripthash] = entry
+        self.store.put_adhoc(scripthash, entry)
+        log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash[::-1].hex()[:16],
+                 len(self.adhoc))
+        return True
+
+    def forget_adhoc(self, scripthashes: set[bytes]) -> set[bytes]:
+        """Stop watching and delete their index entries; returns those that were watched."""
+        gone = {sh for sh in scripthashes if sh in self.adhoc}
+        if not gone:
+            return gone
+        self.store.delete_adhoc(gone)
+        for sh in gone:
+            del self.adhoc.entries[sh]
+            for entry in list(self.mempool.entries(sh)):
+                self.mempool.remove(entry.txid)
+        self.unspent = {op: v for op, v in self.unspent.items() if v[0] not in gone}
+        log.info("forgot %d ad-hoc script(s) nobody subscribed to", len(gone))
+        return gone
+
+    def upkeep_adhoc(self, now: int, subscribed: Callable[[bytes], bool]) -> set[bytes]:
+        """Refresh the time of subscribed ad-hoc watches, forget expired ones."""
+        for sh in list(self.adhoc):
+            if subscribed(sh) and self.adhoc.touch(sh, now):
+                self.store.put_adhoc(sh, self.adhoc.entries[sh])
+        return self.forget_adhoc(set(self.adhoc.expired(now, subscribed)))
 
     # --- derivation and the gap limit -----------------------------------------------------
     async def derive_wallet(self, wallet: Wallet) -> dict[tuple[int, int], bytes]:
@@ -217,9 +276,8 @@ class Indexer:
         """Apply a block on top of the tip (caller checked the parent); returns the
         scripthashes whose history changed."""
         txids = [tx.txid for tx in block.txs]
-        live = self.scripts.live
         matches, derived = await self.match_with_gap(
-            block.txs, live.__contains__, self.unspent.get, None)
+            block.txs, self.watched_script, self.unspent.get, None)
         # Recheck the tip after the awaits above: the caller's check must still hold.
         batch = self.store.begin_block(height)
         touched = self.write_matches(batch, height, txids, matches)

@@ -10,6 +10,7 @@ import struct
 
 __all__ = [
     "DB_FORMAT",
+    "P_ADHOC",
     "P_CONF",
     "P_FORMAT",
     "P_HEADER",
@@ -23,6 +24,7 @@ __all__ = [
     "P_WALLET",
     "P_WALLET_SCRIPT",
     "UNDO_DEPTH",
+    "adhoc_key",
     "conf_key",
     "header_key",
     "history_key",
@@ -55,6 +57,7 @@ P_SPENT = b"s"  # + txid + vout -> spending txid + height
 P_TX = b"t"  # + txid -> raw transaction
 P_CONF = b"c"  # + txid -> height + position + merkle branch (32 bytes each)
 P_UNDO = b"U"  # + height -> undo record (see store.encode_undo)
+P_ADHOC = b"A"  # + scripthash -> added u64 BE + last subscribed u64 BE (unix seconds)
 
 _H = struct.Struct(">I")
 
@@ -101,6 +104,10 @@ def tx_key(txid: bytes) -> bytes:
 
 def conf_key(txid: bytes) -> bytes:
     return P_CONF + txid
+
+
+def adhoc_key(scripthash: bytes) -> bytes:
+    return P_ADHOC + scripthash
 
 
 def undo_key(height: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from ..chain import double_sha256
@@ -25,6 +26,7 @@ from ..pairing.gate import NoiseGate
 from ..pairing.store import Whitelist
 from ..pairing.window import PairingWindow
 from ..status import Phase, StatusPublisher
+from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
 from .follower import ChainFollower
@@ -38,6 +40,7 @@ log = logging.getLogger("indexer")
 
 
 _REPORT_EVERY = 1.0  # seconds between status-bus updates (unchanged ones send nothing)
+_ADHOC_UPKEEP_EVERY = 3600.0
 
 
 class IndexerService:
@@ -52,6 +55,9 @@ class IndexerService:
         self.backend = IndexBackend(self.indexer, rpc, on_gap_extended=self._gap_extended)
         self.follower = ChainFollower(self.indexer, rpc, sub, self.backend.notify_scripthashes,
                                       self.backend.notify_tip)
+        self.adhoc = AdhocCatchUp(self.indexer, self.follower, rpc,
+                                  self.backend.notify_scripthashes)
+        self.backend.on_adhoc = self.adhoc.add
         self.backfiller = Backfiller(self.indexer, self.follower, rpc,
                                      self.backend.notify_scripthashes)
         ec = cfg.electrum
@@ -61,6 +67,7 @@ class IndexerService:
         if ec.banner:
             info = dataclasses.replace(info, banner=ec.banner)
         self.sessions = SessionManager(self.backend, info=info, max_sessions=ec.max_sessions)
+        self.backend.is_subscribed = self.sessions.is_subscribed
         ssl_context = None
         tls_port = ec.tls_port if ec.tls == "lan" else None
         self.tls_fingerprint: str | None = None
@@ -103,6 +110,8 @@ class IndexerService:
         await self.indexer.refresh_lookahead()
         tasks = [asyncio.create_task(self.follower.run(), name="follower"),
                  asyncio.create_task(self.backfiller.run(), name="backfill"),
+                 asyncio.create_task(self.adhoc.run(), name="adhoc-catchup"),
+                 asyncio.create_task(self._adhoc_upkeep(), name="adhoc-upkeep"),
                  asyncio.create_task(self.control.serve(), name="control"),
                  asyncio.create_task(self._report(), name="status")]
         try:
@@ -130,6 +139,14 @@ class IndexerService:
                 await self.gate.close()
             await self.server.close()
             self.control.close()
+
+    async def _adhoc_upkeep(self) -> None:
+        """Hourly: keep subscribed ad-hoc watches fresh, forget long-unsubscribed ones."""
+        while True:
+            gone = self.indexer.upkeep_adhoc(int(time.time()), self.sessions.is_subscribed)
+            if gone:
+                await self.backend.notify_scripthashes(gone)
+            await asyncio.sleep(_ADHOC_UPKEEP_EVERY)
 
     # --- status bus ------------------------------------------------------------------------
     async def _report(self) -> None:
@@ -160,6 +177,7 @@ class IndexerService:
                                "height": tip[0] if tip else -1,
                                "wallets": len(self.indexer.wallets),
                                "scripts": len(self.indexer.scripts.refs),
+                               "adhoc_scripts": len(self.indexer.adhoc),
                                "mempool_txs": len(self.indexer.mempool.txs),
                                "electrum_sessions": electrum["sessions"],
                                "blocks_indexed": stats.blocks, "reorgs": stats.reorgs,
@@ -231,6 +249,8 @@ class IndexerService:
             "tip": double_sha256(header)[::-1].hex() if header else None,
             "wallets": len(self.indexer.wallets),
             "scripts": len(self.indexer.scripts.refs),
+            "adhoc_scripts": len(self.indexer.adhoc),
+            "adhoc_catchups": self.adhoc.passes,
             "mempool_txs": len(self.indexer.mempool.txs),
             "blocks_indexed": stats.blocks, "reorgs": stats.reorgs, "resyncs": stats.resyncs,
             "last_block_ms": round(stats.last_block_ms, 1),

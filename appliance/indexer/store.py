@@ -22,8 +22,10 @@ from typing import Any
 import plyvel
 
 from ..chain import double_sha256
+from .adhoc import AdhocEntry
 from .schema import (
     DB_FORMAT,
+    P_ADHOC,
     P_FORMAT,
     P_HISTORY,
     P_OUTPUT,
@@ -33,6 +35,7 @@ from .schema import (
     P_WALLET,
     P_WALLET_SCRIPT,
     UNDO_DEPTH,
+    adhoc_key,
     conf_key,
     header_key,
     output_key,
@@ -291,19 +294,38 @@ class IndexStore:
             wb.delete(wallet_key(wallet_id))
             for key in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id, include_value=False):
                 wb.delete(key)
-            txids: set[bytes] = set()
+            self._forget(wb, scripthashes)
+
+    def _forget(self, wb: Any, scripthashes: set[bytes]) -> None:
+        """Delete the history, outputs and (unless still referenced) txs of scripthashes."""
+        txids: set[bytes] = set()
+        for sh in scripthashes:
+            for key, txid in self.db.iterator(prefix=P_HISTORY + sh):
+                wb.delete(key)
+                txids.add(txid)
+            for key in self.db.iterator(prefix=P_SCRIPT_OUTPUT + sh, include_value=False):
+                wb.delete(key)
+                wb.delete(output_key(key[37:69], unpack_height(key, 69)))
+                wb.delete(spent_key(key[37:69], unpack_height(key, 69)))
+        for txid in txids:
+            if not self._tx_still_referenced(txid, scripthashes):
+                wb.delete(tx_key(txid))
+                wb.delete(conf_key(txid))
+
+    # --- ad-hoc watched scripts (see adhoc.py) --------------------------------------------
+    def adhoc_records(self) -> dict[bytes, AdhocEntry]:
+        return {key[1:]: AdhocEntry.unpack(value)
+                for key, value in self.db.iterator(prefix=P_ADHOC)}
+
+    def put_adhoc(self, scripthash: bytes, entry: AdhocEntry) -> None:
+        self.db.put(adhoc_key(scripthash), entry.pack())
+
+    def delete_adhoc(self, scripthashes: set[bytes]) -> None:
+        """Forget ad-hoc watches and their index entries, in one batch."""
+        with self.db.write_batch(transaction=True) as wb:
             for sh in scripthashes:
-                for key, txid in self.db.iterator(prefix=P_HISTORY + sh):
-                    wb.delete(key)
-                    txids.add(txid)
-                for key in self.db.iterator(prefix=P_SCRIPT_OUTPUT + sh, include_value=False):
-                    wb.delete(key)
-                    wb.delete(output_key(key[37:69], unpack_height(key, 69)))
-                    wb.delete(spent_key(key[37:69], unpack_height(key, 69)))
-            for txid in txids:
-                if not self._tx_still_referenced(txid, scripthashes):
-                    wb.delete(tx_key(txid))
-                    wb.delete(conf_key(txid))
+                wb.delete(adhoc_key(sh))
+            self._forget(wb, scripthashes)
 
     def _tx_still_referenced(self, txid: bytes, removed: set[bytes]) -> bool:
         # A tx stays if it touches a scripthash of another wallet. Scans that tx's own

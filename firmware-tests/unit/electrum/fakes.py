@@ -130,6 +130,8 @@ class FakeBackend:
         self.blocks: dict[int, list[bytes]] = {2473: list(EXAMPLE_BLOCK_2473)}
         self.gap: set[bytes] = set()  # scripts that become watched once queried
         self.queried: list[bytes] = []
+        self.watch_requests: list[bytes] = []  # watch_script calls (subscribes to unknowns)
+        self.refuse_watch: set[bytes] = set()
         self.broadcasts: list[bytes] = []
         self.rejections: dict[bytes, str] = {}  # raw tx -> bitcoind's reason
         self.fee_estimates: list[tuple[int, str | None]] = []
@@ -242,6 +244,13 @@ class FakeBackend:
         self.queried.append(scripthash)
         if scripthash in self.gap:
             self.watched.add(scripthash)
+
+    def watch_script(self, scripthash: bytes) -> bool:
+        self.watch_requests.append(scripthash)
+        if scripthash in self.watched or scripthash in self.refuse_watch:
+            return False
+        self.watched.add(scripthash)  # the index knows nothing about it yet: no history
+        return True
 
     def add_listeners(self, on_tip: TipListener, on_scripthashes: ScripthashListener) -> None:
         self.tip_listeners.append(on_tip)

@@ -144,7 +144,8 @@ def test_SessionManager_counts_requests_errors_and_sessions() -> None:
             stats = h.manager.stats()
             assert stats == {"sessions": 1, "sessions_total": 1, "sessions_refused": 0,
                              "subscriptions": 0, "requests": 4, "errors": 1,
-                             "unknown_script_queries": 1, "notifications": 0}
+                             "unknown_script_queries": 1, "adhoc_refused": 0,
+                             "notifications": 0}
     run(main())
 
 

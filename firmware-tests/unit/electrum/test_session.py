@@ -359,6 +359,45 @@ def test_ElectrumSession_unknown_script_notifies_once_it_gains_history() -> None
     run(main())
 
 
+def test_ElectrumSession_subscribing_to_an_unknown_script_watches_it_answer_unchanged() -> None:
+    async def main() -> None:
+        async with serving() as h:
+            client = await h.connect()
+            # The answer is the unknown-script answer; only then is the watch taken.
+            assert await client.request("blockchain.scripthash.subscribe", OTHER_SH) is None
+            assert h.backend.watch_requests == [OTHER]
+            assert await client.no_message()
+            # Queries that are not subscriptions never make the box watch anything.
+            await client.request("blockchain.scripthash.get_history", "55" * 32)
+            await client.request("blockchain.scripthash.listunspent", "55" * 32)
+            assert h.backend.watch_requests == [OTHER]
+            # A wallet's script is not "unknown": nothing to watch.
+            await client.request("blockchain.scripthash.subscribe", SH)
+            assert h.backend.watch_requests == [OTHER]
+            # What happens to it later is notified like any watched script.
+            h.backend.histories[OTHER] = [NEW_TX]
+            await h.backend.announce(OTHER)
+            note = await client.notification()
+            assert note["params"] == [OTHER_SH, expected_status([NEW_TX])]
+    run(main())
+
+
+def test_ElectrumSession_adhoc_watch_limit_per_session() -> None:
+    async def main() -> None:
+        async with serving(limits=SessionLimits(max_adhoc_watches=2)) as h:
+            client = await h.connect()
+            h.backend.refuse_watch.add(bytes.fromhex("51" * 32))  # refused: not counted
+            for sh in ("51", "52", "53", "54"):
+                assert await client.request("blockchain.scripthash.subscribe", sh * 32) is None
+            assert h.backend.watch_requests == [bytes.fromhex(x * 32) for x in ("51", "52", "53")]
+            assert h.manager.stats()["adhoc_refused"] == 1
+            # Another connection has its own allowance.
+            other = await h.connect()
+            assert await other.request("blockchain.scripthash.subscribe", "55" * 32) is None
+            assert h.backend.watch_requests[-1] == bytes.fromhex("55" * 32)
+    run(main())
+
+
 def test_ElectrumSession_change_during_subscribe_is_folded_into_the_answer() -> None:
     async def main() -> None:
         backend = FakeBackend()
