@@ -122,7 +122,10 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 class TowerAPI:
     def __init__(self, store: TowerStore, tower_key: PrivateKey, height: Callable[[], int],
-                 limits: TowerLimits) -> None:
+                 limits: TowerLimits, on_stored: Callable[[bytes], None] | None = None) -> None:
+        #: called with the locator of every stored sweep or appointment (the watcher
+        #: checks whether that breach already happened)
+        self.on_stored = on_stored
         self.store = store
         self.tower_key = tower_key
         self.height = height
@@ -185,6 +188,8 @@ class TowerAPI:
         if not any(i.witness or i.script_sig for i in tx.inputs):
             raise _ParamError("raw_tx is not signed")
         self.store.add_sweep(funding, ctn, spent, tx.raw)
+        if self.on_stored is not None:
+            self.on_stored(spent[:16])
 
     # --- TEOS ---------------------------------------------------------------------------------
     def register(self, body: bytes) -> dict[str, Any]:
@@ -244,6 +249,8 @@ class TowerAPI:
         user = User(user.user_id, user.available_slots - needed, user.subscription_start,
                     user.subscription_expiry)
         self.store.put_appointment(Appointment(locator, user.user_id, delay, height, blob), user)
+        if self.on_stored is not None:
+            self.on_stored(locator)
         receipt = signature.encode() + struct.pack(">I", height)
         return {"locator": locator.hex(), "start_block": height,
                 "signature": sign_message(receipt, self.tower_key),

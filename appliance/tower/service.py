@@ -63,10 +63,13 @@ class TowerService:
         tower_key = PrivateKey(derive_secp256k1(hsm_secret, "tower-key").secret)
         self.noise_key = derive_secp256k1(hsm_secret, "noise-static")
         tc = cfg.tower
-        self.watcher = Watcher(store, self._broadcast, self._notify, finality_depth=tc.finality_depth)
+        self.watcher = Watcher(store, self._broadcast, self._notify, finality_depth=tc.finality_depth,
+                               fetch_tx=self._fetch_tx)
         self.api = TowerAPI(store, tower_key, lambda: self.watcher.height,
                             TowerLimits(slots=tc.slots, subscription_blocks=tc.subscription_blocks,
-                                        max_blob_bytes=tc.max_blob_bytes))
+                                        max_blob_bytes=tc.max_blob_bytes),
+                            on_stored=self._stored)
+        self._checks: set[asyncio.Task[int]] = set()
         self.auth = BasicAuth(tc.user, tower_password(cfg))
         self.runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
@@ -88,6 +91,23 @@ class TowerService:
         except Exception as exc:  # node down: retried on the next block
             return BroadcastResult(False, f"{type(exc).__name__}: {exc}")
         return BroadcastResult(True)
+
+    async def _fetch_tx(self, txid: bytes, block_hash: bytes | None) -> bytes | None:
+        params: list[object] = [txid[::-1].hex(), False]
+        if block_hash is not None:
+            params.append(block_hash[::-1].hex())
+        try:
+            return bytes.fromhex(await self.rpc.call("getrawtransaction", *params))
+        except (RPCError, NodeError) as exc:  # left the mempool, or pruned: nothing to do
+            log.info("recent transaction %s is gone: %s", txid[::-1].hex(), exc)
+            return None
+
+    def _stored(self, locator: bytes) -> None:
+        if locator not in self.watcher.recent:
+            return
+        task = asyncio.get_running_loop().create_task(self.watcher.check_recent(locator))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def _notify(self, kind: str, detail: str) -> None:
         self.status.event(kind, detail)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,13 @@ class BroadcastResult:
 
 Broadcast = Callable[[bytes], Awaitable[BroadcastResult]]
 Notify = Callable[[str, str], None]
+#: (txid, block hash or None for the mempool) -> the raw transaction, if still available
+FetchTx = Callable[[bytes, bytes | None], Awaitable[bytes | None]]
+
+# Txids seen lately (mempool, last blocks), so an appointment or sweep that arrives after
+# its breach was already broadcast is answered at once (rust-teos keeps 6 blocks' worth).
+# ~100 bytes each in CPython: 40,000 is ~4 MB, about 10 full blocks or a busy mempool.
+_RECENT_MAX = 40_000
 
 # bitcoind's answers that mean "it is in the mempool or chain already": success.
 _ALREADY = ("already in", "txn-already-known", "txn-already-in-mempool", "already known")
@@ -45,10 +53,12 @@ def _txid_hex(txid: bytes) -> str:
 
 class Watcher:
     def __init__(self, store: TowerStore, broadcast: Broadcast, notify: Notify, *,
-                 finality_depth: int = 100) -> None:
+                 finality_depth: int = 100, fetch_tx: FetchTx | None = None) -> None:
         self.store = store
         self.broadcast = broadcast
         self.notify = notify
+        self.fetch_tx = fetch_tx
+        self.recent: OrderedDict[bytes, tuple[bytes, bytes | None]] = OrderedDict()
         self.finality_depth = finality_depth
         tip = store.tip()
         self.height = tip[0] if tip else 0
@@ -58,9 +68,11 @@ class Watcher:
         self.last_response_s: float | None = None
 
     # --- transactions ------------------------------------------------------------------
-    async def on_transaction(self, tx: Tx, *, height: int | None = None) -> int:
+    async def on_transaction(self, tx: Tx, *, height: int | None = None, remember: bool = True) -> int:
         """Check one transaction; returns how many penalties it triggered."""
         self.stats["txs_checked"] += 1
+        if height is None and remember:
+            self._remember(tx.txid, None)
         if not self.store.has_locator(locator_of(tx.txid)):
             return 0
         if self.store.tracker(tx.txid) is not None:
@@ -136,10 +148,44 @@ class Watcher:
                 self.notify("penalty_failed", f"{penalty['txid']}: {result.error[:80]}")
         self.store.put_tracker(breach_txid, tracker)
 
+    def _remember(self, txid: bytes, block_hash: bytes | None) -> None:
+        locator = locator_of(txid)
+        self.recent[locator] = (txid, block_hash)
+        self.recent.move_to_end(locator)
+        if len(self.recent) > _RECENT_MAX:
+            self.recent.popitem(last=False)
+
+    async def check_recent(self, locator: bytes) -> int:
+        """Something new waits on ``locator``: if that txid was already seen (mempool or
+        a recent block), answer now instead of never. Returns penalties triggered."""
+        seen = self.recent.get(locator)
+        if seen is None or self.fetch_tx is None:
+            return 0
+        txid, block_hash = seen
+        raw = await self.fetch_tx(txid, block_hash)
+        tx = parse_raw_tx(raw) if raw is not None else None
+        if tx is None or tx.txid != txid:
+            return 0
+        log.warning("the breach %s was already broadcast when its penalty arrived", _txid_hex(txid))
+        if self.store.tracker(txid) is not None:
+            # Answered before, and a new penalty arrived for it: add it to the response.
+            tracker = self.store.tracker(txid)
+            assert tracker is not None
+            known = {p["txid"] for p in tracker["penalties"]}
+            new = [(src, p) for src, p in self._penalties_for(tx) if _txid_hex(p.txid) not in known]
+            tracker["penalties"] += [{"txid": _txid_hex(p.txid), "raw": p.raw.hex(), "source": src,
+                                      "height": None, "attempts": 0, "error": "", "sent": False}
+                                     for src, p in new]
+            self.store.put_tracker(txid, tracker)
+            await self._send_penalties(txid, tracker)
+            return len(new)
+        return await self.on_transaction(tx, height=None, remember=False)
+
     # --- blocks ----------------------------------------------------------------------------
     async def on_block(self, block: Block, height: int) -> None:
         """A block joined the best chain at ``height`` (the caller keeps the order)."""
         for tx in block.txs:
+            self._remember(tx.txid, block.hash)
             await self.on_transaction(tx, height=height)
             self._note_confirmation(tx, height)
             if not tx.is_coinbase:

@@ -120,6 +120,21 @@ def test_electrum_sweep_answered_from_a_block_after_kill_and_restart(
     tower.wait_log("confirmed at height")
 
 
+def test_appointment_after_its_breach_is_answered_at_once(node: TestNode, tower: TowerProcess) -> None:
+    """The breach went out before the wallet reached the tower (Electrum syncs every 5 s):
+    the tower remembers recent txids and answers when the appointment arrives."""
+    client = teos_client(tower)
+    client.register()
+    commitment, penalty = presigned_pair(node)
+    checked = tower.status()["txs_checked"]
+    node.sendrawtransaction(commitment["hex"])
+    # The tower has seen it on ZMQ (and found nothing waiting) before the appointment.
+    wait_until(lambda: tower.status()["txs_checked"] > checked, timeout=10)
+    client.add_appointment(bytes.fromhex(commitment["txid"])[::-1], bytes.fromhex(penalty["hex"]))
+    wait_until(lambda: in_mempool(node, penalty["txid"]), timeout=10)
+    tower.wait_log("already broadcast when its penalty arrived")
+
+
 def test_reorg_of_breach_and_penalty_rebroadcasts(node: TestNode, tower: TowerProcess) -> None:
     client = teos_client(tower)
     client.register()

@@ -126,3 +126,31 @@ def test_tracker_survives_restart(tmp_path: Path) -> None:
     second.block([], 300)  # the next block after a restart retries the response
     assert second.sent == [breach.raw, sweep.raw]
     second.store.close()
+
+
+def test_penalty_arriving_after_its_breach_is_sent_at_once(tmp_path: Path) -> None:
+    funding, breach = funding_and_breach()
+    sweep = make_tx([(breach.txid, 0)], 1)
+    store = TowerStore(tmp_path / "db")
+    sent: list[bytes] = []
+
+    async def broadcast(raw: bytes) -> BroadcastResult:
+        sent.append(raw)
+        return BroadcastResult(True)
+
+    async def fetch(txid: bytes, block_hash: bytes | None) -> bytes | None:
+        return breach.raw if txid == breach.txid else None
+
+    watcher = Watcher(store, broadcast, lambda k, d: None, fetch_tx=fetch)
+    asyncio.run(watcher.on_transaction(breach))  # nothing waits on it yet
+    assert sent == []
+    store.add_sweep(outpoint(funding.txid, 0), 1, outpoint(breach.txid, 0), sweep.raw)
+    assert asyncio.run(watcher.check_recent(locator_of(breach.txid))) == 1
+    assert sent == [sweep.raw]
+    # A second sweep for the same, already answered, breach joins the response.
+    sweep2 = make_tx([(breach.txid, 1)], 1)
+    store.add_sweep(outpoint(funding.txid, 0), 2, outpoint(breach.txid, 1), sweep2.raw)
+    assert asyncio.run(watcher.check_recent(locator_of(breach.txid))) == 1
+    assert sent[-1] == sweep2.raw
+    assert asyncio.run(watcher.check_recent(b"\x00" * 16)) == 0  # never seen
+    store.close()
