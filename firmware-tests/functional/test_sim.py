@@ -27,6 +27,10 @@ def test_sim_up_status_down(tmp_path: Path, bitcoind_bindir: Path) -> None:
         assert connect == json.loads(up.stdout)
         assert connect["network"] == "regtest" and connect["bitcoind"]["height"] >= 101
         assert (d / "hearth.toml").stat().st_mode & 0o077 == 0
+        # The watchtower runs too and says how Electrum reaches it.
+        tower = connect["tower"]
+        assert tower["watchtower_url"].startswith("http://hearth:") and tower["ports"]["noise"]
+        assert "hearth-tower" in (d / "supervisord.conf").read_text()
         cli = [str(bitcoind_bindir / "bitcoin-cli"), f"-datadir={d / 'bitcoin'}", "-regtest",
                f"-rpcport={connect['bitcoind']['rpc_url'].rsplit(':', 1)[1]}"]
         addr = subprocess.run([*cli, "-rpcwallet=sim", "getnewaddress"], check=True,
