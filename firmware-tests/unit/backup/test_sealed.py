@@ -82,5 +82,6 @@ def test_rebuild_replays_changes_and_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(RestoreError, match="exists"):
         rebuild_database(out, b"", [])
     with pytest.raises(RestoreError, match="does not apply"):
-        rebuild_database(tmp_path / "bad.sqlite3", snapshot_database(src), [(1, ["INSERT INTO nope VALUES (1)"])])
+        rebuild_database(tmp_path / "bad.sqlite3", snapshot_database(src),
+                         [(1, ["INSERT INTO nope VALUES (1)"])])
     assert snapshot_database(tmp_path / "missing.sqlite3") == b""
