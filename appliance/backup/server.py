@@ -203,7 +203,7 @@ class BackupServer:
             self.counters.errors += 1
             log.info("snapshot refused for %s: %s", owner[:16], exc)
             await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
-            if size > self.store.quota_bytes:
+            if size > 4 * self.store.quota_bytes:
                 return False  # not worth reading gigabytes just to throw them away
             await self._drain(stream, size)
             return True
