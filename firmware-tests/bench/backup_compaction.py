@@ -2,13 +2,13 @@
 
 Run: .venv/bin/python firmware-tests/bench/backup_compaction.py [--writes 100000] [--no-sync]
 
-Builds a real sqlite database by applying ``--writes`` lightningd-like transactions
-(an HTLC row added, channel counters bumped; CLN keeps HTLC rows for the channel's life) while appending each sealed batch to
-a real :class:`Store` (fdatasync per write unless ``--no-sync``, which only skips the
-sync to show the CPU part). Then "compaction" as the box does it: the client reads the
-database (SQLite backup API), seals it, the store writes it as a new generation and drops
-the old log. Finally the restore: unseal and replay every change from the first snapshot
-versus unseal one compacted snapshot.
+Builds a real sqlite database by applying ``--writes`` lightningd-like transactions (an
+HTLC row added, channel counters bumped; CLN keeps HTLC rows for the channel's life)
+while appending each sealed batch to a real :class:`Store`: fdatasync per write, unless
+``--no-sync`` (which skips only that sync, to show the CPU part). Then compaction as the
+box gets it: the client reads the database (SQLite backup API) and seals it, and the
+store writes it as a new generation and drops the old log. Last, the restore: unseal and
+replay every change from the first snapshot, versus unseal one compacted snapshot.
 """
 
 from __future__ import annotations

@@ -30,12 +30,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # standalone: find `appliance`
 sys.path.insert(0, str(HERE.parent))  # and the test framework
 
+from functional.framework.backup import INTEROP_PYTHON, BackupBox, Lightningd  # noqa: E402
+
 from appliance.backup.store import Store  # noqa: E402
 from appliance.client.backup import BoxAddress  # noqa: E402
 from appliance.client.cln import cln_keys, seal_change  # noqa: E402
 from appliance.client.cln_plugin import ClnBackup, PluginSettings  # noqa: E402
 from appliance.transport.noise import Keypair  # noqa: E402
-from functional.framework.backup import INTEROP_PYTHON, BackupBox, Lightningd  # noqa: E402
 
 __all__ = ["main"]
 
