@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import tarfile
 import time
 from collections.abc import Iterator
@@ -27,9 +29,14 @@ from pathlib import Path
 
 from .store import SNAP_HEADER, Capture, Store, _pread_range
 
-__all__ = ["EXPORT_FORMAT", "capture_all", "write_export"]
+__all__ = ["EXPORT_FORMAT", "ExportError", "capture_all", "restore_export", "write_export"]
 
 EXPORT_FORMAT = "hearth-backup-export"
+_MEMBER_RE = re.compile(r"streams/[0-9a-f]{64}/(meta\.json|snap-\d{10}|log-\d{10})")
+
+
+class ExportError(ValueError):
+    """Not an export this code wrote, or one that would overwrite backups."""
 
 
 class _RangeReader(io.RawIOBase):
@@ -101,3 +108,44 @@ def write_export(captures: list[Capture], path: Path) -> Path:
         for c in captures:
             c.close()
     return path
+
+
+def restore_export(export: Path | io.BufferedIOBase, root: Path) -> int:
+    """Put an export's streams back under ``root`` (``<data_dir>/backup``) on a box whose
+    backup service is stopped; returns the number of streams. Refuses when ``root`` already
+    holds streams, and any member outside ``streams/<id>/{meta.json,snap-N,log-N}``. The
+    service repairs and checks the files when it next opens them."""
+    streams = root / "streams"
+    if streams.is_dir() and any(streams.iterdir()):
+        raise ExportError(f"{streams} already holds backups: not overwriting them")
+    staging = root / ".streams.restoring"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700, parents=True)
+    count = 0
+    try:
+        with (tarfile.open(export) if isinstance(export, Path) else tarfile.open(fileobj=export)) as tar:
+            index = tar.extractfile("index.json")
+            if index is None or json.load(index).get("format") != EXPORT_FORMAT:
+                raise ExportError("not a Hearth backup-agent export")
+            for member in tar.getmembers():
+                if member.name == "index.json":
+                    continue
+                if not member.isfile() or not _MEMBER_RE.fullmatch(member.name):
+                    raise ExportError(f"unexpected member {member.name!r} in the export")
+                target = staging / member.name.removeprefix("streams/")
+                target.parent.mkdir(mode=0o700, exist_ok=True)
+                src = tar.extractfile(member)
+                assert src is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                count += member.name.endswith("meta.json")
+        if streams.exists():
+            streams.rmdir()
+        os.rename(staging, streams)
+    except (tarfile.TarError, ValueError, KeyError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(f"bad export: {exc}") from None
+    return count

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from appliance.backup.export import capture_all, write_export
+from appliance.backup.export import ExportError, capture_all, restore_export, write_export
 from appliance.backup.store import LOG_HEADER, Store, StoreError
 
 A = "aa" * 33
@@ -221,7 +222,24 @@ def test_export_is_a_point_in_time(tmp_path: Path) -> None:
     assert b"one" in data and b"two" not in data
     # the exported files are a valid store again
     restored = tmp_path / "restored"
-    with tarfile.open(path) as tar:
-        tar.extractall(restored, filter="data")
+    assert restore_export(path, restored) == 1
     again = _store(restored)
     assert _records(again) == [(1, b"one")]
+    with pytest.raises(ExportError, match="already holds"):
+        restore_export(path, restored)
+
+
+def test_restore_export_refuses_foreign_members(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        for name, data in (("index.json", b'{"format": "hearth-backup-export"}'),
+                           ("streams/../../etc/passwd", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ExportError, match="unexpected member"):
+        restore_export(evil, tmp_path / "box")
+    assert not (tmp_path / "box" / "streams").exists()
+    (tmp_path / "junk").write_bytes(b"not a tar")
+    with pytest.raises(ExportError):
+        restore_export(tmp_path / "junk", tmp_path / "box")
