@@ -58,6 +58,7 @@ class PairedKeys:
                 # Half-written by hand or corrupt: keep the last good list, say so.
                 log.warning("cannot read the paired clients at %s (%s); keeping %d keys",
                             self.path, exc, len(self._keys))
+                self._stamp = stamp  # warn once per change, not on every request
                 return self._keys
             self._stamp, self._keys = stamp, keys
         return self._keys
