@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from appliance.backup.wire import encode_header
 from appliance.client.backup import BackupClient, BackupRefused, BoxAddress
 from appliance.control import control_request
+from appliance.status import read_status_once
 from appliance.transport.noise import Keypair
 from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.backup import BackupBox
@@ -211,6 +213,12 @@ def test_export_command_writes_a_consistent_0600_tar(box: BackupBox) -> None:
         c.close()
 
     asyncio.run(fill())
+    # the status bus says what the display and `appliance status` show
+    state = read_status_once(box.run_dir)["backup"]
+    assert state.status is not None and state.status.phase == "ready"
+    counters = state.status.counters
+    assert counters["clients"] == 1 and counters["streams"] == 1 and counters["appends"] == 5
+    assert counters["bytes"] > 0 and abs(counters["last_write"] - time.time()) < 60
     result = control_request(box.endpoint, "export", timeout=30)
     path = Path(result["path"])
     assert path == box.data_dir / "backup" / "export.bin"
