@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("show", parents=[common],
                     help="print the pairing code while the window is open")
 
+    backup = sub.add_parser("backup", help="the channel-state backup agent (docs/backup.md)")
+    bsub = backup.add_subparsers(dest="backup_command", required=True)
+    bsub.add_parser("status", parents=[common], help="clients, streams, bytes used")
+    bsub.add_parser("export", parents=[common], help="write <data_dir>/backup/export.bin now")
+
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
     return p
@@ -92,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _wallet(cfg, args)
     if args.command == "pairing":
         return _pairing(cfg, args)
+    if args.command == "backup":
+        return _backup(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
@@ -152,6 +159,22 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
                 print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
                 return 1
             print(result["payload"])
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _backup(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    endpoint = cfg.control_endpoint("backup")
+    try:
+        if args.backup_command == "export":
+            result = control_request(endpoint, "export", timeout=300)
+            print(f"{result['streams']} streams exported to {result['path']}")
+        else:
+            print(json.dumps(control_request(endpoint, "status"), indent=2))
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
