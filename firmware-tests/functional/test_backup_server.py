@@ -230,6 +230,10 @@ def test_export_command_writes_a_consistent_0600_tar(box: BackupBox) -> None:
         assert index["streams"][0]["version"] == 5
         log = tar.extractfile(f"streams/{SID}/log-0000000001").read()  # type: ignore[union-attr]
         assert b"rec5" in log
+    # the operator's command does the same
+    out = subprocess.run([str(Path(sys.executable).parent / "appliance"), "backup", "export",
+                          "--config", str(box.config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"1 streams exported to {path}" in out.stdout
 
 
 def client(state: Path, *args: str, stdin: str | None = None, check: bool = True) -> Any:
