@@ -86,7 +86,7 @@ class BackupServer:
     on_change: Callable[[], None] = lambda: None
     counters: BackupCounters = field(default_factory=BackupCounters)
     server: NoiseServer | None = None
-    live: set[bytes] = field(default_factory=set)
+    live: dict[bytes, int] = field(default_factory=dict)  # client key -> open connections
 
     async def start(self, host: str, port: int) -> None:
         self.server = await start_server(self._serve, host, port, Keypair.of(self.node_key))
@@ -107,6 +107,7 @@ class BackupServer:
         pubkey = stream.remote_static
         self.counters.connections += 1
         owner = pubkey.hex()
+        counted = False
         try:
             while True:
                 try:
@@ -123,13 +124,18 @@ class BackupServer:
                         "error": "this client's key is not paired with the box "
                                  "(appliance-client pair), or was revoked"})
                     return
-                self.live.add(pubkey)
+                if not counted:
+                    counted = True
+                    self.live[pubkey] = self.live.get(pubkey, 0) + 1
                 if not await self._handle(stream, owner, header):
                     return
         except _GONE:
             pass
         finally:
-            self.live.discard(pubkey)
+            if counted:
+                self.live[pubkey] -= 1
+                if not self.live[pubkey]:
+                    del self.live[pubkey]
             self.on_change()
 
     async def _reply(self, stream: NoiseStream, header: dict[str, Any], payload: Any = ()) -> None:
