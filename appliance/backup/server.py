@@ -205,7 +205,7 @@ class BackupServer:
         try:
             writer: SnapshotWriter | None = self.store.begin_snapshot(
                 owner, _stream_id(req), str(req.get("kind")), _u32(req.get("version")), size,
-                takeover=bool(req.get("takeover")))
+                takeover=bool(req.get("takeover")), carry=bool(req.get("carry")))
         except StoreError as exc:
             self.counters.errors += 1
             log.info("snapshot refused for %s: %s", owner[:16], exc)
@@ -219,7 +219,13 @@ class BackupServer:
             async for part in recv_payload(stream, size):
                 writer.write(part)
             self.counters.bytes_in += size
-            info = writer.commit()
+            try:
+                info = writer.commit()
+            except StoreError as exc:  # a carried snapshot that went stale meanwhile
+                writer = None
+                self.counters.errors += 1
+                await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
+                return True
             writer = None
         finally:
             if writer is not None:

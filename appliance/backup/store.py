@@ -211,10 +211,11 @@ class SnapshotWriter:
     """A snapshot being uploaded: bytes go to a temporary file until :meth:`commit`."""
 
     def __init__(self, store: Store, stream: _Stream | None, sid: str, owner: str, kind: str,
-                 version: int, size: int) -> None:
+                 version: int, size: int, carry: bool = False) -> None:
         self._store = store
         self._stream = stream
         self.sid, self.owner, self.kind, self.version, self.size = sid, owner, kind, version, size
+        self.carry = carry
         self.path = store.root / "streams" / sid
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tmp = self.path / f".upload-{os.getpid()}-{id(self):x}"
@@ -238,7 +239,11 @@ class SnapshotWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._done = True
-        return self._store._install(self, self._tmp)
+        try:
+            return self._store._install(self, self._tmp)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         if not self._done:
@@ -399,7 +404,10 @@ class Store:
         return stream
 
     def begin_snapshot(self, owner: str, sid: str, kind: str, version: int, size: int, *,
-                       takeover: bool = False) -> SnapshotWriter:
+                       takeover: bool = False, carry: bool = False) -> SnapshotWriter:
+        """Start a new generation. ``carry``: the snapshot is of version ``version``, taken
+        while appends went on; the records after ``version`` move into the new log when it
+        is committed (a background compaction that never holds up the writer)."""
         if not _STREAM_RE.fullmatch(sid):
             raise StoreError("bad-request", "stream must be 64 lower-case hex digits")
         if kind not in KINDS:
@@ -417,11 +425,13 @@ class Store:
             freed = sum(g.bytes for g in stream.generations[:len(stream.generations) - kept + 1])
             if stream.owner != owner:
                 freed = 0  # the bytes move to the new owner's account
+        if carry and (stream is None or stream.owner != owner or kind != "cln"):
+            raise StoreError("bad-request", "carry needs an existing cln stream of this client")
         used = self.usage(owner) - freed
         if used + SNAP_HEADER.size + size > self.quota_bytes:
             raise StoreError("quota", f"quota exceeded: a {size}-byte snapshot needs "
                              f"{used + SNAP_HEADER.size + size} of {self.quota_bytes} bytes")
-        return SnapshotWriter(self, stream, sid, owner, kind, version, size)
+        return SnapshotWriter(self, stream, sid, owner, kind, version, size, carry)
 
     def _install(self, w: SnapshotWriter, tmp: Path) -> StreamInfo:
         stream = self._streams.get(w.sid)
@@ -429,12 +439,26 @@ class Store:
         if stream is None or stream.owner != w.owner:
             write_secret_file(w.path / "meta.json",
                               json.dumps({"owner": w.owner, "kind": w.kind}).encode())
+        carried = self._carried(stream, w) if w.carry else []
         log_path = w.path / _name("log", number)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        records: list[Record] = []
+        log_size = 0
+        if carried:
+            assert stream is not None
+            src = os.open(stream.path / _name("log", stream.current.number), os.O_RDONLY)
+            try:
+                for rec in carried:  # header and sealed payload, byte for byte
+                    raw = os.pread(src, LOG_HEADER.size + rec.size, rec.offset - LOG_HEADER.size)
+                    os.write(fd, raw)
+                    records.append(Record(rec.version, log_size + LOG_HEADER.size, rec.size))
+                    log_size += len(raw)
+            finally:
+                os.close(src)
         os.fsync(fd)
         os.rename(tmp, w.path / _name("snap", number))
         _fsync_dir(w.path)  # from here the new generation is the current one
-        gen = _Generation(number, w.version, w.size)
+        gen = _Generation(number, w.version, w.size, log_size, records)
         if stream is None:
             stream = _Stream(w.sid, w.path, w.owner, w.kind, [gen], log_fd=fd)
             self._streams[w.sid] = stream
@@ -452,6 +476,20 @@ class Store:
             _fsync_dir(w.path)
         stream.last_write = time.time()
         return self._info(stream)
+
+    def _carried(self, stream: _Stream | None, w: SnapshotWriter) -> list[Record]:
+        """The current log's records after version ``w.version`` (checked at commit time:
+        the log grew during the upload)."""
+        assert stream is not None
+        cur = stream.current
+        resolved = resolve(cur.records)
+        if cur.snap_version == w.version:
+            return resolved
+        for i, rec in enumerate(resolved):
+            if rec.version == w.version:
+                return resolved[i + 1:]
+        raise StoreError("gap", f"version {w.version} is not in the current log: "
+                         "the snapshot is stale, take a new one")
 
     # --- reads ------------------------------------------------------------------------------------
     def capture(self, sid: str, generation: int | None = None) -> Capture:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ..backup.sealed import seal, unseal
 
 __all__ = ["ClnKeys", "RestoreError", "cln_keys", "rebuild_database", "seal_change", "seal_snapshot",
-           "snapshot_database", "unseal_change", "unseal_snapshot"]
+           "snapshot_database", "snapshot_with_version", "unseal_change", "unseal_snapshot"]
 
 _U32 = 1 << 32
 
@@ -98,13 +98,23 @@ def snapshot_database(path: Path, timeout: float = 10.0) -> bytes:
     """The committed state of the sqlite database at ``path``, read with SQLite's backup
     API over a read-only connection (consistent even while lightningd holds its write
     transaction open, which it does while it waits for the db_write hook)."""
+    return snapshot_with_version(path, timeout)[0]
+
+
+def snapshot_with_version(path: Path, timeout: float = 10.0) -> tuple[bytes, int | None]:
+    """:func:`snapshot_database` and the data_version that copy is at (lightningd's
+    ``vars`` row, as a u32), or None when the database has none yet."""
     if not path.exists():
-        return b""
+        return b"", None
     src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
     dst = sqlite3.connect(":memory:")
     try:
         src.backup(dst)
-        return bytes(dst.serialize())
+        try:
+            row = dst.execute("SELECT intval FROM vars WHERE name = 'data_version'").fetchone()
+        except sqlite3.Error:
+            row = None
+        return bytes(dst.serialize()), None if row is None else int(row[0]) % _U32
     finally:
         src.close()
         dst.close()

@@ -16,8 +16,13 @@ lightningd hook documentation, as cldcb applies them):
 
 * ``v == last + 1`` (mod 2^32): append the batch to the log;
 * ``v == last``: the previous batch never committed; the append replaces it;
-* anything else, no backup yet, or the box asking for compaction: upload a snapshot of
-  the committed database (state ``v - 1``) and the batch, pipelined: one round trip.
+* anything else, or no backup yet: upload a snapshot of the committed database (state
+  ``v - 1``) and the batch, pipelined: one round trip plus the upload.
+
+When the box says the log outgrew the snapshot (``snapshot_wanted``), a background
+thread takes a snapshot on its own connection, labelled with the data_version read from
+that copy, and the box carries the records after it into the new generation; the hook
+keeps appending meanwhile, so compaction never holds lightningd up.
 
 ``continue`` is answered only after the box acknowledged (fsynced) the batch. If the
 box cannot be reached within ``retry_s`` (default 60 s) or refuses (quota), the plugin
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +44,12 @@ from typing import Any
 
 from ..transport.noise import Keypair
 from .backup import GONE, BackupClient, BackupRefused, BoxAddress
-from .cln import seal_change, seal_snapshot, snapshot_database
+from .cln import seal_change, seal_snapshot, snapshot_database, snapshot_with_version
 
 __all__ = ["ClnBackup", "PluginSettings", "main"]
 
 _U32 = 1 << 32
+_COMPACT_ERRORS: tuple[type[BaseException], ...] = (*GONE, BackupRefused, ValueError)
 CONFIG_NAME = "cln-backup.json"
 
 
@@ -85,10 +92,14 @@ class ClnBackup:
         self.loop = asyncio.new_event_loop()
         self.client: BackupClient | None = None
         self.version: int | None = None  # the box's last acknowledged version
-        self.snapshot_wanted = False
-        self.stats = {"appends": 0, "snapshots": 0, "reconnects": 0}
+        self.need_snapshot = False  # no stream yet, or another client key owns it
+        self.stats = {"appends": 0, "snapshots": 0, "reconnects": 0, "compactions": 0,
+                      "compactions_failed": 0}
+        self._compactor: threading.Thread | None = None
 
     def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.join()
         if self.client is not None:
             self.client.close()
         self.loop.close()
@@ -118,9 +129,9 @@ class ClnBackup:
         if self.version is None:
             info = await self.client.request({"op": "info", "stream": self.s.stream})
             self.version = int(info["version"]) if info["exists"] else None
-            self.snapshot_wanted = not info["exists"] or info.get("owner") != self.s.key.public.hex()
+            self.need_snapshot = not info["exists"] or info.get("owner") != self.s.key.public.hex()
         last = self.version
-        if last is not None and not self.snapshot_wanted and dv in (last, (last + 1) % _U32):
+        if last is not None and not self.need_snapshot and dv in (last, (last + 1) % _U32):
             change = seal_change(self.s.node_id, self.s.stream, dv, writes)
             try:
                 reply = await self.client.request(
@@ -134,7 +145,41 @@ class ClnBackup:
         else:
             reply = await self._snapshot(dv, writes)
         self.version = dv
-        self.snapshot_wanted = bool(reply.get("snapshot_wanted"))
+        self.need_snapshot = False
+        if reply.get("snapshot_wanted"):
+            self._start_compaction()
+
+    def _start_compaction(self) -> None:
+        if self._compactor is not None and self._compactor.is_alive():
+            return
+        self._compactor = threading.Thread(target=self._compact, name="hearth-compact", daemon=True)
+        self._compactor.start()
+
+    def _compact(self) -> None:
+        """A fresh snapshot in the background (own event loop, own connection)."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._compact_async())
+            self.stats["compactions"] += 1
+        except _COMPACT_ERRORS as exc:
+            # Harmless: the log stays valid, and the next append asks again.
+            self.stats["compactions_failed"] += 1
+            self.log(f"background compaction skipped: {exc}")
+        finally:
+            loop.close()
+
+    async def _compact_async(self) -> None:
+        database, version = snapshot_with_version(self.s.db)
+        if version is None:
+            raise ValueError("the database has no data_version yet")
+        blob = seal_snapshot(self.s.node_id, self.s.stream, version, database)
+        client = await BackupClient.connect(self.s.box, self.s.key)
+        try:
+            await client.request({"op": "snapshot", "stream": self.s.stream, "kind": "cln",
+                                  "version": version, "carry": True}, blob)
+        finally:
+            client.close()
+        self.log(f"compacted: snapshot at data_version {version} ({len(database)} bytes)")
 
     async def _snapshot(self, dv: int, writes: list[str]) -> dict[str, Any]:
         assert self.client is not None

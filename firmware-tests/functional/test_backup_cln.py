@@ -23,6 +23,7 @@ from functional.framework.backup import (
     PluginHalted,
     dump_database,
 )
+from functional.framework.util import wait_until
 
 pytestmark = pytest.mark.skipif(not INTEROP_PYTHON.exists(),
                                 reason="scripts/setup-interop makes the plugin's venv")
@@ -121,13 +122,19 @@ def test_plugin_backs_up_every_commit_and_restore_matches(tmp_path: Path, box: B
     ld.transaction(channel_tx(300))
     assert box.status()["counters"]["snapshots"] == before + 1
 
-    # Compaction: the log outgrows the snapshot (16 KiB floor here), the box asks for a
-    # fresh one, and the plugin sends it with the next write.
+    # Compaction: the log outgrows the snapshot (16 KiB floor here) and the box says so;
+    # the plugin snapshots in the background while the hook keeps appending, and the box
+    # carries the records written meanwhile into the new generation.
     before = box.status()["counters"]["snapshots"]
     for i in range(120):
         ld.transaction([f"INSERT INTO channels (peer_id, state, msat, blob) VALUES "
                         f"(1, 1, {i}, X'{secrets.token_hex(400)}')"])
-    assert box.status()["counters"]["snapshots"] > before
+    wait_until(lambda: box.status()["counters"]["snapshots"] > before, timeout=30)
+    for i in range(20):
+        ld.transaction(channel_tx(500 + i))
+    assert any("compacted: snapshot at data_version" in line for line in ld.logs)
+    with_log = restore(tmp_path, box, hsm, "after-compaction")
+    assert dump_database(with_log) == dump_database(db)
     ld.transaction(channel_tx(400))
     ld.close()
 

@@ -275,3 +275,31 @@ def test_unreachable_box_is_a_clear_error(tmp_path: Path, box: BackupBox) -> Non
     box.stop()
     res = client(state, "backup", "--port", str(box.port), "list", check=False)
     assert res.returncode == 1 and "unreachable" in res.stderr
+
+
+def test_carried_snapshot_over_the_wire_keeps_writes_made_during_the_upload(box: BackupBox) -> None:
+    key = Keypair.generate()
+    box.pair(key.public)
+
+    async def scenario() -> None:
+        writer = await _open(box, key)
+        await _start_stream(writer)
+        for v in range(1, 6):
+            await writer.request({"op": "append", "stream": SID, "version": v}, f"r{v}".encode())
+        compactor = await connect("127.0.0.1", box.port, key, box.key)
+        snapshot = b"db@3" * 50_000  # 200 kB: several Noise messages
+        await compactor.send(encode_header({"op": "snapshot", "stream": SID, "kind": "cln",
+                                            "version": 3, "carry": True, "size": len(snapshot)}))
+        await compactor.send(snapshot[:60_000])
+        await writer.request({"op": "append", "stream": SID, "version": 6}, b"r6")  # meanwhile
+        for i in range(60_000, len(snapshot), 60_000):
+            await compactor.send(snapshot[i:i + 60_000])
+        reply = await BackupClient(compactor, 10).reply()
+        assert reply["generation"] == 2
+        compactor.close()
+        data = await writer.read(SID)
+        assert data.snapshot_version == 3 and data.snapshot == snapshot
+        assert data.records == [(4, b"r4"), (5, b"r5"), (6, b"r6")]
+        writer.close()
+
+    asyncio.run(scenario())

@@ -243,3 +243,42 @@ def test_restore_export_refuses_foreign_members(tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"not a tar")
     with pytest.raises(ExportError):
         restore_export(tmp_path / "junk", tmp_path / "box")
+
+
+def test_background_compaction_carries_the_later_records(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _snapshot(store, 0, b"db@0")
+    for v in range(1, 6):
+        store.append(A, SID, v, f"r{v}".encode())
+    w = store.begin_snapshot(A, SID, "cln", 3, 4, carry=True)  # the db read at version 3
+    w.write(b"db@3")
+    store.append(A, SID, 5, b"r5'")  # the writer goes on meanwhile, even replacing
+    store.append(A, SID, 6, b"r6")
+    w.commit()
+    expect = [(4, b"r4"), (5, b"r5'"), (6, b"r6")]
+    assert _records(store) == expect
+    store.append(A, SID, 7, b"r7")
+    store.close()
+    again = _store(tmp_path)
+    assert _records(again) == [*expect, (7, b"r7")]
+    info = again.info(SID)
+    assert info is not None and info.generations == [2] and info.version == 7
+
+
+def test_a_stale_carried_snapshot_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _snapshot(store, 10, b"db@10")
+    store.append(A, SID, 11, b"a")
+    w = store.begin_snapshot(A, SID, "cln", 7, 4, carry=True)  # older than the log
+    w.write(b"db@7")
+    with pytest.raises(StoreError) as err:
+        w.commit()
+    assert err.value.code == "gap"
+    assert _records(store) == [(11, b"a")]
+    assert not list((tmp_path / "streams" / SID).glob(".upload-*"))
+    w = store.begin_snapshot(A, SID, "cln", 10, 5, carry=True)  # = the snapshot: keeps all
+    w.write(b"db@10")
+    w.commit()
+    assert _records(store) == [(11, b"a")]
+    with pytest.raises(StoreError):
+        store.begin_snapshot(B, SID, "cln", 11, 1, carry=True)
