@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="print the watchtower_url for Electrum (it contains the password)")
     tstatus = tsub.add_parser("status", parents=[common], help="sweeps, appointments, breaches")
     tstatus.add_argument("--json", action="store_true")
+    backup = sub.add_parser("backup", help="the channel-state backup agent (docs/backup.md)")
+    bsub = backup.add_subparsers(dest="backup_command", required=True)
+    bsub.add_parser("status", parents=[common], help="clients, streams, bytes used")
+    bsub.add_parser("export", parents=[common], help="write <data_dir>/backup/export.bin now")
 
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
@@ -101,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pairing(cfg, args)
     if args.command == "tower":
         return _tower(cfg, args)
+    if args.command == "backup":
+        return _backup(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
@@ -186,6 +192,22 @@ def _tower(cfg: Config, args: argparse.Namespace) -> int:
                       f"{status['channels']} channels / {status['sweeps']} sweeps, "
                       f"{status['users']} users / {status['appointments']} appointments, "
                       f"{status['breaches']} breaches answered")
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _backup(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    endpoint = cfg.control_endpoint("backup")
+    try:
+        if args.backup_command == "export":
+            result = control_request(endpoint, "export", timeout=300)
+            print(f"{result['streams']} streams exported to {result['path']}")
+        else:
+            print(json.dumps(control_request(endpoint, "status"), indent=2))
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

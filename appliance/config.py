@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "NETWORKS",
+    "BackupSection",
     "ButtonSection",
     "Config",
     "DisplaySection",
@@ -163,6 +164,17 @@ class TowerSection:
 
 
 @dataclass(frozen=True)
+class BackupSection:
+    port: int = _opt(50004, "BOLT-08 (Noise) port of the channel-state backup agent; 0 = off.",
+                     minimum=0)
+    bind: str = _opt("0.0.0.0", "Address the backup agent binds.")
+    quota_mib: int = _opt(256, "Backup space each paired client may use, MiB.", minimum=1)
+    file_versions: int = _opt(3, "Versions kept of each pushed file (backup push).", minimum=1)
+    compact_min_kib: int = _opt(1024, "Ask a client for a fresh snapshot once its log is larger "
+                                "than both its snapshot and this, KiB.", minimum=1)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -177,6 +189,7 @@ class Config:
     display: DisplaySection = field(default_factory=DisplaySection)
     button: ButtonSection = field(default_factory=ButtonSection)
     tower: TowerSection = field(default_factory=TowerSection)
+    backup: BackupSection = field(default_factory=BackupSection)
     log: LogSection = field(default_factory=LogSection)
     path: Path | None = None
 

@@ -27,6 +27,7 @@ SERVICES: dict[str, str] = {
     "display": "appliance.devices.display_service",
     "button": "appliance.devices.button_service",
     "tower": "appliance.tower.service",
+    "backup": "appliance.backup.service",
 }
 
 

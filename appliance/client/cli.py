@@ -4,6 +4,7 @@
     appliance-client tunnel [--listen 127.0.0.1:50001]
     appliance-client tunnel --to tower [--listen 127.0.0.1:9814]
     appliance-client status
+    appliance-client backup setup-cln|restore|push|fetch|list   (see backup_cli.py)
 
 ``pair`` makes this computer's key (``<state>/client_key``, 0600) if needed, connects to
 the box named in the pairing code over BOLT-08, redeems the one-time token and stores
@@ -30,6 +31,7 @@ from ..identity import write_secret_file
 from ..pairing.payload import PairingPayload, PayloadError
 from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
 from ..transport.stream import STREAM_ERRORS, NoiseStream, connect
+from . import backup_cli
 
 __all__ = ["main"]
 
@@ -184,11 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(Electrum watchtower_url=http://127.0.0.1:9814, TEOS clients)")
     tunnel.add_argument("--box-port", type=int, help="the box's Noise port for that service")
     sub.add_parser("status", help="ask the box what it is doing")
+    backup_cli.add_parser(sub)
     args = p.parse_args(argv)
     state = _state_dir(args.state_dir)
     try:
         if args.command == "pair":
             return asyncio.run(_pair(state, args.code, args.label))
+        if args.command == "backup":
+            return backup_cli.run(state, args)
         if args.command == "tunnel":
             listen = args.listen or ("127.0.0.1:9814" if args.to == "tower" else "127.0.0.1:50001")
             return asyncio.run(_tunnel(state, listen, args.to, args.box_port))

@@ -47,3 +47,12 @@ def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     cfg.write_text('[hearth]\nnetwork = "signet"\n')
     assert main(["config", "check", "--config", str(cfg)]) == 0
     assert "ok (signet)" in capsys.readouterr().out
+
+
+def test_backup_commands_say_when_the_service_is_down(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "hearth.toml"
+    cfg.write_text(f'[hearth]\nrun_dir = "{tmp_path / "run"}"\n')
+    for command in ("status", "export"):
+        assert main(["backup", command, "--config", str(cfg)]) == 1
+        assert "not running" in capsys.readouterr().err

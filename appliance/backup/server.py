@@ -1,0 +1,268 @@
+"""The backup agent's Noise listener: paired clients store and read their sealed backups.
+
+Authentication is the Noise handshake itself: the client's static key is known after
+act three and must be in the pairing whitelist (the file the pairing gate writes, read
+again whenever it changes, so a new pairing or a revocation takes effect on the next
+request). An unpaired key gets one clear error reply and the connection is closed; only
+someone who knows the box's public key (from the pairing QR) can get that far.
+
+Every write is on the card before its reply goes out (see :mod:`.store`), so a reply
+``{"ok": true}`` is the acknowledgement the client waits for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..identity import NodeKey
+from ..transport.noise import Keypair
+from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
+from .store import MAX_RECORD, SnapshotWriter, Store, StoreError
+from .wire import PROTOCOL_VERSION, WireError, recv_header, recv_payload, send_message
+
+__all__ = ["BackupCounters", "BackupServer", "PairedKeys"]
+
+log = logging.getLogger("backup")
+
+_GONE: tuple[type[BaseException], ...] = (*STREAM_ERRORS, ConnectionError)
+_IDLE_TIMEOUT = 3600.0  # a plugin holds its connection open between db_writes
+
+
+class PairedKeys:
+    """The paired client keys, from the pairing store's JSON file, re-read on change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._keys: frozenset[bytes] = frozenset()
+
+    def current(self) -> frozenset[bytes]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._keys = None, frozenset()
+            return self._keys
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp != self._stamp:
+            try:
+                items = json.loads(self.path.read_text())
+                keys = frozenset(bytes.fromhex(item["pubkey"]) for item in items)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Half-written by hand or corrupt: keep the last good list, say so.
+                log.warning("cannot read the paired clients at %s (%s); keeping %d keys",
+                            self.path, exc, len(self._keys))
+                self._stamp = stamp  # warn once per change, not on every request
+                return self._keys
+            self._stamp, self._keys = stamp, keys
+        return self._keys
+
+    def __contains__(self, pubkey: bytes) -> bool:
+        return pubkey in self.current()
+
+
+@dataclass
+class BackupCounters:
+    connections: int = 0
+    refused: int = 0  # unpaired keys turned away
+    appends: int = 0
+    snapshots: int = 0
+    reads: int = 0
+    errors: int = 0  # refused requests (quota, gap, bad input)
+    bytes_in: int = 0
+
+
+@dataclass
+class BackupServer:
+    store: Store
+    node_key: NodeKey
+    paired: PairedKeys
+    on_change: Callable[[], None] = lambda: None
+    counters: BackupCounters = field(default_factory=BackupCounters)
+    server: NoiseServer | None = None
+    live: dict[bytes, int] = field(default_factory=dict)  # client key -> open connections
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await start_server(self._serve, host, port, Keypair.of(self.node_key))
+        log.info("backup agent on port %d: %d streams, %d bytes", self.port,
+                 len(self.store.streams()), self.store.total_bytes)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, stream: NoiseStream) -> None:
+        pubkey = stream.remote_static
+        self.counters.connections += 1
+        owner = pubkey.hex()
+        counted = False
+        try:
+            while True:
+                try:
+                    header = await recv_header(stream, timeout=_IDLE_TIMEOUT)
+                except WireError as exc:
+                    self.counters.errors += 1
+                    await self._reply(stream, {"ok": False, "code": "bad-request", "error": str(exc)})
+                    return  # cannot tell where the next message starts
+                if pubkey not in self.paired:
+                    self.counters.refused += 1
+                    log.info("refused backup request from unpaired key %s", owner[:16])
+                    await self._reply(stream, {
+                        "ok": False, "code": "unpaired",
+                        "error": "this client's key is not paired with the box "
+                                 "(appliance-client pair), or was revoked"})
+                    return
+                if not counted:
+                    counted = True
+                    self.live[pubkey] = self.live.get(pubkey, 0) + 1
+                if not await self._handle(stream, owner, header):
+                    return
+        except _GONE:
+            pass
+        finally:
+            if counted:
+                self.live[pubkey] -= 1
+                if not self.live[pubkey]:
+                    del self.live[pubkey]
+            self.on_change()
+
+    async def _reply(self, stream: NoiseStream, header: dict[str, Any], payload: Any = ()) -> None:
+        with contextlib.suppress(*_GONE):
+            await send_message(stream, header, payload)
+
+    async def _drain(self, stream: NoiseStream, size: int) -> None:
+        async for _ in recv_payload(stream, size):
+            pass
+
+    async def _handle(self, stream: NoiseStream, owner: str, req: dict[str, Any]) -> bool:
+        """One request; False closes the connection (the stream cannot be resynchronised)."""
+        op = req.get("op")
+        size = int(req.get("size", 0))
+        try:
+            if op == "hello":
+                await self._reply(stream, {"ok": True, "v": PROTOCOL_VERSION,
+                                           "quota": self.store.quota_bytes,
+                                           "used": self.store.usage(owner)})
+            elif op == "info":
+                info = self.store.info(_stream_id(req))
+                await self._reply(stream, {"ok": True, "exists": info is not None,
+                                           **(info.as_dict() if info else {})})
+            elif op == "list":
+                await self._reply(stream, {"ok": True, "quota": self.store.quota_bytes,
+                                           "used": self.store.usage(owner),
+                                           "streams": [i.as_dict() for i in self.store.streams(owner)]})
+            elif op == "append":
+                return await self._append(stream, owner, req, size)
+            elif op == "snapshot":
+                return await self._snapshot(stream, owner, req, size)
+            elif op == "read":
+                await self._read(stream, req)
+            else:
+                raise StoreError("bad-request", f"unknown op {op!r}")
+            if op not in ("append", "snapshot") and size:
+                await self._drain(stream, size)  # an op without payload given one
+        except StoreError as exc:
+            self.counters.errors += 1
+            log.info("backup request %s from %s refused: %s", op, owner[:16], exc)
+            if op not in ("append", "snapshot") and size:
+                return False
+            await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
+        return True
+
+    async def _append(self, stream: NoiseStream, owner: str, req: dict[str, Any], size: int) -> bool:
+        if size > MAX_RECORD:
+            await self._reply(stream, {"ok": False, "code": "too-large",
+                                       "error": f"a record is at most {MAX_RECORD} bytes"})
+            return False
+        payload = b"".join([part async for part in recv_payload(stream, size)])
+        self.counters.bytes_in += size
+        try:
+            result = self.store.append(owner, _stream_id(req), _u32(req.get("version")), payload)
+        except StoreError as exc:
+            self.counters.errors += 1
+            log.info("append refused for %s: %s", owner[:16], exc)
+            await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
+            return True
+        self.counters.appends += 1
+        self.on_change()
+        await self._reply(stream, {"ok": True, "version": result.version, "replaced": result.replaced,
+                                   "snapshot_wanted": result.snapshot_wanted})
+        return True
+
+    async def _snapshot(self, stream: NoiseStream, owner: str, req: dict[str, Any], size: int) -> bool:
+        try:
+            writer: SnapshotWriter | None = self.store.begin_snapshot(
+                owner, _stream_id(req), str(req.get("kind")), _u32(req.get("version")), size,
+                takeover=bool(req.get("takeover")), carry=bool(req.get("carry")))
+        except StoreError as exc:
+            self.counters.errors += 1
+            log.info("snapshot refused for %s: %s", owner[:16], exc)
+            await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
+            if size > 4 * self.store.quota_bytes:
+                return False  # not worth reading gigabytes just to throw them away
+            await self._drain(stream, size)
+            return True
+        assert writer is not None
+        try:
+            async for part in recv_payload(stream, size):
+                writer.write(part)
+            self.counters.bytes_in += size
+            try:
+                info = writer.commit()
+            except StoreError as exc:  # a carried snapshot that went stale meanwhile
+                writer = None
+                self.counters.errors += 1
+                await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
+                return True
+            writer = None
+        finally:
+            if writer is not None:
+                writer.abort()
+        self.counters.snapshots += 1
+        self.on_change()
+        await self._reply(stream, {"ok": True, **info.as_dict()})
+        return True
+
+    async def _read(self, stream: NoiseStream, req: dict[str, Any]) -> None:
+        generation = req.get("generation")
+        cap = self.store.capture(_stream_id(req), None if generation is None else int(generation))
+        try:
+            total = cap.snap_size + sum(r.size for r in cap.records)
+            header = {"ok": True, "size": total, "info": cap.info.as_dict(),
+                      "snapshot": {"version": cap.snap_version, "size": cap.snap_size},
+                      "records": [[r.version, r.size] for r in cap.records]}
+
+            def payload() -> Any:
+                yield from cap.read_snapshot()
+                for rec in cap.records:
+                    yield cap.read_record(rec)
+
+            self.counters.reads += 1
+            await send_message(stream, header, payload())
+        finally:
+            cap.close()
+
+
+def _stream_id(req: dict[str, Any]) -> str:
+    sid = req.get("stream")
+    if not isinstance(sid, str) or len(sid) != 64 or sid.strip("0123456789abcdef"):
+        raise StoreError("bad-request", "stream must be 64 lower-case hex digits")
+    return sid
+
+
+def _u32(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 32:
+        raise StoreError("bad-request", "version must be an integer in [0, 2^32)")
+    return value
