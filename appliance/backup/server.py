@@ -13,58 +13,24 @@ Every write is on the card before its reply goes out (see :mod:`.store`), so a r
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..identity import NodeKey
+from ..pairing.store import PairedKeys
 from ..transport.noise import Keypair
 from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
 from .store import MAX_RECORD, SnapshotWriter, Store, StoreError
 from .wire import PROTOCOL_VERSION, WireError, recv_header, recv_payload, send_message
 
-__all__ = ["BackupCounters", "BackupServer", "PairedKeys"]
+__all__ = ["BackupCounters", "BackupServer", "PairedKeys"]  # PairedKeys: from pairing.store
 
 log = logging.getLogger("backup")
 
 _GONE: tuple[type[BaseException], ...] = (*STREAM_ERRORS, ConnectionError)
 _IDLE_TIMEOUT = 3600.0  # a plugin holds its connection open between db_writes
-
-
-class PairedKeys:
-    """The paired client keys, from the pairing store's JSON file, re-read on change."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._keys: frozenset[bytes] = frozenset()
-
-    def current(self) -> frozenset[bytes]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._stamp, self._keys = None, frozenset()
-            return self._keys
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp != self._stamp:
-            try:
-                items = json.loads(self.path.read_text())
-                keys = frozenset(bytes.fromhex(item["pubkey"]) for item in items)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                # Half-written by hand or corrupt: keep the last good list, say so.
-                log.warning("cannot read the paired clients at %s (%s); keeping %d keys",
-                            self.path, exc, len(self._keys))
-                self._stamp = stamp  # warn once per change, not on every request
-                return self._keys
-            self._stamp, self._keys = stamp, keys
-        return self._keys
-
-    def __contains__(self, pubkey: bytes) -> bool:
-        return pubkey in self.current()
 
 
 @dataclass

@@ -1,19 +1,24 @@
 """The whitelist of paired client keys, in one small JSON file (0600, atomic writes).
 
 Owned by the process that runs the Noise listener; everything else changes it through
-that process's control socket.
+that process's control socket. Other services with their own Noise listeners (tower,
+backup) read it with :class:`PairedKeys`, which notices every change.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..identity import write_secret_file
 
-__all__ = ["PairedClient", "Whitelist"]
+__all__ = ["PairedClient", "PairedKeys", "Whitelist"]
+
+log = logging.getLogger("pairing")
 
 
 @dataclass(frozen=True)
@@ -56,3 +61,35 @@ class Whitelist:
         self.clients.clear()
         self._save()
         return revoked
+
+
+class PairedKeys:
+    """The paired client keys, from the pairing store's JSON file, re-read on change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._keys: frozenset[bytes] = frozenset()
+
+    def current(self) -> frozenset[bytes]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._keys = None, frozenset()
+            return self._keys
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp != self._stamp:
+            try:
+                items = json.loads(self.path.read_text())
+                keys = frozenset(bytes.fromhex(item["pubkey"]) for item in items)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Half-written by hand or corrupt: keep the last good list, say so.
+                log.warning("cannot read the paired clients at %s (%s); keeping %d keys",
+                            self.path, exc, len(self._keys))
+                self._stamp = stamp  # warn once per change, not on every request
+                return self._keys
+            self._stamp, self._keys = stamp, keys
+        return self._keys
+
+    def __contains__(self, pubkey: bytes) -> bool:
+        return pubkey in self.current()

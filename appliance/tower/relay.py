@@ -12,44 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from pathlib import Path
 
 from ..identity import NodeKey
+from ..pairing.store import PairedKeys
 from ..transport.noise import Keypair
 from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
 
-__all__ = ["PairedKeys", "TowerRelay"]
+__all__ = ["TowerRelay"]
 
 log = logging.getLogger("tower.relay")
 
 _CHUNK = 32 * 1024
-
-
-class PairedKeys:
-    """The whitelist file's public keys, re-read whenever the file changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._keys: frozenset[bytes] = frozenset()
-
-    def __contains__(self, pubkey: bytes) -> bool:
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            return False
-        if stamp != self._stamp:
-            try:
-                items = json.loads(self.path.read_text())
-                self._keys = frozenset(bytes.fromhex(i["pubkey"]) for i in items)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("cannot read the pairing whitelist %s: %s", self.path, exc)
-                self._keys = frozenset()
-            self._stamp = stamp
-        return pubkey in self._keys
 
 
 class TowerRelay:

@@ -25,10 +25,11 @@ from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret
 from ..node.rpc import BitcoinRPC, NodeError, RPCError
 from ..node.zmq_sub import Notification, ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
+from ..pairing.store import PairedKeys
 from ..status import Phase, StatusPublisher
 from .api import TowerAPI, TowerLimits
 from .http import BasicAuth, make_app
-from .relay import PairedKeys, TowerRelay
+from .relay import TowerRelay
 from .store import TowerStore
 from .watcher import BroadcastResult, Watcher, parse_raw_tx
 
