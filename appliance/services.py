@@ -26,6 +26,7 @@ SERVICES: dict[str, str] = {
     "indexer": "appliance.indexer.service",
     "display": "appliance.devices.display_service",
     "button": "appliance.devices.button_service",
+    "usb": "appliance.usb.service",
 }
 
 
