@@ -148,6 +148,8 @@ class UsbSection:
     export_timeout_s: float = _opt(30.0, "Seconds to wait for the backup service's export.", minimum=0.5)
     settle_s: float = _opt(1.0, "Wait after a stick appears before reading it (partitions show up).",
                            minimum=0.0)
+    phrase_gate: bool = _opt(True, "Show the recovery phrase at first boot and open pairing only "
+                             "after the owner acknowledged it with the button.")
     restart_after_restore: str = _opt(
         "supervisorctl restart hearth-indexer hearth-backup hearth-tower",
         "Command run after a first-boot restore so services load the restored identity; empty = none.")

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..config import Config
@@ -30,7 +31,10 @@ from .pages import (
     IndexPage,
     Page,
     PairingPage,
+    RecoveryWordsPage,
     SyncPage,
+    UsbBackupPage,
+    UsbBackupState,
     render,
 )
 
@@ -44,9 +48,16 @@ EXPECTED = ("node", "indexer")
 _ALTERNATE_S = 6.0  # the pairing page and the stock-wallet server page take turns
 
 
+_USB_STATES = {1: UsbBackupState.RUNNING, 2: UsbBackupState.OK, 3: UsbBackupState.FAILED}
+
+
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
-                started: float, now: float | None = None) -> tuple[Page, float | None, bool]:
-    """The page to show, with the age and staleness of the data behind it."""
+                started: float, now: float | None = None,
+                phrase: dict[str, Any] | None = None) -> tuple[Page, float | None, bool]:
+    """The page to show, with the age and staleness of the data behind it.
+
+    ``phrase`` is the usb service's ``phrase.words`` answer while the recovery phrase
+    is up: it goes before pairing (the gate opens only once it is acknowledged)."""
     for name in EXPECTED:
         st = states.get(name)
         if st is not None and st.stale and st.age_s is not None:
@@ -58,6 +69,18 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         # A program supervisord gave up on (FATAL) or stopped for restarting in a loop.
         return (ErrorPage("Service down", sup.status.detail or "see appliance status"),
                 sup.age_s, sup.stale)
+    usb = states.get("usb")
+    if usb is not None and usb.status is not None and not usb.stale:
+        # A stick is in: the owner is watching for "Backup OK".
+        state = _USB_STATES.get(int(usb.status.counters.get("backup_state", 0)))
+        if state is not None:
+            reason = usb.status.last_error or usb.status.detail if state is UsbBackupState.FAILED else ""
+            return UsbBackupPage(state, reason=reason or ""), usb.age_s, usb.stale
+    if phrase and phrase.get("words"):
+        words = tuple(str(w) for w in phrase["words"])
+        last = bool(phrase.get("last"))
+        return (RecoveryWordsPage(words, int(phrase["first"]), int(phrase["total"]),
+                                  hint="Wrote them? Press" if last else "Press: next"), None, False)
     if pairing and pairing.get("payload"):
         now = time.monotonic() if now is None else now
         server, fingerprint = pairing.get("tls_server"), pairing.get("tls_fingerprint")
@@ -85,6 +108,17 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
                          synced=node.status.phase == Phase.READY), node.age_s, node.stale)
     step = node.status.detail if node is not None and node.status is not None else "starting"
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
+
+
+def _phrase_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, Any] | None:
+    usb = states.get("usb")
+    if usb is None or usb.status is None or int(usb.status.counters.get("phrase_first", -1)) < 0:
+        return None
+    try:  # the words never travel on the bus: ask the usb service for this screen's
+        result = control_request(cfg.control_endpoint("usb"), "phrase.words", timeout=2)
+    except ControlError:
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str | None] | None:
@@ -117,7 +151,8 @@ async def main(cfg: Config) -> None:
             while True:
                 states = sub.snapshot()
                 pairing = await asyncio.to_thread(_pairing_info, cfg, states)
-                page, age, stale = choose_page(states, pairing, started)
+                phrase = await asyncio.to_thread(_phrase_info, cfg, states)
+                page, age, stale = choose_page(states, pairing, started, phrase=phrase)
                 overlay = _countdown(states)
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))
