@@ -34,6 +34,7 @@ from .stick import (
     probe,
     prune,
     read_back,
+    repair_fat,
     write_atomic,
 )
 
@@ -89,6 +90,7 @@ class UsbAgent:
         start = time.monotonic()
         try:
             target = probe(device, min_size=self.cfg.usb.min_size_mib * 2**20)
+            repair_fat(target)
             with mounted(target, Path(self.cfg.usb.mount_dir)) as root:
                 if (root / RESTORE_FILE).exists():
                     outcome = self._restore(root)

@@ -37,6 +37,7 @@ __all__ = [
     "probe",
     "prune",
     "read_back",
+    "repair_fat",
     "write_atomic",
 ]
 
@@ -165,6 +166,22 @@ def _mount_options(target: Target) -> list[str]:
     if not stat.S_ISBLK(target.device.stat().st_mode) or target.offset:
         opts += ["loop"] + ([f"offset={target.offset}", f"sizelimit={target.size}"] if target.offset else [])
     return opts
+
+
+def repair_fat(target: Target) -> bool:
+    """Check a FAT filesystem and, if a yank left it inconsistent, repair it the way a
+    desktop's "scan and fix" does (``fsck.fat -a``). FAT has no journal: without this a
+    stick pulled out mid-write can refuse every later write. True if it repaired."""
+    if target.fstype != "vfat" or target.offset or not shutil.which("fsck.fat"):
+        return False
+    if _run(["fsck.fat", "-n", str(target.device)], check=False).returncode == 0:
+        return False
+    for _ in range(3):  # one pass can leave work for the next (a dir pointing at freed space)
+        _run(["fsck.fat", "-a", "-w", str(target.device)], check=False)
+        if _run(["fsck.fat", "-n", str(target.device)], check=False).returncode == 0:
+            log.warning("repaired the FAT filesystem on %s (pulled out mid-write?)", target.device)
+            return True
+    raise StickError("stick's FAT is damaged beyond an automatic repair: reformat it")
 
 
 @contextlib.contextmanager
