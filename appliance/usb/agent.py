@@ -128,7 +128,18 @@ class UsbAgent:
             time.sleep(0.2)
             name = backup_name(box)
         self.on_progress(f"writing to {target.name}")
-        path = write_atomic(directory, name, data)
+        while True:
+            try:
+                path = write_atomic(directory, name, data)
+                break
+            except StickError as exc:
+                # Full, but holding several of our own backups: the oldest makes room
+                # (the newest existing one is never deleted before a new one is verified).
+                ours = backups_on(directory, box)
+                if not str(exc).startswith("stick is full") or len(ours) < 2:
+                    raise
+                log.info("stick full: deleting the oldest backup %s to make room", ours[-1].name)
+                ours[-1].unlink()
         self.on_progress(f"verifying on {target.name}")
         try:
             back = read_back(path)

@@ -258,6 +258,11 @@ def write_atomic(directory: Path, name: str, data: bytes) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        with contextlib.suppress(OSError):
+            vfs = os.statvfs(directory if directory.exists() else directory.parent)
+            if vfs.f_bavail * vfs.f_frsize < len(data) + 64 * 1024:
+                # Some drivers (fusefat) say EPERM when out of space: free space decides.
+                raise StickError("stick is full: free some space or use another stick") from None
         raise _explain(exc) from None
     return final
 
