@@ -462,3 +462,26 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
     assert meta_new["backup_agent"] == "last-export" and meta_new["export"] == b"LIVE-EXPORT"
     assert "not running" in str(meta_new["backup_agent_error"]) or "no answer" in str(
         meta_new["backup_agent_error"])
+
+
+@pytest.mark.slow
+def test_full_stick_with_older_backups_of_this_box_makes_room(base: Path) -> None:
+    cfg = box(base, min_size_mib=8)
+    export = cfg.service_dir("backup") / "export.bin"
+    export.parent.mkdir(parents=True)
+    export.write_bytes(os.urandom(2 * 2**20))  # each backup ~2 MiB
+    img = image(base / "stick.img", "ext4", 8)
+    with loop(img) as dev:
+        for _ in range(2):
+            assert UsbAgent(cfg).handle(dev).ok
+        with inspect(dev, cfg) as root:
+            old = sorted(p.name for p in (root / "HEARTH").iterdir())
+            vfs = os.statvfs(root)  # leave ~1 MiB free: less than one backup
+            subprocess.run(["fallocate", "-l", str(vfs.f_bavail * vfs.f_frsize - 2**20),
+                            str(root / "filler")], check=True)
+        outcome = UsbAgent(cfg).handle(dev)
+        assert outcome.ok, outcome
+        with inspect(dev, cfg) as root:
+            now = sorted(p.name for p in (root / "HEARTH").iterdir())
+            assert len(now) == 2 and now[0] == old[1] and now[1] not in old  # the oldest made room
+            assert (root / "filler").exists()
