@@ -29,8 +29,11 @@ import pytest
 
 from appliance.config import Config, load_config
 from appliance.control import ControlServer, control_request
+from appliance.devices.button_service import _phrase_press
+from appliance.devices.display_service import _phrase_info, choose_page
+from appliance.devices.pages import RecoveryWordsPage, render
 from appliance.identity import box_id, derive_secp256k1, load_or_create_hsm_secret, recovery_phrase
-from appliance.status import StatusPublisher
+from appliance.status import ServiceState, StatusPublisher
 from appliance.usb.agent import RESTORE_FILE, UsbAgent
 from appliance.usb.archive import decrypt_backup
 from appliance.usb.phrase import is_acknowledged
@@ -419,6 +422,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
         return {"path": str(export_file)}
 
     async def scenario() -> list[dict[str, object]]:
+        assert not _phrase_press(cfg)  # no usb service: a press is a pairing press
         results = []
         backup_server = ControlServer(cfg.control_endpoint("backup"), {"export": export})
         serving = asyncio.create_task(backup_server.serve())
@@ -427,15 +431,23 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
             task = asyncio.create_task(service.run())
             try:
                 ask = control_request
-                assert bus.status.counters["phrase_first"] == 0
-                words = await asyncio.to_thread(ask, cfg.control_endpoint("usb"), "phrase.words")
-                assert words["words"] == phrase_of(cfg).split()[:4] and words["first"] == 1
-                for _ in range(3):
-                    pressed = await asyncio.to_thread(ask, cfg.control_endpoint("usb"), "phrase.press")
-                    assert pressed["consumed"]
-                assert pressed["acknowledged"] and is_acknowledged(cfg)
-                again = await asyncio.to_thread(ask, cfg.control_endpoint("usb"), "phrase.press")
-                assert not again["consumed"]  # the button is the pairing button again
+                words = phrase_of(cfg).split()
+                for screen in range(3):
+                    # what the display does each frame: the bus says a phrase is up, the
+                    # words come over the control socket, the page shows them whole
+                    states = {"usb": ServiceState(bus.status, 0.1, False)}
+                    info = await asyncio.to_thread(_phrase_info, cfg, states)
+                    page, _, _ = choose_page(states, {"payload": "HEARTH:X"}, 0.0, phrase=info)
+                    assert isinstance(page, RecoveryWordsPage), page
+                    assert page.words == tuple(words[4 * screen:4 * screen + 4])
+                    assert render(page).getbbox() is not None
+                    assert not is_acknowledged(cfg)
+                    # what the button service does with a short press
+                    assert await asyncio.to_thread(_phrase_press, cfg)
+                assert is_acknowledged(cfg) and bus.status.counters["phrase_first"] == -1
+                states = {"usb": ServiceState(bus.status, 0.1, False)}
+                assert await asyncio.to_thread(_phrase_info, cfg, states) is None
+                assert not await asyncio.to_thread(_phrase_press, cfg)  # the pairing button again
                 with loop(img) as dev:
                     results.append(await asyncio.to_thread(
                         ask, cfg.control_endpoint("usb"), "backup", 120, device=str(dev)))
