@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import importlib
+import logging
+import os
 from pathlib import Path
 
 from ..config import Config
@@ -10,7 +13,9 @@ from ..identity import IdentityError, box_id, load_hsm_secret, write_secret_file
 from .archive import BackupContents
 from .phrase import acknowledge, own_like
 
-__all__ = ["RestoreError", "apply_restore", "normalize_phrase"]
+__all__ = ["RestoreError", "apply_restore", "import_agent_data", "normalize_phrase"]
+
+log = logging.getLogger("usb")
 
 
 class RestoreError(Exception):
@@ -45,10 +50,33 @@ def apply_restore(cfg: Config, contents: BackupContents, *, force: bool = False)
     cfg.hearth.data_dir.mkdir(parents=True, exist_ok=True)
     _write_owned(cfg, path, contents.hsm_secret)
     if contents.agent_export is not None:
-        # The backup service imports this on its next start (docs/usb-backup.md).
-        _write_owned(cfg, cfg.service_dir("backup") / "import.bin", contents.agent_export)
+        path = cfg.service_dir("backup") / "import.bin"
+        _write_owned(cfg, path, contents.agent_export)
+        log.info("backup-agent data: %s", import_agent_data(cfg, path))
     clients = cfg.service_dir("indexer") / "paired-clients.json"
     if contents.paired_clients is not None and (force or not clients.exists()):
         _write_owned(cfg, clients, contents.paired_clients)
     acknowledge(cfg)  # whoever restores holds the phrase already
     return contents.box_id
+
+
+def import_agent_data(cfg: Config, path: Path) -> str:
+    """Put the backup-agent export back with the backup service's own importer
+    (``appliance.backup.export.restore_export``) and delete ``path``; if that module is
+    not installed or refuses (it never overwrites existing streams), ``path`` stays for
+    the owner or the service. Returns what happened, for the log."""
+    try:
+        module = importlib.import_module("appliance.backup.export")
+    except ImportError:
+        return f"kept {path} (no backup service on this build)"
+    root = cfg.service_dir("backup")
+    try:
+        count = module.restore_export(path, root)
+    except (ValueError, OSError, getattr(module, "ExportError", ValueError)) as exc:
+        return f"kept {path}: {exc}"
+    for directory, _, files in os.walk(root):  # root made them; the service runs as hearth
+        own_like(Path(directory), cfg.hearth.data_dir)
+        for name in files:
+            own_like(Path(directory) / name, cfg.hearth.data_dir)
+    path.unlink()
+    return f"restored {count} streams"

@@ -345,6 +345,9 @@ def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     clients = a.service_dir("indexer") / "paired-clients.json"
     clients.parent.mkdir(parents=True)
     clients.write_text('{"clients": {"02ab": "phone"}}')
+    agent_data = a.service_dir("backup") / "export.bin"
+    agent_data.parent.mkdir(parents=True)
+    agent_data.write_bytes(b"not an export the backup service accepts")
     backup = _backup_file(base, a)
     secret = load_or_create_hsm_secret(a.hsm_secret_file)
     phrase_file = base / "phrase.txt"
@@ -362,6 +365,8 @@ def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     assert derive_secp256k1(restored, "noise-static") == derive_secp256k1(secret, "noise-static")
     assert derive_secp256k1(restored, "tower-key") == derive_secp256k1(secret, "tower-key")
     assert (fresh.service_dir("indexer") / "paired-clients.json").read_text() == clients.read_text()
+    # refused by the backup service's importer (or none on this build): kept, never lost
+    assert (fresh.service_dir("backup") / "import.bin").read_bytes() == agent_data.read_bytes()
     assert is_acknowledged(fresh)
     assert secret.hex() not in done.stdout + done.stderr
 
