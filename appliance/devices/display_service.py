@@ -74,8 +74,15 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         # A stick is in: the owner is watching for "Backup OK".
         state = _USB_STATES.get(int(usb.status.counters.get("backup_state", 0)))
         if state is not None:
-            reason = usb.status.last_error or usb.status.detail if state is UsbBackupState.FAILED else ""
-            return UsbBackupPage(state, reason=reason or ""), usb.age_s, usb.stale
+            detail = usb.status.detail or ""
+            if state is UsbBackupState.FAILED:
+                return (UsbBackupPage(state, reason=usb.status.last_error or detail), usb.age_s,
+                        usb.stale)
+            if state is UsbBackupState.OK and detail.startswith("Restored box "):
+                box = detail.removeprefix("Restored box ").split(" ")[0]
+                return (UsbBackupPage(state, headline="Restored", note=f"box {box}"), usb.age_s,
+                        usb.stale)
+            return UsbBackupPage(state), usb.age_s, usb.stale
     if phrase and phrase.get("words"):
         words = tuple(str(w) for w in phrase["words"])
         last = bool(phrase.get("last"))
