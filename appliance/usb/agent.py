@@ -30,10 +30,13 @@ from .stick import (
     Target,
     backup_name,
     backups_on,
+    explain,
     mounted,
+    open_regular,
     probe,
     prune,
     read_back,
+    real_dir,
     repair_fat,
     write_atomic,
 )
@@ -100,6 +103,8 @@ class UsbAgent:
             outcome = Outcome(False, str(exc))
         except (BackupError, RestoreError) as exc:
             outcome = Outcome(False, str(exc), kind="restore")
+        except OSError as exc:  # the stick went away between two steps
+            outcome = Outcome(False, str(explain(exc)))
         log.info("stick %s: %s (%.1f s)", device, outcome.message, time.monotonic() - start)
         return Outcome(outcome.ok, outcome.message, outcome.kind, outcome.path, time.monotonic() - start)
 
@@ -157,11 +162,12 @@ class UsbAgent:
     # --- first-boot restore ----------------------------------------------------------------
     def _restore(self, root: Path) -> Outcome:
         restore_file = root / RESTORE_FILE
+        real_dir(root / BACKUP_DIR)
         if is_acknowledged(self.cfg):
             # The owner has this box's phrase: a stick carrying another phrase in the clear
             # is not something to back up next to. Leave it alone and say so.
             return Outcome(False, f"{RESTORE_FILE} on stick but box is set up: remove it", "restore")
-        raw = restore_file.read_bytes()[:_MAX_RESTORE_FILE]
+        raw = read_back(restore_file, _MAX_RESTORE_FILE)  # a regular file, never a link
         phrase = normalize_phrase(raw.decode("utf-8", "replace"))
         candidates = backups_on(root / BACKUP_DIR)
         if not candidates:
@@ -192,10 +198,9 @@ class UsbAgent:
 
 def _wipe(path: Path) -> None:
     """Overwrite the phrase file with zeros, then delete it (best a FAT stick allows)."""
-    size = path.stat().st_size
-    fd = os.open(path, os.O_WRONLY)
+    fd = open_regular(path, os.O_WRONLY)
     try:
-        os.write(fd, b"\0" * size)
+        os.write(fd, b"\0" * os.fstat(fd).st_size)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -33,10 +33,13 @@ __all__ = [
     "Target",
     "backup_name",
     "backups_on",
+    "explain",
     "mounted",
+    "open_regular",
     "probe",
     "prune",
     "read_back",
+    "real_dir",
     "repair_fat",
     "write_atomic",
 ]
@@ -222,7 +225,7 @@ def _unmount(point: Path, fuse: bool) -> None:
                        capture_output=True, timeout=_TOOL_TIMEOUT)
 
 
-def _explain(exc: OSError) -> StickError:
+def explain(exc: OSError) -> StickError:
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         return StickError("stick is full: free some space or use another stick")
     if exc.errno == errno.EROFS:
@@ -239,9 +242,12 @@ def write_atomic(directory: Path, name: str, data: bytes) -> Path:
     next run's :func:`prune` removes) and raises StickError."""
     final = directory / name
     tmp = directory / f".{name}.tmp"
+    real_dir(directory)
     try:
         directory.mkdir(exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover, or a planted symlink: never write through it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -263,25 +269,55 @@ def write_atomic(directory: Path, name: str, data: bytes) -> Path:
             if vfs.f_bavail * vfs.f_frsize < len(data) + 64 * 1024:
                 # Some drivers (fusefat) say EPERM when out of space: free space decides.
                 raise StickError("stick is full: free some space or use another stick") from None
-        raise _explain(exc) from None
+        raise explain(exc) from None
     return final
 
 
-def read_back(path: Path) -> bytes:
-    """The file's bytes from the stick, past the page cache where the kernel lets us."""
+def real_dir(directory: Path) -> None:
+    """Refuse a stick whose HEARTH is a symlink or a file: a stick (ext4) can hold
+    symlinks into the box's own filesystem, and this process is root."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        mode = directory.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise StickError(f"{directory.name} on the stick is not a folder: rename or delete it")
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY) -> int:
+    """An fd for a regular file on the stick, never through a symlink (StickError else)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StickError(f"{path.name} on the stick is a link: refused") from None
+        raise explain(exc) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StickError(f"{path.name} on the stick is not a regular file")
+    return fd
+
+
+def read_back(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes from the stick (at most ``limit``), past the page cache where the
+    kernel lets us; never through a symlink."""
+    fd = open_regular(path)
+    try:
         try:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             chunks = []
+            size = 0
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise _explain(exc) from None
+                size += len(chunk)
+                if limit is not None and size >= limit:
+                    break
+            return b"".join(chunks)[:limit]
+        except OSError as exc:
+            raise explain(exc) from None
+    finally:
+        os.close(fd)
 
 
 _NAME = re.compile(r"hearth-(?P<box>[0-9a-f]{8})-(?P<ts>\d{8}T\d{6}Z)\.age")
@@ -291,10 +327,12 @@ def backups_on(directory: Path, box: str | None = None) -> list[Path]:
     """Hearth backup files in ``directory`` (this box's only, if ``box``), newest first."""
     if not directory.is_dir():
         return []
+    if directory.is_symlink():
+        return []
     found = []
     for entry in directory.iterdir():
         m = _NAME.fullmatch(entry.name)
-        if m and entry.is_file() and (box is None or m["box"] == box):
+        if m and stat.S_ISREG(entry.lstat().st_mode) and (box is None or m["box"] == box):
             found.append((m["ts"], entry))
     return [p for _, p in sorted(found, reverse=True)]
 

@@ -502,3 +502,22 @@ def test_full_stick_with_older_backups_of_this_box_makes_room(base: Path) -> Non
             now = sorted(p.name for p in (root / "HEARTH").iterdir())
             assert len(now) == 2 and now[0] == old[1] and now[1] not in old  # the oldest made room
             assert (root / "filler").exists()
+
+
+def test_symlinks_on_a_stick_never_lead_into_the_box(base: Path) -> None:
+    cfg = box(base)
+    victim = base / "box-file"
+    victim.write_text("the box's own data")
+    img = image(base / "stick.img", "ext4")
+    with loop(img) as dev:
+        with inspect(dev, cfg) as root:
+            (root / RESTORE_FILE).symlink_to(victim)
+        outcome = UsbAgent(cfg).handle(dev)
+        assert not outcome.ok and "is a link" in outcome.message, outcome
+        with inspect(dev, cfg) as root:
+            (root / RESTORE_FILE).unlink()
+            (root / "HEARTH").symlink_to(base)
+        outcome = UsbAgent(cfg).handle(dev)
+        assert not outcome.ok and "not a folder" in outcome.message, outcome
+    assert victim.read_text() == "the box's own data"
+    assert sorted(p.name for p in base.iterdir()) == ["a", "box-file", "stick.img"]
