@@ -521,3 +521,33 @@ def test_symlinks_on_a_stick_never_lead_into_the_box(base: Path) -> None:
         assert not outcome.ok and "not a folder" in outcome.message, outcome
     assert victim.read_text() == "the box's own data"
     assert sorted(p.name for p in base.iterdir()) == ["a", "box-file", "stick.img"]
+
+
+@pytest.mark.slow
+def test_hearth_usb_program_and_the_usb_backup_command(base: Path) -> None:
+    """`appliance run usb` as supervisord starts it, and `appliance usb backup DEVICE`."""
+    cfg = box(base)
+    config = _config_file(cfg, base, "a")
+    config.write_text(config.read_text() + f'[usb]\nmount_dir = "{cfg.usb.mount_dir}"\n'
+                      'export_timeout_s = 2.0\nrestart_after_restore = ""\n')
+    log = open(base / "usb.log", "wb")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen([str(APPLIANCE), "run", "usb", "--config", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        ctl = cfg.hearth.run_dir / "usb.ctl"
+        deadline = time.monotonic() + 30
+        while not ctl.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert ctl.exists(), (base / "usb.log").read_text()
+        img = image(base / "stick.img", "ext4")
+        with loop(img) as dev:
+            done = subprocess.run([str(APPLIANCE), "usb", "backup", str(dev), "--config", str(config)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0 and "Backup OK" in done.stdout, done.stdout + done.stderr
+            refused = subprocess.run([str(APPLIANCE), "usb", "backup", str(base / "nothing"),
+                                      "--config", str(config)], capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 1 and "no device" in refused.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, (base / "usb.log").read_text()
