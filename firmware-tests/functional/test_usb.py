@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -551,3 +553,81 @@ def test_hearth_usb_program_and_the_usb_backup_command(base: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0, (base / "usb.log").read_text()
+
+
+
+# --------------------------------------------------------------------------- udev
+
+def _murmur2(data: bytes) -> int:
+    """MurmurHash2 (seed 0) as libudev hashes subsystems and tags for its socket filter."""
+    m, h, i = 0x5BD1E995, len(data), 0
+    while len(data) - i >= 4:
+        k = (struct.unpack_from("<I", data, i)[0] * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+        i += 4
+    rest = data[i:]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def udev_broadcast(action: str, dev: Path, tag: str) -> None:
+    """What udevd multicasts after its rules ran (here: ours tagging a USB disk), in
+    libudev's wire format: the "libudev" header with the subsystem/devtype hashes and the
+    tag bloom filter, then KEY=value properties. The agent's pyudev monitor receives it
+    through libudev's own code (socket filter, credential check, tag match)."""
+    bloom = 0
+    for shift in (0, 6, 12, 18):
+        bloom |= 1 << ((_murmur2(tag.encode()) >> shift) & 63)
+    devpath = "/" + os.path.relpath(os.path.realpath(f"/sys/class/block/{dev.name}"), "/sys")
+    props = {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": "block", "DEVTYPE": "disk",
+             "DEVNAME": str(dev), "SEQNUM": "1", "TAGS": f":{tag}:", "CURRENT_TAGS": f":{tag}:",
+             "ID_BUS": "usb", "ID_USB_DRIVER": "usb-storage", "USEC_INITIALIZED": "1"}
+    body = b"".join(f"{k}={v}".encode() + b"\0" for k, v in props.items())
+    header = (b"libudev\0" + struct.pack(">I", 0xFEEDCAFE) + struct.pack("<III", 40, 40, len(body))
+              + struct.pack(">IIII", _murmur2(b"block"), _murmur2(b"disk"), bloom >> 32,
+                            bloom & 0xFFFFFFFF))
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15) as sock:  # NETLINK_KOBJECT_UEVENT
+        sock.bind((0, 0))
+        sock.sendto(header + body, (0, 2))  # multicast group 2: udev's (1 is the kernel's)
+
+
+@pytest.mark.slow
+def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
+    cfg = box(base, settle_s=0.0)
+    img = image(base / "stick.img", "ext4")
+
+    async def wait_state(bus: StatusPublisher, state: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while bus.status.counters.get("backup_state") != state:
+            assert time.monotonic() < deadline, bus.status
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> None:
+        async with StatusPublisher(cfg.hearth.run_dir, "usb") as bus:
+            service = UsbService(cfg, bus)
+            task = asyncio.create_task(service.run())
+            try:
+                await asyncio.sleep(0.5)  # the monitor is listening
+                with loop(img) as dev:
+                    udev_broadcast("add", dev, "some_other_tag")  # not ours: ignored
+                    await asyncio.sleep(1.0)
+                    assert bus.status.counters["backup_state"] == 0
+                    udev_broadcast("add", dev, "hearth_usb")
+                    await wait_state(bus, 2)
+                    assert "Backup OK" in bus.status.detail
+                    udev_broadcast("remove", dev, "hearth_usb")
+                    await wait_state(bus, 0)
+                    with inspect(dev, cfg) as root:
+                        assert len(list((root / "HEARTH").iterdir())) == 1
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
