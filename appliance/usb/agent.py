@@ -140,8 +140,10 @@ class UsbAgent:
             except StickError as exc:
                 # Full, but holding several of our own backups: the oldest makes room
                 # (the newest existing one is never deleted before a new one is verified).
+                if not str(exc).startswith("stick is full"):
+                    raise
                 ours = backups_on(directory, box)
-                if not str(exc).startswith("stick is full") or len(ours) < 2:
+                if len(ours) < 2:
                     raise
                 log.info("stick full: deleting the oldest backup %s to make room", ours[-1].name)
                 ours[-1].unlink()
