@@ -152,8 +152,12 @@ class UsbService:
 
         def readable() -> None:
             while (dev := monitor.poll(timeout=0)) is not None:
-                if dev.device_node and dev.device_type == "disk":
-                    queue.put_nowait((str(dev.action), Path(dev.device_node)))
+                if not dev.device_node or dev.device_type != "disk":
+                    continue  # partitions: the agent decides per disk
+                action = str(dev.action)
+                if action == "change" and dev.properties.get("DISK_MEDIA_CHANGE") == "1":
+                    action = "add"  # a card put into a USB card reader
+                queue.put_nowait((action, Path(dev.device_node)))
 
         self.loop.add_reader(monitor.fileno(), readable)
         try:

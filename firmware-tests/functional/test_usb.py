@@ -577,7 +577,7 @@ def _murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-def udev_broadcast(action: str, dev: Path, tag: str) -> None:
+def udev_broadcast(action: str, dev: Path, tag: str, **extra: str) -> None:
     """What udevd multicasts after its rules ran (here: ours tagging a USB disk), in
     libudev's wire format: the "libudev" header with the subsystem/devtype hashes and the
     tag bloom filter, then KEY=value properties. The agent's pyudev monitor receives it
@@ -588,7 +588,7 @@ def udev_broadcast(action: str, dev: Path, tag: str) -> None:
     devpath = "/" + os.path.relpath(os.path.realpath(f"/sys/class/block/{dev.name}"), "/sys")
     props = {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": "block", "DEVTYPE": "disk",
              "DEVNAME": str(dev), "SEQNUM": "1", "TAGS": f":{tag}:", "CURRENT_TAGS": f":{tag}:",
-             "ID_BUS": "usb", "ID_USB_DRIVER": "usb-storage", "USEC_INITIALIZED": "1"}
+             "ID_BUS": "usb", "ID_USB_DRIVER": "usb-storage", "USEC_INITIALIZED": "1", **extra}
     body = b"".join(f"{k}={v}".encode() + b"\0" for k, v in props.items())
     header = (b"libudev\0" + struct.pack(">I", 0xFEEDCAFE) + struct.pack("<III", 40, 40, len(body))
               + struct.pack(">IIII", _murmur2(b"block"), _murmur2(b"disk"), bloom >> 32,
@@ -624,8 +624,15 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
                     assert "Backup OK" in bus.status.detail
                     udev_broadcast("remove", dev, "hearth_usb")
                     await wait_state(bus, 0)
+                    udev_broadcast("change", dev, "hearth_usb")  # not a new medium: ignored
+                    await asyncio.sleep(1.0)
+                    assert bus.status.counters["backup_state"] == 0
+                    # a card put into a USB card reader: the disk changes, it is not added
+                    udev_broadcast("change", dev, "hearth_usb", DISK_MEDIA_CHANGE="1")
+                    await wait_state(bus, 2)
+                    assert bus.status.counters["backups_ok"] == 2
                     with inspect(dev, cfg) as root:
-                        assert len(list((root / "HEARTH").iterdir())) == 1
+                        assert len(list((root / "HEARTH").iterdir())) == 2
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
