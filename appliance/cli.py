@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     bsub = backup.add_subparsers(dest="backup_command", required=True)
     bsub.add_parser("status", parents=[common], help="clients, streams, bytes used")
     bsub.add_parser("export", parents=[common], help="write <data_dir>/backup/export.bin now")
+    restore = sub.add_parser("restore", parents=[common],
+                             help="restore the box's identity from a USB backup (.age) file")
+    restore.add_argument("file", help="HEARTH/hearth-<box>-<time>.age from a stick")
+    restore.add_argument("--phrase-file", metavar="PATH",
+                         help="read the 12-word recovery phrase from PATH ('-' = stdin); "
+                              "default: ask on the terminal, or read stdin if it is not one")
+    restore.add_argument("--force", action="store_true",
+                         help="replace this box's existing, different identity (it is lost)")
+    usb = sub.add_parser("usb", help="USB backups")
+    usub = usb.add_subparsers(dest="usb_command", required=True)
+    ubackup = usub.add_parser("backup", parents=[common],
+                              help="back up to a block device or image now (as if plugged in)")
+    ubackup.add_argument("device")
 
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
@@ -107,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tower(cfg, args)
     if args.command == "backup":
         return _backup(cfg, args)
+    if args.command == "restore":
+        return _restore(cfg, args)
+    if args.command == "usb":
+        return _usb(cfg, args)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
@@ -212,6 +229,51 @@ def _backup(cfg: Config, args: argparse.Namespace) -> int:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1
     return 0
+def _read_phrase(source: str | None) -> str:
+    import getpass
+
+    if source is None and sys.stdin.isatty():
+        return getpass.getpass("recovery phrase (12 words): ")
+    if source is None or source == "-":
+        return sys.stdin.readline()
+    with open(source, encoding="utf-8") as fh:
+        return fh.read(4096)
+
+
+def _restore(cfg: Config, args: argparse.Namespace) -> int:
+    from .usb.archive import BackupError, decrypt_backup
+    from .usb.restore import RestoreError, apply_restore, normalize_phrase
+
+    try:
+        with open(args.file, "rb") as fh:
+            data = fh.read()
+        phrase = normalize_phrase(_read_phrase(args.phrase_file))
+        if len(phrase.split()) != 12:
+            raise RestoreError("the recovery phrase has 12 words")
+        contents = decrypt_backup(data, phrase)
+        box = apply_restore(cfg, contents, force=args.force)
+    except OSError as exc:
+        print(f"appliance: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except (BackupError, RestoreError) as exc:
+        print(f"appliance: restore refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored box {box} (backup made {contents.metadata.get('created', '?')}); "
+          "restart the services: supervisorctl restart all")
+    return 0
+
+
+def _usb(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError, control_request
+
+    try:
+        result = control_request(cfg.control_endpoint("usb"), "backup", timeout=300,
+                                 device=os.path.abspath(args.device))
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    print(f"{result['message']} {result['path']} ({result['seconds']} s)")
+    return 0 if result["ok"] else 1
 
 
 def _status(cfg: Config, as_json: bool) -> int:

@@ -180,6 +180,22 @@ class LogSection:
 
 
 @dataclass(frozen=True)
+class UsbSection:
+    keep: int = _opt(5, "Backups of this box kept on a stick (older ones are deleted; nothing else is).",
+                     minimum=1)
+    min_size_mib: int = _opt(8, "Sticks (or partitions) smaller than this are refused.", minimum=1)
+    mount_dir: str = _opt("/run/hearth-usb", "Private (0700) directory where sticks are mounted.")
+    export_timeout_s: float = _opt(30.0, "Seconds to wait for the backup service's export.", minimum=0.5)
+    settle_s: float = _opt(1.0, "Wait after a stick appears before reading it (partitions show up).",
+                           minimum=0.0)
+    phrase_gate: bool = _opt(True, "Show the recovery phrase at first boot and open pairing only "
+                             "after the owner acknowledged it with the button.")
+    restart_after_restore: str = _opt(
+        "supervisorctl restart hearth-indexer hearth-backup hearth-tower",
+        "Command run after a first-boot restore so services load the restored identity; empty = none.")
+
+
+@dataclass(frozen=True)
 class Config:
     hearth: HearthSection = field(default_factory=HearthSection)
     node: NodeSection = field(default_factory=NodeSection)
@@ -191,6 +207,7 @@ class Config:
     tower: TowerSection = field(default_factory=TowerSection)
     backup: BackupSection = field(default_factory=BackupSection)
     log: LogSection = field(default_factory=LogSection)
+    usb: UsbSection = field(default_factory=UsbSection)
     path: Path | None = None
 
     @property

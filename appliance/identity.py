@@ -24,10 +24,12 @@ __all__ = [
     "LABELS",
     "IdentityError",
     "NodeKey",
+    "box_id",
     "derive_bytes",
     "derive_secp256k1",
     "load_hsm_secret",
     "load_or_create_hsm_secret",
+    "recovery_phrase",
     "write_secret_file",
 ]
 
@@ -38,6 +40,8 @@ LABELS = {
     "noise-static": "the box's BOLT-08 static key (its identity to paired clients)",
     "tower-key": "the watchtower's signing key (receipts, registration)",
     "backup-encryption": "the key that encrypts stored channel-state backups",
+    "recovery-phrase": "16 bytes of BIP39 entropy: the 12-word phrase, passphrase of USB backups",
+    "box-id": "4 bytes shown as 8 hex digits: the box's name on sticks and pages (not secret)",
 }
 
 _SALT = b"hearth hsm_secret v1"
@@ -128,3 +132,19 @@ def derive_secp256k1(hsm_secret: bytes, label: str) -> NodeKey:
     if key.public_key.format()[0] == 3:
         key = PrivateKey((_SECP256K1_N - k).to_bytes(32, "big"))
     return NodeKey(key.secret, key.public_key.format())
+
+
+def recovery_phrase(hsm_secret: bytes) -> list[str]:
+    """The 12 BIP39 English words that are the passphrase of every USB backup.
+
+    Derived, never stored: the box shows it once (first boot) and can recompute it from
+    ``hsm_secret``; a restored box therefore has the same phrase as the original."""
+    from mnemonic import Mnemonic  # only the services that show or use the phrase load it
+
+    entropy = derive_bytes(hsm_secret, "recovery-phrase", 16)
+    return str(Mnemonic("english").to_mnemonic(entropy)).split(" ")
+
+
+def box_id(hsm_secret: bytes) -> str:
+    """A short public name for the box (8 hex digits), stable across restores."""
+    return derive_bytes(hsm_secret, "box-id", 4).hex()

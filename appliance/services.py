@@ -28,6 +28,7 @@ SERVICES: dict[str, str] = {
     "button": "appliance.devices.button_service",
     "tower": "appliance.tower.service",
     "backup": "appliance.backup.service",
+    "usb": "appliance.usb.service",
 }
 
 

@@ -101,6 +101,10 @@ refresh_s = 0.5
 simulate = true
 sim_path = "{run / 'button.fifo'}"
 
+[usb]
+# The sim runs no usb service (it mounts as root): pairing opens without the phrase screens.
+phrase_gate = false
+
 [log]
 level = "info"
 """

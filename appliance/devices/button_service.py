@@ -38,6 +38,15 @@ def _command(cfg: Config, cmd: str) -> str:
         return str(exc)
 
 
+def _phrase_press(cfg: Config) -> bool:
+    """True if the usb service took the press to page through the recovery phrase."""
+    try:
+        result = control_request(cfg.control_endpoint("usb"), "phrase.press", timeout=2)
+    except ControlError:
+        return False  # no usb service: the press means what it always does
+    return bool(result.get("consumed"))
+
+
 async def main(cfg: Config) -> None:
     bc = cfg.button
     source: ButtonInput
@@ -55,6 +64,10 @@ async def main(cfg: Config) -> None:
             if event.kind == ButtonEventKind.COUNTDOWN:
                 bus.update(detail="hold to reset pairing",
                            counters={"countdown": event.seconds_left or 0})
+            elif event.kind == ButtonEventKind.SHORT_PRESS and await asyncio.to_thread(
+                    _phrase_press, cfg):
+                log.info("short press: recovery phrase screen")
+                bus.update(detail="recovery phrase", counters={"countdown": -1, "presses": presses + 1})
             elif event.kind == ButtonEventKind.SHORT_PRESS:
                 error = await asyncio.to_thread(_command, cfg, "pairing.open")
                 log.info("short press: pairing window %s", error or "open")

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..config import Config
@@ -30,7 +31,10 @@ from .pages import (
     IndexPage,
     Page,
     PairingPage,
+    RecoveryWordsPage,
     SyncPage,
+    UsbBackupPage,
+    UsbBackupState,
     WatchtowerPage,
     render,
 )
@@ -48,10 +52,17 @@ _BREACH_SHOWN_S = 24 * 3600.0  # a breach the tower answered stays on screen for
 _DISK_LOW_BYTES = 1 << 30  # below 1 GiB free bitcoind is close to stopping (prune floor)
 
 
+_USB_STATES = {1: UsbBackupState.RUNNING, 2: UsbBackupState.OK, 3: UsbBackupState.FAILED}
+
+
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
-                started: float, now: float | None = None, *, under_voltage: bool = False
+                started: float, now: float | None = None,
+                phrase: dict[str, Any] | None = None, *, under_voltage: bool = False
                 ) -> tuple[Page, float | None, bool]:
-    """The page to show, with the age and staleness of the data behind it."""
+    """The page to show, with the age and staleness of the data behind it.
+
+    ``phrase`` is the usb service's ``phrase.words`` answer while the recovery phrase
+    is up: it goes before pairing (the gate opens only once it is acknowledged)."""
     if under_voltage:
         # Before anything else: a weak supply corrupts SD cards, whatever else is wrong.
         return ErrorPage.under_voltage(), None, False
@@ -66,6 +77,25 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         # A program supervisord gave up on (FATAL) or stopped for restarting in a loop.
         return (ErrorPage("Service down", sup.status.detail or "see appliance status"),
                 sup.age_s, sup.stale)
+    usb = states.get("usb")
+    if usb is not None and usb.status is not None and not usb.stale:
+        # A stick is in: the owner is watching for "Backup OK".
+        state = _USB_STATES.get(int(usb.status.counters.get("backup_state", 0)))
+        if state is not None:
+            detail = usb.status.detail or ""
+            if state is UsbBackupState.FAILED:
+                return (UsbBackupPage(state, reason=usb.status.last_error or detail), usb.age_s,
+                        usb.stale)
+            if state is UsbBackupState.OK and detail.startswith("Restored box "):
+                box = detail.removeprefix("Restored box ").split(" ")[0]
+                return (UsbBackupPage(state, headline="Restored", note=f"box {box}"), usb.age_s,
+                        usb.stale)
+            return UsbBackupPage(state), usb.age_s, usb.stale
+    if phrase and phrase.get("words"):
+        words = tuple(str(w) for w in phrase["words"])
+        last = bool(phrase.get("last"))
+        return (RecoveryWordsPage(words, int(phrase["first"]), int(phrase["total"]),
+                                  hint="Wrote them? Press" if last else "Press: next"), None, False)
     node = states.get("node")
     if node is not None and node.status is not None:
         free = int(node.status.counters.get("disk_free_bytes", -1))
@@ -85,8 +115,8 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         seen = float(tower.status.counters.get("last_breach_ts", 0))
         if seen and time.time() - seen < _BREACH_SHOWN_S:
             stopped = bool(tower.status.counters.get("last_breach_stopped"))
-            words = tower.status.detail.split()
-            breach = words[1][:12] if len(words) > 1 and words[0] == "breach" else ""
+            said = tower.status.detail.split()
+            breach = said[1][:12] if len(said) > 1 and said[0] == "breach" else ""
             return (WatchtowerPage("Breach stopped" if stopped else "Breach! Penalty sent",
                                    detail=f"tx {breach}" if breach else ""),
                     tower.age_s, tower.stale)
@@ -108,6 +138,17 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
                          synced=node.status.phase == Phase.READY), node.age_s, node.stale)
     step = node.status.detail if node is not None and node.status is not None else "starting"
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
+
+
+def _phrase_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, Any] | None:
+    usb = states.get("usb")
+    if usb is None or usb.status is None or int(usb.status.counters.get("phrase_first", -1)) < 0:
+        return None
+    try:  # the words never travel on the bus: ask the usb service for this screen's
+        result = control_request(cfg.control_endpoint("usb"), "phrase.words", timeout=2)
+    except ControlError:
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str | None] | None:
@@ -142,7 +183,9 @@ async def main(cfg: Config) -> None:
                 states = sub.snapshot()
                 pairing = await asyncio.to_thread(_pairing_info, cfg, states)
                 low_power = power.under_voltage()
-                page, age, stale = choose_page(states, pairing, started, under_voltage=low_power)
+                phrase = await asyncio.to_thread(_phrase_info, cfg, states)
+                page, age, stale = choose_page(states, pairing, started, phrase=phrase,
+                                               under_voltage=low_power)
                 overlay = _countdown(states)
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))

@@ -192,6 +192,8 @@ class UsbBackupPage:
     target: str = ""  # the stick's label
     progress: float | None = None  # 0..1 while RUNNING, if known
     reason: str = ""  # why it FAILED
+    headline: str = "Backup OK"  # OK: the big words ("Restored" after a first-boot restore)
+    note: str = ""  # OK: the line under them, instead of "on <target>"
 
 
 @dataclass(frozen=True)
@@ -738,10 +740,10 @@ def _usb(s: _Surface, page: UsbBackupPage, age: float | None, stale: bool) -> No
         if y <= s.h - _ROWS:
             s.text_center(s.h - _ROWS, "Do not unplug")
     elif page.state is UsbBackupState.OK:
-        s.text_center(y, "Backup OK", scale=big)
+        s.text_center(y, page.headline, scale=big)
         y += _ROWS * big + 2
-        if page.target:
-            s.text_center(y, f"on {page.target}")
+        if page.note or page.target:
+            s.text_center(y, page.note or f"on {page.target}")
         s.text_center(s.h - _ROWS, "Safe to unplug")
     else:
         s.text_center(y, "FAILED", scale=big)

@@ -26,6 +26,7 @@ from ..pairing.gate import NoiseGate
 from ..pairing.store import Whitelist
 from ..pairing.window import PairingWindow
 from ..status import Phase, StatusPublisher
+from ..usb.phrase import is_acknowledged
 from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
@@ -90,7 +91,8 @@ class IndexerService:
                     "hearth.wallet.list": self._hearth_wallet_list,
                     "hearth.wallet.remove": self._hearth_wallet_remove,
                     "hearth.status": self._hearth_status,
-                }, advertise_host=tc.advertise_host, window_seconds=tc.pairing_window_s)
+                }, advertise_host=tc.advertise_host, window_seconds=tc.pairing_window_s,
+                pairing_allowed=lambda: is_acknowledged(cfg) or not cfg.usb.phrase_gate)
         self.control = ControlServer(cfg.control_endpoint("indexer"), {
             "wallet.add": self.cmd_wallet_add,
             "wallet.list": self.cmd_wallet_list,

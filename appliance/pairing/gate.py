@@ -106,6 +106,9 @@ class NoiseGate:
     server: NoiseServer | None = None
     live: dict[bytes, set[NoiseStream]] = field(default_factory=dict)
     max_line: int = 1_000_000
+    #: False while the owner has not yet acknowledged the recovery phrase on the OLED
+    #: (first boot): no QR is shown and no token is redeemed until then.
+    pairing_allowed: Callable[[], bool] = lambda: True
 
     async def start(self, host: str, port: int) -> None:
         if not self.whitelist.clients:
@@ -128,7 +131,7 @@ class NoiseGate:
     # --- pairing control --------------------------------------------------------------------
     def payload(self) -> str | None:
         """The QR text while the window is open, else None."""
-        if not self.window.is_open or self.server is None:
+        if not self.window.is_open or self.server is None or not self.pairing_allowed():
             return None
         return PairingPayload(self.node_key.public, self.host(), self.port,
                               self.window.token).encode()
@@ -212,7 +215,8 @@ class NoiseGate:
             label = str(params.get("label", ""))[:64]
         except _BAD_FIRST_MESSAGE:
             return False
-        if request.get("method") != "hearth.pair" or not self.window.redeem(token):
+        if (request.get("method") != "hearth.pair" or not self.pairing_allowed()
+                or not self.window.redeem(token)):
             log.info("refused an unpaired client")  # no key, no token in the log line
             return False
         self.whitelist.add(pubkey, label)

@@ -128,6 +128,9 @@ hostname = "localhost"
 noise_port = {self.noise_port}
 bind = "127.0.0.1"
 advertise_host = "127.0.0.1"
+[usb]
+# No usb service here to page through the recovery phrase: pairing opens at once.
+phrase_gate = false
 [log]
 level = "debug"
 {extra}

@@ -1,0 +1,183 @@
+"""The ``usb`` service (program ``hearth-usb``, root for mount): sticks in, backups out.
+
+* A pyudev monitor on the kernel's udev netlink reports block devices the rule in
+  ``/etc/udev/rules.d/90-hearth-usb.rules`` tagged ``hearth_usb`` (USB mass storage).
+  On ``add`` of a disk the agent probes it, refuses odd sticks and otherwise writes a
+  verified encrypted backup (or restores at first boot); ``remove`` clears the result page.
+* Until the owner has paged through the recovery phrase on the OLED, the phrase
+  screens are up and a button press (forwarded by the button service as
+  ``phrase.press``) moves through them; the last press writes the acknowledgement.
+* Control socket ``<run_dir>/usb.ctl``: ``phrase.words`` (display only), ``phrase.press``
+  (button), ``backup {"device": PATH}`` (the block-device seam: sim and tests hand a
+  loop device or image here exactly as udev hands ``/dev/sdX``).
+
+Status bus counters: ``phrase_first``/``phrase_total`` (-1 when no phrase is shown),
+``backup_state`` (0 idle, 1 running, 2 ok, 3 failed), ``backups_ok``, ``backups_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..control import ControlError, ControlServer
+from ..identity import recovery_phrase
+from ..status import Phase, StatusPublisher
+from ..status.paths import status_socket_path
+from .agent import Outcome, UsbAgent, box_secret
+from .phrase import PhraseScreens, acknowledge, is_acknowledged, own_like, words_per_screen
+
+__all__ = ["BackupState", "UsbService", "main"]
+
+log = logging.getLogger("usb")
+
+
+class BackupState:
+    IDLE = 0
+    RUNNING = 1
+    OK = 2
+    FAILED = 3
+
+
+UDEV_TAG = "hearth_usb"
+
+
+class UsbService:
+    def __init__(self, cfg: Config, bus: StatusPublisher) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.agent = UsbAgent(cfg, on_progress=self._progress)
+        self.lock = asyncio.Lock()
+        self.current: str | None = None  # the stick being handled or last handled
+        self.phrase: PhraseScreens | None = None
+        if not is_acknowledged(cfg):
+            self.phrase = PhraseScreens(len(recovery_phrase(box_secret(cfg))), words_per_screen(cfg))
+        self.control = ControlServer(cfg.control_endpoint("usb"), {
+            "phrase.words": self.cmd_phrase_words,
+            "phrase.press": self.cmd_phrase_press,
+            "backup": self.cmd_backup,
+        })
+        # This process is root; the display and button run as the services' user.
+        ctl = Path(cfg.control_endpoint("usb")[len("ipc://"):])
+        own_like(ctl, cfg.hearth.run_dir)
+        self._publish(BackupState.IDLE, "idle")
+
+    # --- status ----------------------------------------------------------------------------
+    def _publish(self, state: int, detail: str, *, error: str | None = None) -> None:
+        first, total = (-1, -1)
+        if self.phrase is not None:
+            first, total = self.phrase.span()[0], self.phrase.total
+        c = self.bus.status.counters
+        counters = {"backup_state": state, "phrase_first": first, "phrase_total": total,
+                    "backups_ok": int(c.get("backups_ok", 0)),
+                    "backups_failed": int(c.get("backups_failed", 0))}
+        if state == BackupState.OK:
+            counters["backups_ok"] += 1
+        elif state == BackupState.FAILED:
+            counters["backups_failed"] += 1
+        self.bus.update(phase=Phase.READY if error is None else Phase.DEGRADED, detail=detail,
+                        last_error=error, counters=counters)
+
+    def _progress(self, text: str) -> None:
+        # Called from the agent's thread: hop to the loop that owns the publisher.
+        self.loop.call_soon_threadsafe(self._publish, BackupState.RUNNING, text)
+
+    # --- sticks ----------------------------------------------------------------------------
+    async def handle(self, device: Path) -> Outcome:
+        self.loop = asyncio.get_running_loop()
+        async with self.lock:
+            self.current = str(device)
+            self._publish(BackupState.RUNNING, f"reading {device.name}")
+            outcome = await asyncio.to_thread(self.agent.handle, device)
+            if outcome.kind == "restore" and outcome.ok:
+                self.phrase = None  # the owner already holds the restored box's phrase
+            if outcome.ok:
+                self._publish(BackupState.OK, outcome.message)
+            else:
+                self._publish(BackupState.FAILED, outcome.message, error=outcome.message)
+            return outcome
+
+    def removed(self, device: Path) -> None:
+        if self.current == str(device) and not self.lock.locked():
+            self.current = None
+            self._publish(BackupState.IDLE, "idle")
+
+    # --- control -----------------------------------------------------------------------------
+    async def cmd_phrase_words(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.phrase is None:
+            return {"words": [], "first": -1, "total": 0}
+        first, end = self.phrase.span()
+        words = recovery_phrase(box_secret(self.cfg))
+        return {"words": words[first:end], "first": first + 1, "total": len(words),
+                "last": end >= len(words)}
+
+    async def cmd_phrase_press(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.phrase is None:
+            return {"consumed": False}
+        if self.phrase.press():
+            acknowledge(self.cfg)
+            self.phrase = None
+            log.info("recovery phrase acknowledged; pairing may open")
+        c = self.bus.status.counters
+        self._publish(int(c.get("backup_state", 0)), str(self.bus.status.detail))
+        return {"consumed": True, "acknowledged": self.phrase is None}
+
+    async def cmd_backup(self, req: dict[str, Any]) -> dict[str, Any]:
+        device = Path(str(req.get("device", "")))
+        if not device.is_absolute() or not device.exists():
+            raise ControlError(f"no device {device}")
+        outcome = await self.handle(device)
+        return {"ok": outcome.ok, "message": outcome.message, "kind": outcome.kind,
+                "path": outcome.path, "seconds": round(outcome.seconds, 2)}
+
+    # --- udev ---------------------------------------------------------------------------------
+    async def watch_udev(self) -> None:
+        """React to tagged USB disks; if netlink is not available (a container), say so and
+        keep serving the control socket."""
+        try:
+            import pyudev
+
+            context = pyudev.Context()
+            monitor = pyudev.Monitor.from_netlink(context)
+            monitor.filter_by("block")
+            monitor.filter_by_tag(UDEV_TAG)
+            monitor.start()
+        except (ImportError, OSError) as exc:
+            log.warning("no udev monitor (%s): sticks only via the control socket", exc)
+            return
+        queue: asyncio.Queue[tuple[str, Path]] = asyncio.Queue()
+
+        def readable() -> None:
+            while (dev := monitor.poll(timeout=0)) is not None:
+                if not dev.device_node or dev.device_type != "disk":
+                    continue  # partitions: the agent decides per disk
+                action = str(dev.action)
+                if action == "change" and dev.properties.get("DISK_MEDIA_CHANGE") == "1":
+                    action = "add"  # a card put into a USB card reader
+                queue.put_nowait((action, Path(dev.device_node)))
+
+        self.loop.add_reader(monitor.fileno(), readable)
+        try:
+            while True:
+                action, node = await queue.get()
+                if action == "add":
+                    await asyncio.sleep(self.cfg.usb.settle_s)  # partitions appear after the disk
+                    asyncio.ensure_future(self.handle(node))
+                elif action == "remove":
+                    self.removed(node)
+        finally:
+            self.loop.remove_reader(monitor.fileno())
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await asyncio.gather(self.control.serve(), self.watch_udev())
+
+
+async def main(cfg: Config) -> None:
+    async with StatusPublisher(cfg.hearth.run_dir, "usb") as bus:
+        own_like(status_socket_path(cfg.hearth.run_dir, "usb"), cfg.hearth.run_dir)
+        service = UsbService(cfg, bus)
+        await service.run()

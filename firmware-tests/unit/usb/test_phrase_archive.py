@@ -1,0 +1,162 @@
+"""Recovery phrase, box id, the age payload and the phrase screens (no stick needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyrage
+import pytest
+from mnemonic import Mnemonic
+
+from appliance.config import load_config
+from appliance.devices.display_service import choose_page
+from appliance.devices.pages import (
+    PANEL_128X64,
+    PANEL_128X128,
+    RecoveryWordsPage,
+    UsbBackupPage,
+    UsbBackupState,
+    paginate_recovery_words,
+    render,
+)
+from appliance.identity import box_id, derive_bytes, recovery_phrase
+from appliance.status import Phase, ServiceState, ServiceStatus
+from appliance.usb.archive import (
+    FORMAT,
+    BackupContents,
+    BackupError,
+    decrypt_backup,
+    encrypt_backup,
+    metadata,
+    parse_payload,
+    scrypt_work_factor,
+)
+from appliance.usb.phrase import PhraseScreens, words_per_screen
+
+SECRET = bytes(range(32))
+
+
+def test_phrase_is_bip39_of_the_derived_entropy() -> None:
+    words = recovery_phrase(SECRET)
+    assert len(words) == 12 and all(w == w.lower() for w in words)
+    m = Mnemonic("english")
+    assert m.check(" ".join(words))
+    assert m.to_entropy(" ".join(words)) == derive_bytes(SECRET, "recovery-phrase", 16)
+    assert recovery_phrase(SECRET) == words  # derived, the same every time
+    assert recovery_phrase(bytes(32)) != words
+
+
+def test_box_id_is_short_hex_and_differs_from_other_derivations() -> None:
+    bid = box_id(SECRET)
+    assert len(bid) == 8 and int(bid, 16) >= 0
+    assert bid != box_id(bytes(32))
+    assert bid not in SECRET.hex() and bid not in derive_bytes(SECRET, "noise-static").hex()
+
+
+def _contents(export: bytes | None = b"agent-data") -> BackupContents:
+    meta = metadata(SECRET, created="2026-01-01T00:00:00Z", version="t", network="regtest",
+                    agent_source="live")
+    return BackupContents(SECRET, meta, export, b'{"clients": []}')
+
+
+def test_round_trip_and_standard_age_header() -> None:
+    phrase = " ".join(recovery_phrase(SECRET))
+    data = encrypt_backup(_contents(), phrase)
+    assert data.startswith(b"age-encryption.org/v1\n-> scrypt ")
+    assert SECRET not in data and b"agent-data" not in data
+    assert scrypt_work_factor(data) is not None and scrypt_work_factor(data) >= 15  # type: ignore[operator]
+    back = decrypt_backup(data, phrase)
+    assert back.hsm_secret == SECRET and back.agent_export == b"agent-data"
+    assert back.metadata["format"] == FORMAT and back.box_id == box_id(SECRET)
+    # The plaintext is a plain tar a person can list with `tar t`.
+    plain = pyrage.passphrase.decrypt(data, phrase)
+    names = tarfile.open(fileobj=io.BytesIO(plain)).getnames()
+    assert names == ["hsm_secret", "metadata.json", "backup-agent/export.bin",
+                     "pairing/paired-clients.json"]
+    with pytest.raises(BackupError, match="wrong recovery phrase"):
+        decrypt_backup(data, phrase.replace(recovery_phrase(SECRET)[0], "zoo", 1))
+    with pytest.raises(BackupError, match="not an age file"):
+        decrypt_backup(b"hello", phrase)
+    # a flipped byte in the body: refused, never half-restored
+    damaged = bytearray(data)
+    damaged[-5] ^= 1
+    with pytest.raises(BackupError):
+        decrypt_backup(bytes(damaged), phrase)
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_payload_is_parsed_strictly() -> None:
+    meta = json.dumps({"format": FORMAT, "box_id": box_id(SECRET)}).encode()
+    assert parse_payload(_tar({"hsm_secret": SECRET, "metadata.json": meta})).hsm_secret == SECRET
+    for members, message in (
+            ({"hsm_secret": SECRET[:31], "metadata.json": meta}, "no valid hsm_secret"),
+            ({"hsm_secret": SECRET, "metadata.json": meta, "../etc/passwd": b"x"}, "unexpected entry"),
+            ({"hsm_secret": bytes(32), "metadata.json": meta}, "does not match"),
+            ({"hsm_secret": SECRET, "metadata.json": b"{"}, "not JSON")):
+        with pytest.raises(BackupError, match=message):
+            parse_payload(_tar(members))
+    with pytest.raises(BackupError, match="not a Hearth payload"):
+        parse_payload(b"garbage" * 100)
+
+
+def test_phrase_screens_and_acknowledgement() -> None:
+    screens = PhraseScreens(12, 4)
+    assert screens.screens == 3 and screens.span() == (0, 4)
+    assert not screens.press() and screens.span() == (4, 8)
+    assert not screens.press() and screens.span() == (8, 12)
+    assert screens.press()  # the press on the last screen acknowledges
+    tall = PhraseScreens(12, 8)
+    assert not tall.press() and tall.span() == (8, 12) and tall.press()
+    cfg = load_config(None, overrides={"display": {"driver": "ssd1327"}})
+    assert words_per_screen(cfg) == 8 and words_per_screen(load_config(None)) == 4
+
+
+@pytest.mark.parametrize("panel", [PANEL_128X64, PANEL_128X128])
+def test_every_phrase_word_renders_whole(panel: object) -> None:
+    # The longest BIP39 words are 8 letters: every one must fit a line with its number.
+    longest = sorted(Mnemonic("english").wordlist, key=len)[-12:]
+    for page in paginate_recovery_words(longest, panel):  # type: ignore[arg-type]
+        frame = render(page, panel)  # type: ignore[arg-type]
+        assert frame.getbbox() is not None
+
+
+def _usb_state(counters: dict[str, int | float], detail: str = "", error: str | None = None) -> ServiceState:
+    return ServiceState(ServiceStatus("usb", Phase.READY, detail=detail, counters=counters,
+                                      last_error=error), 0.5, False)
+
+
+def test_display_shows_phrase_before_pairing_and_usb_results() -> None:
+    words = recovery_phrase(SECRET)
+    phrase = {"words": words[:4], "first": 1, "total": 12, "last": False}
+    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 0, "phrase_first": 0})},
+                             {"payload": "HEARTH:X"}, 0.0, phrase=phrase)
+    assert isinstance(page, RecoveryWordsPage) and page.words == tuple(words[:4])
+    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 3}, error="stick is full")},
+                             {"payload": "HEARTH:X"}, 0.0)
+    assert isinstance(page, UsbBackupPage) and page.state is UsbBackupState.FAILED
+    assert page.reason == "stick is full"
+    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 2})}, None, 0.0)
+    assert isinstance(page, UsbBackupPage) and page.state is UsbBackupState.OK
+    render(page)
+    restored = _usb_state({"backup_state": 2}, detail="Restored box 0a1b2c3d - remove stick")
+    page, _, _ = choose_page({"usb": restored}, None, 0.0)
+    assert isinstance(page, UsbBackupPage) and page.headline == "Restored" and page.note == "box 0a1b2c3d"
+    assert render(page) != render(UsbBackupPage(UsbBackupState.OK))
+    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 0})}, {"payload": "HEARTH:X"}, 0.0)
+    assert not isinstance(page, (UsbBackupPage, RecoveryWordsPage))
+
+
+def test_phrase_never_in_repr(tmp_path: Path) -> None:
+    assert SECRET.hex() not in repr(_contents()) and repr(SECRET) not in repr(_contents())
