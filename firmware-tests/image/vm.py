@@ -183,8 +183,9 @@ class VM:
         self.prepare()
         self.console.write_bytes(b"")
         self.started = time.time()
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                     stdout=open(self.workdir / "qemu.out", "wb"), stderr=subprocess.STDOUT)
+        with open(self.workdir / "qemu.out", "wb") as out:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
         self.qmp = QMP(self.qmp_path)
 
     def console_text(self) -> str:
@@ -223,13 +224,19 @@ class VM:
         self.qmp.execute("device_del", id=dev)
 
     def stop(self) -> None:
+        """Shut the guest down cleanly (so its logs reach the disk), then copy them out."""
         if self.proc is None:
             return
         try:
             if self.qmp is not None:
-                self.qmp.execute("quit")
-        except (VMError, OSError):
-            pass
+                self.qmp.execute("system_powerdown")
+            self.proc.wait(timeout=120)  # -no-reboot: QEMU exits when the guest powers off
+        except (VMError, OSError, subprocess.TimeoutExpired):
+            try:
+                if self.qmp is not None:
+                    self.qmp.execute("quit")
+            except (VMError, OSError):
+                pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -238,3 +245,25 @@ class VM:
         if self.qmp is not None:
             self.qmp.close()
         self.proc = None
+        self.collect_logs()
+
+    def collect_logs(self) -> None:
+        """supervisord's program logs from the guest's disk into ``workdir/guest-logs``."""
+        raw, ext = self.workdir / "after.raw", self.workdir / "after-root.ext4"
+        try:
+            subprocess.run(["qemu-img", "convert", "-O", "raw", str(self.workdir / "overlay.qcow2"),
+                            str(raw)], check=True, capture_output=True)
+            table = json.loads(subprocess.run(["sfdisk", "-J", str(raw)], check=True, capture_output=True,
+                                              text=True).stdout)["partitiontable"]["partitions"]
+            subprocess.run(["dd", f"if={raw}", f"of={ext}", "bs=4M", f"skip={table[1]['start'] * 512}",
+                            f"count={table[1]['size'] * 512}", "iflag=skip_bytes,count_bytes",
+                            "conv=sparse", "status=none"], check=True)
+            dest = self.workdir / "guest-logs"
+            dest.mkdir(exist_ok=True)
+            subprocess.run(["debugfs", "-R", f"rdump /var/log/supervisor {dest}", str(ext)],
+                           check=True, capture_output=True)
+        except (subprocess.CalledProcessError, OSError, KeyError, IndexError) as exc:
+            print(f"firmware: could not copy the guest's logs out: {exc}")
+        finally:
+            raw.unlink(missing_ok=True)
+            ext.unlink(missing_ok=True)

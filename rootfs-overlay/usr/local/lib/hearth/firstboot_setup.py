@@ -47,9 +47,9 @@ def make_identity(config: str) -> None:
 def write_bitcoin_conf(config: str, out: str) -> None:
     cfg = load_config(config)
     # bitcoind runs as `bitcoin`; the services (user hearth, in group bitcoin) read its RPC
-    # cookie and connect to its ZMQ sockets: group-readable cookie, and sysperms so its
-    # files follow supervisord's umask (007) instead of bitcoind's own 077.
-    layout = BitcoindLayout(ibd=True, extra={"sysperms": "1", "rpccookieperms": "group"})
+    # cookie where /etc/hearth/image.env says, written group-readable.
+    layout = BitcoindLayout(ibd=True, extra={"rpccookiefile": str(cfg.cookie_file),
+                                             "rpccookieperms": "group"})
     text = render_bitcoin_conf(cfg, layout)
     path = Path(out)
     tmp = path.with_name(path.name + ".new")
