@@ -5,6 +5,8 @@
 #                           the appliance's services on this machine, regtest, no hardware
 #   ./build.sh test [PYTEST ARGS]
 #                           install what the tests need, then run the whole suite
+#   ./build.sh test --firmware [PYTEST ARGS]
+#                           build the image if there is none, boot it under QEMU and test it
 # Each chore is its own script under scripts/; this file only dispatches.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,9 +21,16 @@ case "$cmd" in
     exec .venv/bin/python scripts/sim.py "$@" ;;
   test)
     scripts/setup-dev --test
+    if [ "${1:-}" = --firmware ]; then
+      shift
+      scripts/depends firmware
+      version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' appliance/__init__.py)
+      [ -n "${HEARTH_IMAGE:-}" ] || [ -e "out/hearth-$version-arm64.img" ] || scripts/build-image
+      HEARTH_FIRMWARE=1 exec scripts/test -m firmware -s firmware-tests/image "$@"
+    fi
     exec scripts/test "$@" ;;
   -h|--help|help)
-    sed -n '2,9p' "$0" ;;
+    sed -n '2,10p' "$0" ;;
   *)
     echo "build.sh: unknown command '$cmd' (image, sim, test)" >&2; exit 2 ;;
 esac

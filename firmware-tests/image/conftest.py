@@ -1,0 +1,132 @@
+"""The firmware tests: the built SD-card image booted under QEMU (``./build.sh test --firmware``).
+
+They run only when asked (HEARTH_FIRMWARE=1, which that command sets): a plain
+``./build.sh test`` deselects them, because a build takes 10-18 min and a boot several
+more on two cores. When asked and there is no image, they fail (never skip): the command
+that was run promised a tested image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance import __version__, identity
+
+from .vm import VM, VMError, make_stick
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+#: The box's root secret on the restore stick: the tests know it, so they know the phrase.
+KNOWN_SECRET = bytes(range(0x40, 0x60))
+
+#: QEMU has no OLED and no GPIO: the display draws on luma's dummy device and writes its
+#: frames where the 9p share is mounted; the button reads a FIFO. regtest: no peers here.
+GUEST_CONFIG = """\
+[hearth]
+network = "regtest"
+
+[display]
+simulate = true
+frames_dir = "/var/lib/hearth/frames"
+
+[button]
+simulate = true
+"""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("HEARTH_FIRMWARE") == "1":
+        return
+    mine = [i for i in items if HERE in Path(str(i.path)).parents]
+    if mine:
+        config.hook.pytest_deselected(items=mine)
+        items[:] = [i for i in items if i not in mine]
+
+
+def image_path() -> Path:
+    env = os.environ.get("HEARTH_IMAGE")
+    path = Path(env) if env else REPO / "out" / f"hearth-{__version__}-arm64.img"
+    if not path.exists():
+        pytest.fail(f"no image at {path}: build it with ./build.sh (./build.sh test --firmware "
+                    f"builds it when missing), or point HEARTH_IMAGE at one", pytrace=False)
+    return path
+
+
+def recovery_phrase(secret: bytes) -> str:
+    """The phrase per CONTRACT.md; the usb branch provides identity.recovery_phrase."""
+    derive = getattr(identity, "recovery_phrase", None)
+    if derive is None:
+        pytest.fail("appliance.identity.recovery_phrase is missing: the USB agent (usb branch) "
+                    "is not in this tree yet, so there is no phrase and no USB backup", pytrace=False)
+    return " ".join(derive(secret))
+
+
+def restore_payload(secret: bytes) -> bytes:
+    """A backup payload per CONTRACT.md: a tar with hsm_secret, metadata.json, backup-agent/."""
+    box_id = getattr(identity, "box_id", lambda s: "test")(secret)
+    members = {
+        "hsm_secret": secret,
+        "metadata.json": json.dumps({"box_id": box_id, "created": "2026-01-01T00:00:00Z",
+                                     "backup_agent": "none"}).encode(),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, 1767225600
+            tar.addfile(info, io.BytesIO(data))
+        d = tarfile.TarInfo("backup-agent")
+        d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o700, 1767225600
+        tar.addfile(d)
+    return buf.getvalue()
+
+
+class Box:
+    def __init__(self, vm: VM, phrase: str | None, phrase_error: str | None) -> None:
+        self.vm, self.phrase, self.phrase_error = vm, phrase, phrase_error
+
+
+@pytest.fixture(scope="session")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    """One boot per run; every firmware test checks something on it."""
+    from .agecli import encrypt
+
+    image = image_path()
+    work = tmp_path_factory.mktemp("firmware-vm")
+    phrase: str | None = None
+    phrase_error: str | None = None
+    sticks: list[Path] = []
+    try:
+        phrase = recovery_phrase(KNOWN_SECRET)
+    except pytest.fail.Exception as exc:
+        phrase_error = str(exc)
+    if phrase is not None:
+        age_file = work / "backup.age"
+        encrypt(restore_payload(KNOWN_SECRET), age_file, phrase)
+        stick = work / "restore-stick.img"
+        box_id = getattr(identity, "box_id", lambda s: "test")(KNOWN_SECRET)
+        make_stick(stick, {"hearth-restore.txt": phrase.encode() + b"\n",
+                           f"HEARTH/hearth-{box_id}-20260101T000000Z.age": age_file.read_bytes()},
+                   label="RESTORE")
+        sticks.append(stick)
+    vm = VM(image=image, workdir=work, boot_config=GUEST_CONFIG, usb_at_boot=sticks)
+    vm.start()
+    print(f"\nfirmware: QEMU started, console {vm.console}")
+    try:
+        yield Box(vm, phrase, phrase_error)
+    finally:
+        vm.stop()
+        elapsed = time.time() - vm.started
+        print(f"\nfirmware: QEMU ran {elapsed:.0f} s; console log kept at {vm.console}")
+
+
+__all__ = ["KNOWN_SECRET", "Box", "VMError"]

@@ -1,0 +1,148 @@
+"""The built image, booted under QEMU: first boot, supervisord, the OLED, Electrum, USB.
+
+All checks share one boot (conftest ``box``); they run in file order, each waiting with
+its own timeout on what the previous ones may already have seen. Timeouts are generous:
+TCG emulation on two busy cores runs the Pi's first boot several times slower.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from appliance.pairing.payload import PREFIX, PairingPayload
+
+from .agecli import decrypt
+from .conftest import KNOWN_SECRET, REPO, Box
+from .vm import make_stick, mtools
+
+pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+BOOT_TIMEOUT = 900.0
+
+
+def test_first_boot_completes(box: Box) -> None:
+    box.vm.wait_for(r"hearth-firstboot: done\b", BOOT_TIMEOUT,
+                    fail=r"Failed to start hearth-firstboot.*|hearth-firstboot\.service: Failed.*")
+    text = box.vm.console_text()
+    # The card (qcow2 overlay) is 1 GiB bigger than the image: first boot grew root.
+    assert "hearth-firstboot: root filesystem:" in text
+    assert "hearth-firstboot: using hearth.toml from the boot partition" in text
+    assert "hearth-firstboot: chain=regtest" in text
+    print(f"first boot done {time.time() - box.vm.started:.0f} s after QEMU started")
+
+
+def expected_programs() -> set[str]:
+    conf = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    conf.read(REPO / "rootfs-overlay/etc/supervisor/conf.d/hearth.conf")
+    return {s.split(":", 1)[1] for s in conf.sections() if s.startswith(("program:", "eventlistener:"))}
+
+
+def test_every_program_running(box: Box) -> None:
+    m = box.vm.wait_for(r"hearth: (ready|NOT ready) after \d+ s", BOOT_TIMEOUT + 600)
+    time.sleep(3)  # the table follows the marker line
+    # Console lines carry the kernel's time stamp and the unit's name before the message.
+    table = dict(re.findall(r"hearth:   (\S+)\s+([A-Z]+)", box.vm.console_text()[m.start():]))
+    assert m.group(1) == "ready", f"supervisord programs not all RUNNING: {table}"
+    assert set(table) == expected_programs(), table
+    assert set(table.values()) == {"RUNNING"}, table
+    print(f"all programs RUNNING {time.time() - box.vm.started:.0f} s after QEMU started")
+
+
+def decode_qr(png: Path, tmp: Path) -> str | None:
+    frame = Image.open(png)
+    big = tmp / "frame-x4.png"
+    frame.resize((frame.width * 4, frame.height * 4), Image.Resampling.NEAREST).save(big)
+    out = subprocess.run(["zbarimg", "--raw", "-q", str(big)], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def test_display_shows_the_pairing_qr(box: Box, tmp_path: Path) -> None:
+    """The guest's display service writes its frames to the 9p share; the first frame whose
+    QR decodes to a pairing payload gives boot-to-QR (host clock, from QEMU's start)."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        for png in sorted(box.vm.frames.glob("frame-*.png")):
+            if png.name in seen:
+                continue
+            seen.add(png.name)
+            payload = decode_qr(png, tmp_path)
+            # The pairing page alternates with the stock-wallet page (a QR of host:port:s).
+            if payload and payload.startswith(PREFIX):
+                qr_at = png.stat().st_mtime - box.vm.started
+                pairing = PairingPayload.decode(payload)
+                assert pairing.host == "10.0.2.15"  # the guest's address on QEMU's user net
+                assert pairing.port == 50003
+                print(f"boot-to-QR {qr_at:.0f} s (frame {png.name}, {len(seen)} frames)")
+                (box.vm.workdir / "boot-to-qr.json").write_text(json.dumps({"seconds": qr_at}))
+                return
+        time.sleep(2)
+    pytest.fail(f"no pairing QR in {len(seen)} frames from the guest ({box.vm.frames})")
+
+
+def test_electrum_port_answers_server_version(box: Box) -> None:
+    request = {"jsonrpc": "2.0", "id": 1, "method": "server.version",
+               "params": ["hearth-firmware-test", "1.4"]}
+    deadline = time.monotonic() + 300
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", box.vm.electrum_port), timeout=30) as s:
+                s.sendall(json.dumps(request).encode() + b"\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("closed before a reply")
+                    data += chunk
+            reply = json.loads(data)
+            assert reply["id"] == 1, reply
+            assert reply["result"][1] == "1.4", reply
+            return
+        except (OSError, ValueError) as exc:  # user-net accepts, then drops, until the guest listens
+            last = exc
+            time.sleep(5)
+    pytest.fail(f"Electrum port {box.vm.electrum_port} -> guest 50001 never answered: {last}")
+
+
+def test_hot_plugged_stick_receives_a_backup_that_decrypts(box: Box, tmp_path: Path) -> None:
+    if box.phrase is None:
+        pytest.fail(f"{box.phrase_error}")
+    stick = tmp_path / "empty-stick.img"
+    make_stick(stick, {}, label="BACKUP")
+    box.vm.hotplug_stick(stick)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(10)
+        try:
+            listing = mtools("mdir", "-b", "-i", str(stick), "::/HEARTH").stdout.split()
+        except subprocess.CalledProcessError:
+            continue  # no HEARTH/ yet (or the guest is mid-write)
+        backups = sorted(p for p in listing if p.endswith(".age"))
+        if not backups:
+            continue
+        local = tmp_path / Path(backups[-1]).name
+        mtools("mcopy", "-o", "-i", str(stick), f"::{backups[-1]}", str(local))
+        try:
+            payload = decrypt(local, tmp_path / "payload.tar", box.phrase)
+        except Exception:  # noqa: BLE001 - half-written file: try again on the next round
+            continue
+        with tarfile.open(tmp_path / "payload.tar") as tar:
+            names = tar.getnames()
+            member = tar.extractfile("hsm_secret")
+            assert member is not None, names
+            assert member.read() == KNOWN_SECRET, "the backup holds another secret than the restored one"
+            assert "metadata.json" in names
+        assert payload
+        return
+    pytest.fail("no decryptable HEARTH/*.age on the hot-plugged stick after 600 s")

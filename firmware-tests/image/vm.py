@@ -1,0 +1,269 @@
+"""Boot the built SD-card image under QEMU, the way the firmware tests need it.
+
+The image under test is never modified: a sparse working copy gets the test's
+``hearth.toml`` on its boot partition (the same mechanism a user has: a file dropped on
+the card before the first boot), and QEMU writes only to a throw-away qcow2 overlay of
+that copy. The kernel and initramfs are the image's own, read from its FAT partition.
+
+Machine: ``virt``, Cortex-A53, 2 vCPUs, TCG (KVM hangs guests on the test machines), a
+virtio disk, user networking with the Electrum port forwarded, a qemu-xhci USB controller
+for sticks plugged at boot or hot-plugged over QMP, and a 9p share the display service
+writes its frames to (mounted by ``systemd.mount-extra=`` on the test's kernel command
+line, so nothing test-only is in the image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BOOT_OFFSET = 4 * 1024 * 1024  # image/assemble: the FAT partition starts at 4 MiB
+GUEST_ELECTRUM_PORT = 50001
+FRAMES_TAG = "hearthframes"
+GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
+
+
+class VMError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mtools(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    return subprocess.run(list(args), check=True, capture_output=True, text=True, env=env)
+
+
+def boot_files(image: Path) -> tuple[str, str]:
+    """The kernel and initramfs names on the image's boot partition."""
+    listing = mtools("mdir", "-b", "-i", f"{image}@@{BOOT_OFFSET}", "::/").stdout.split()
+    names = [Path(p).name for p in listing]
+    kernels = sorted(n for n in names if n.startswith("vmlinuz-"))
+    initrds = sorted(n for n in names if n.startswith("initrd.img-"))
+    if not kernels or not initrds:
+        raise VMError(f"no vmlinuz-*/initrd.img-* on the boot partition of {image}: {names}")
+    return kernels[-1], initrds[-1]
+
+
+def make_stick(path: Path, files: dict[str, bytes], size_mib: int = 64, label: str = "STICK") -> None:
+    """A FAT32 USB stick image holding ``files`` (names relative to its root)."""
+    path.unlink(missing_ok=True)
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", label, "-C", str(path), str(size_mib * 1024)],
+                   check=True, capture_output=True)
+    staging = path.with_suffix(".files")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name, data in files.items():
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    for d in sorted({str(Path(n).parent) for n in files} - {"."}):
+        mtools("mmd", "-D", "s", "-i", str(path), f"::/{d}")
+    for name in sorted(files):
+        mtools("mcopy", "-o", "-i", str(path), str(staging / name), f"::/{name}")
+
+
+class QMP:
+    """The QEMU machine protocol over a unix socket (JSON lines; events skipped)."""
+
+    def __init__(self, path: Path, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise VMError(f"no QMP socket at {path}") from None
+                time.sleep(0.2)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise VMError("QMP closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def execute(self, cmd: str, **args: Any) -> Any:
+        self.sock.sendall(json.dumps({"execute": cmd, "arguments": args}).encode() + b"\n")
+        while True:
+            msg = self._read()
+            if "event" in msg:
+                continue
+            if "error" in msg:
+                raise VMError(f"QMP {cmd}: {msg['error']}")
+            return msg.get("return")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class VM:
+    """One booted image. ``start`` returns at once; wait on the console with ``wait_for``."""
+
+    image: Path
+    workdir: Path
+    boot_config: str
+    usb_at_boot: list[Path] = field(default_factory=list)
+    memory_mib: int = 2048
+    extra_disk_mib: int = 1024  # the card is bigger than the image: first boot grows root
+
+    def __post_init__(self) -> None:
+        self.console = self.workdir / "console.log"
+        self.qmp_path = self.workdir / "qmp.sock"
+        self.frames = self.workdir / "frames"
+        self.electrum_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.qmp: QMP | None = None
+        self.started = 0.0
+        self._usb_count = 0
+
+    def prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        card = self.workdir / "card.raw"
+        subprocess.run(["cp", "--sparse=always", str(self.image), str(card)], check=True)
+        cfg = self.workdir / "hearth.toml"
+        cfg.write_text(self.boot_config)
+        mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", str(cfg), "::/hearth.toml")
+        kernel, initrd = boot_files(card)
+        for name in (kernel, initrd):
+            mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", f"::/{name}", str(self.workdir / name))
+        self.kernel, self.initrd = self.workdir / kernel, self.workdir / initrd
+        size = card.stat().st_size + self.extra_disk_mib * 1024 * 1024
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(card),
+                        str(self.workdir / "overlay.qcow2"), str(size)], check=True)
+        self.frames.mkdir(exist_ok=True)
+        self.frames.chmod(0o777)  # the guest's hearth user writes here through 9p
+
+    def command(self) -> list[str]:
+        append = " ".join([
+            "root=LABEL=RASPIROOT", "rw", "rootwait", "console=ttyAMA0", "net.ifnames=0",
+            f"systemd.mount-extra={FRAMES_TAG}:{GUEST_FRAMES_DIR}:9p:trans=virtio,version=9p2000.L,rw",
+        ])
+        cmd = [
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", "-smp", "2",
+            "-accel", "tcg", "-m", str(self.memory_mib), "-display", "none", "-no-reboot",
+            "-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", append,
+            "-serial", f"file:{self.console}",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-drive", f"if=none,id=card,file={self.workdir / 'overlay.qcow2'},format=qcow2",
+            "-device", "virtio-blk-pci,drive=card",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.electrum_port}-:{GUEST_ELECTRUM_PORT}",
+            "-device", "virtio-net-pci,netdev=net0,romfile=",
+            "-virtfs", f"local,path={self.frames},mount_tag={FRAMES_TAG},security_model=none,id=frames",
+            "-device", "qemu-xhci,id=xhci",
+        ]
+        for i, stick in enumerate(self.usb_at_boot):
+            cmd += ["-drive", f"if=none,id=bootstick{i},file={stick},format=raw",
+                    "-device", f"usb-storage,bus=xhci.0,drive=bootstick{i},id=bootusb{i}"]
+        return cmd
+
+    def start(self) -> None:
+        self.prepare()
+        self.console.write_bytes(b"")
+        self.started = time.time()
+        with open(self.workdir / "qemu.out", "wb") as out:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        self.qmp = QMP(self.qmp_path)
+
+    def console_text(self) -> str:
+        return self.console.read_bytes().decode("utf-8", "replace")
+
+    def wait_for(self, pattern: str, timeout: float, fail: str | None = None) -> re.Match[str]:
+        """The first match of ``pattern`` on the serial console, waiting up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console_text()
+            m = re.search(pattern, text, re.M)
+            if m:
+                return m
+            if fail and (bad := re.search(fail, text, re.M)):
+                raise VMError(f"console shows {bad.group(0)!r} ({self.console})")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise VMError(f"QEMU exited ({self.proc.returncode}) before {pattern!r}; see "
+                              f"{self.workdir / 'qemu.out'} and {self.console}")
+            if time.monotonic() > deadline:
+                raise VMError(f"no {pattern!r} on the console within {timeout:.0f} s; last lines:\n"
+                              + "\n".join(text.splitlines()[-25:]))
+            time.sleep(1)
+
+    def hotplug_stick(self, stick: Path) -> str:
+        """Plug a USB stick image in (usb-storage on the xhci bus); returns its device id."""
+        assert self.qmp is not None
+        self._usb_count += 1
+        node, dev = f"hotstick{self._usb_count}", f"hotusb{self._usb_count}"
+        self.qmp.execute("blockdev-add", **{"driver": "raw", "node-name": node,
+                                            "file": {"driver": "file", "filename": str(stick)}})
+        self.qmp.execute("device_add", driver="usb-storage", bus="xhci.0", drive=node, id=dev)
+        return dev
+
+    def unplug(self, dev: str) -> None:
+        assert self.qmp is not None
+        self.qmp.execute("device_del", id=dev)
+
+    def stop(self) -> None:
+        """Shut the guest down cleanly (so its logs reach the disk), then copy them out."""
+        if self.proc is None:
+            return
+        try:
+            if self.qmp is not None:
+                self.qmp.execute("system_powerdown")
+            self.proc.wait(timeout=120)  # -no-reboot: QEMU exits when the guest powers off
+        except (VMError, OSError, subprocess.TimeoutExpired):
+            try:
+                if self.qmp is not None:
+                    self.qmp.execute("quit")
+            except (VMError, OSError):
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.qmp is not None:
+            self.qmp.close()
+        self.proc = None
+        self.collect_logs()
+
+    def collect_logs(self) -> None:
+        """supervisord's program logs from the guest's disk into ``workdir/guest-logs``."""
+        raw, ext = self.workdir / "after.raw", self.workdir / "after-root.ext4"
+        try:
+            subprocess.run(["qemu-img", "convert", "-O", "raw", str(self.workdir / "overlay.qcow2"),
+                            str(raw)], check=True, capture_output=True)
+            table = json.loads(subprocess.run(["sfdisk", "-J", str(raw)], check=True, capture_output=True,
+                                              text=True).stdout)["partitiontable"]["partitions"]
+            subprocess.run(["dd", f"if={raw}", f"of={ext}", "bs=4M", f"skip={table[1]['start'] * 512}",
+                            f"count={table[1]['size'] * 512}", "iflag=skip_bytes,count_bytes",
+                            "conv=sparse", "status=none"], check=True)
+            dest = self.workdir / "guest-logs"
+            dest.mkdir(exist_ok=True)
+            subprocess.run(["debugfs", "-R", f"rdump /var/log/supervisor {dest}", str(ext)],
+                           check=True, capture_output=True)
+        except (subprocess.CalledProcessError, OSError, KeyError, IndexError) as exc:
+            print(f"firmware: could not copy the guest's logs out: {exc}")
+        finally:
+            raw.unlink(missing_ok=True)
+            ext.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""First boot, the parts that use the appliance's own code (run by hearth-firstboot).
+
+    firstboot_setup.py identity CONFIG    as user hearth: hsm_secret, derived keys, TLS cert
+    firstboot_setup.py bitcoin-conf CONFIG OUT
+                                          as root: bitcoin.conf sized to this card and RAM
+
+Prints only public facts (box public key, certificate fingerprint, sizes): never a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from appliance import identity
+from appliance.config import load_config
+from appliance.electrum.tls import ensure_certificate
+from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf
+
+
+def make_identity(config: str) -> None:
+    cfg = load_config(config)
+    secret = identity.load_or_create_hsm_secret(cfg.hsm_secret_file)
+    node = identity.derive_secp256k1(secret, "noise-static")
+    print(f"box key {node.public.hex()}")
+    box_id = getattr(identity, "box_id", None)  # from the USB branch (CONTRACT.md)
+    if box_id is not None:
+        print(f"box id {box_id(secret)}")
+    phrase = getattr(identity, "recovery_phrase", None)
+    if phrase is not None:
+        # Derived, never stored: checking it derives is all first boot does with it; the
+        # display shows it for the user to write down.
+        if len(phrase(secret)) != 12:
+            raise SystemExit("recovery phrase derivation is broken")
+        print("recovery phrase: derivable (shown on the display)")
+    else:
+        print("recovery phrase: not in this build of the appliance")
+    if cfg.electrum.tls == "lan" and cfg.electrum.tls_port:
+        tls_dir = cfg.service_dir("indexer")
+        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fp = ensure_certificate(tls_dir / "electrum-cert.pem", tls_dir / "electrum-key.pem",
+                                hostname=cfg.electrum.hostname)
+        print(f"TLS certificate SHA-256 {fp}")
+
+
+def write_bitcoin_conf(config: str, out: str) -> None:
+    cfg = load_config(config)
+    # bitcoind runs as `bitcoin`; the services (user hearth, in group bitcoin) read its RPC
+    # cookie where /etc/hearth/image.env says, written group-readable.
+    layout = BitcoindLayout(ibd=True, extra={"rpccookiefile": str(cfg.cookie_file),
+                                             "rpccookieperms": "group"})
+    text = render_bitcoin_conf(cfg, layout)
+    path = Path(out)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)  # no secret in it: RPC auth is the cookie
+    os.replace(tmp, path)
+    for line in text.splitlines():
+        if line.startswith(("# sized", "# WARNING", "prune=", "dbcache=", "chain=")):
+            print(line)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "identity":
+        make_identity(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "bitcoin-conf":
+        write_bitcoin_conf(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(__doc__)
