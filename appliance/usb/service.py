@@ -43,6 +43,8 @@ class BackupState:
 
 
 UDEV_TAG = "hearth_usb"
+#: How long a result stays up when the stick was pulled out during the attempt.
+_RESULT_AFTER_GONE_S = 30.0
 
 
 class UsbService:
@@ -52,6 +54,7 @@ class UsbService:
         self.agent = UsbAgent(cfg, on_progress=self._progress)
         self.lock = asyncio.Lock()
         self.current: str | None = None  # the stick being handled or last handled
+        self.gone: str | None = None  # removed while being handled
         self.phrase: PhraseScreens | None = None
         if not is_acknowledged(cfg):
             self.phrase = PhraseScreens(len(recovery_phrase(box_secret(cfg))), words_per_screen(cfg))
@@ -66,7 +69,7 @@ class UsbService:
         self._publish(BackupState.IDLE, "idle")
 
     # --- status ----------------------------------------------------------------------------
-    def _publish(self, state: int, detail: str, *, error: str | None = None) -> None:
+    def _publish(self, state: int, detail: str, *, error: str | None = None, counted: bool = False) -> None:
         first, total = (-1, -1)
         if self.phrase is not None:
             first, total = self.phrase.span()[0], self.phrase.total
@@ -74,9 +77,9 @@ class UsbService:
         counters = {"backup_state": state, "phrase_first": first, "phrase_total": total,
                     "backups_ok": int(c.get("backups_ok", 0)),
                     "backups_failed": int(c.get("backups_failed", 0))}
-        if state == BackupState.OK:
+        if counted and state == BackupState.OK:
             counters["backups_ok"] += 1
-        elif state == BackupState.FAILED:
+        elif counted and state == BackupState.FAILED:
             counters["backups_failed"] += 1
         self.bus.update(phase=Phase.READY if error is None else Phase.DEGRADED, detail=detail,
                         last_error=error, counters=counters)
@@ -90,19 +93,30 @@ class UsbService:
         self.loop = asyncio.get_running_loop()
         async with self.lock:
             self.current = str(device)
+            self.gone = None
             self._publish(BackupState.RUNNING, f"reading {device.name}")
             outcome = await asyncio.to_thread(self.agent.handle, device)
             if outcome.kind == "restore" and outcome.ok:
                 self.phrase = None  # the owner already holds the restored box's phrase
             if outcome.ok:
-                self._publish(BackupState.OK, outcome.message)
+                self._publish(BackupState.OK, outcome.message, counted=True)
             else:
-                self._publish(BackupState.FAILED, outcome.message, error=outcome.message)
+                self._publish(BackupState.FAILED, outcome.message, error=outcome.message, counted=True)
+            if self.gone == str(device):
+                # Pulled out mid-way: show why for a while; no remove event will come.
+                self.loop.call_later(_RESULT_AFTER_GONE_S, self._clear, str(device))
             return outcome
 
     def removed(self, device: Path) -> None:
-        if self.current == str(device) and not self.lock.locked():
+        if self.lock.locked():
+            self.gone = str(device)  # handled when the running attempt ends
+        else:
+            self._clear(str(device))
+
+    def _clear(self, device: str) -> None:
+        if self.current == device and not self.lock.locked():
             self.current = None
+            self.gone = None
             self._publish(BackupState.IDLE, "idle")
 
     # --- control -----------------------------------------------------------------------------

@@ -622,6 +622,9 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
                     udev_broadcast("add", dev, "hearth_usb")
                     await wait_state(bus, 2)
                     assert "Backup OK" in bus.status.detail
+                    await service.cmd_phrase_press({})  # a press while the result is up
+                    assert bus.status.counters["backups_ok"] == 1
+                    assert bus.status.counters["backup_state"] == 2
                     udev_broadcast("remove", dev, "hearth_usb")
                     await wait_state(bus, 0)
                     udev_broadcast("change", dev, "hearth_usb")  # not a new medium: ignored
