@@ -174,6 +174,16 @@ class UsbService:
                 queue.put_nowait((action, Path(dev.device_node)))
 
         self.loop.add_reader(monitor.fileno(), readable)
+        # Sticks already in when the service starts (at first boot the restore stick is
+        # plugged in before power-on; after a restart of this program): udev tagged them
+        # at coldplug, and no add event will come for them.
+        try:
+            for dev in context.list_devices(subsystem="block", DEVTYPE="disk", tag=UDEV_TAG):
+                if dev.device_node:
+                    log.info("stick %s present at start", dev.device_node)
+                    queue.put_nowait(("add", Path(dev.device_node)))
+        except OSError as exc:  # no udev database (a container): only new sticks count
+            log.warning("cannot list present sticks: %s", exc)
         try:
             while True:
                 action, node = await queue.get()
