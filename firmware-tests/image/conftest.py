@@ -8,10 +8,7 @@ that was run promised a tested image.
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,23 +68,14 @@ def recovery_phrase(secret: bytes) -> str:
 
 
 def restore_payload(secret: bytes) -> bytes:
-    """A backup payload per CONTRACT.md: a tar with hsm_secret, metadata.json, backup-agent/."""
-    box_id = getattr(identity, "box_id", lambda s: "test")(secret)
-    members = {
-        "hsm_secret": secret,
-        "metadata.json": json.dumps({"box_id": box_id, "created": "2026-01-01T00:00:00Z",
-                                     "backup_agent": "none"}).encode(),
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, 1767225600
-            tar.addfile(info, io.BytesIO(data))
-        d = tarfile.TarInfo("backup-agent")
-        d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o700, 1767225600
-        tar.addfile(d)
-    return buf.getvalue()
+    """The plaintext of a backup this box would write (the appliance's own payload code);
+    the test encrypts it with Debian's ``age``, as an owner could."""
+    from appliance import __version__
+    from appliance.usb.archive import BackupContents, build_payload, metadata
+
+    meta = metadata(secret, created="2026-01-01T00:00:00Z", version=__version__, network="regtest",
+                    agent_source="none")
+    return build_payload(BackupContents(secret, meta))
 
 
 class Box:
