@@ -148,7 +148,8 @@ def test_hot_plugged_stick_receives_a_backup_that_decrypts(box: Box, tmp_path: P
         if not backups:
             continue
         local = tmp_path / Path(backups[-1]).name
-        mtools("mcopy", "-o", "-i", str(stick), f"::{backups[-1]}", str(local))
+        source = backups[-1] if backups[-1].startswith("::") else f"::{backups[-1]}"  # mdir -b: ::/path
+        mtools("mcopy", "-o", "-i", str(stick), source, str(local))
         try:
             payload = decrypt(local, tmp_path / "payload.tar", box.phrase)
         except Exception:  # noqa: BLE001 - half-written file: try again on the next round
