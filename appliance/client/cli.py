@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -29,8 +28,8 @@ from typing import Any
 
 from ..identity import write_secret_file
 from ..pairing.payload import PairingPayload, PayloadError
-from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
-from ..transport.stream import STREAM_ERRORS, NoiseStream, connect
+from ..transport.noise import Keypair
+from ..transport.stream import STREAM_ERRORS, NoiseStream, connect, pipe
 from . import backup_cli
 
 __all__ = ["main"]
@@ -101,17 +100,6 @@ async def _pair(state: Path, code: str, label: str) -> int:
     return 0
 
 
-async def _pump_local_to_box(reader: asyncio.StreamReader, stream: NoiseStream) -> None:
-    while data := await reader.read(MAX_MESSAGE_SIZE):
-        await stream.send(data)  # newline framing passes through unchanged
-
-
-async def _pump_box_to_local(stream: NoiseStream, writer: asyncio.StreamWriter) -> None:
-    while True:
-        writer.write(await stream.recv())
-        await writer.drain()
-
-
 #: the box's Noise port per service when the pairing code did not say (config defaults)
 _SERVICE_PORTS = {"tower": 9816}
 
@@ -133,18 +121,10 @@ async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int 
             print(f"appliance-client: box unreachable: {exc}", file=sys.stderr)
             writer.close()
             return
-        tasks = [asyncio.create_task(_pump_local_to_box(reader, stream)),
-                 asyncio.create_task(_pump_box_to_local(stream, writer))]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await pipe(stream, reader, writer)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             stream.close()
-            writer.close()
-            with contextlib.suppress(*_GONE):
-                await writer.wait_closed()
 
     server = await asyncio.start_server(serve, host or "127.0.0.1", int(port))
     bound = server.sockets[0].getsockname()

@@ -11,20 +11,17 @@ revocation (long button press) takes effect for new connections at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 from ..identity import NodeKey
 from ..pairing.store import PairedKeys
 from ..transport.noise import Keypair
-from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
+from ..transport.stream import NoiseServer, NoiseStream, pipe, start_server
 
 __all__ = ["TowerRelay"]
 
 log = logging.getLogger("tower.relay")
-
-_CHUNK = 32 * 1024
 
 
 class TowerRelay:
@@ -50,29 +47,4 @@ class TowerRelay:
 
     async def _serve(self, stream: NoiseStream) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
-
-        async def upstream() -> None:
-            while True:
-                data = await stream.recv()
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-
-        async def downstream() -> None:
-            while True:
-                data = await reader.read(_CHUNK)
-                if not data:
-                    break
-                await stream.send(data)
-
-        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                with contextlib.suppress(*STREAM_ERRORS, ConnectionError):
-                    task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            writer.close()
+        await pipe(stream, reader, writer)

@@ -60,6 +60,7 @@ __all__ = [
     "accept_handshake",
     "connect",
     "initiate_handshake",
+    "pipe",
     "start_server",
 ]
 
@@ -445,3 +446,31 @@ async def start_server(handler: Callable[[NoiseStream], Awaitable[None]], host: 
                          write_timeout=write_timeout)
     await server.listen(host, port)
     return server
+
+
+async def pipe(stream: NoiseStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Carry bytes both ways between ``stream`` and a plain connection until either side
+    ends (a tunnel: ``appliance-client tunnel``, the tower's relay). Each Noise message is
+    whatever one read returned; framing inside (Electrum lines, HTTP) passes through
+    unchanged. Closes ``writer``; ``stream`` stays with its owner."""
+
+    async def to_noise() -> None:
+        while data := await reader.read(MAX_MESSAGE_SIZE):
+            await stream.send(data)
+
+    async def from_noise() -> None:
+        while True:
+            writer.write(await stream.recv())
+            await writer.drain()
+
+    tasks = [asyncio.create_task(to_noise()), asyncio.create_task(from_noise())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Either side ending (EOF, a closed or broken stream) just ends the tunnel.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        with contextlib.suppress(*STREAM_ERRORS, ConnectionError, OSError):
+            await writer.wait_closed()
