@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from coincurve import PrivateKey, PublicKey
 
 from ..chain import ChainParseError, parse_tx
-from .crypto import LOCATOR_SIZE, SignatureError, recover_user, sign_message
+from .crypto import (
+    LOCATOR_SIZE,
+    SUBSCRIPTION_INFO_MESSAGE,
+    SignatureError,
+    appointment_message,
+    appointment_receipt,
+    get_appointment_message,
+    recover_user,
+    registration_receipt,
+    sign_message,
+)
 from .store import Appointment, TowerStore, User, outpoint, slots_for
 
 __all__ = ["TeosError", "TowerAPI", "TowerLimits"]
@@ -204,7 +213,7 @@ class TowerAPI:
         user = User(user_id, (old.available_slots if old else 0) + self.limits.slots, height,
                     height + self.limits.subscription_blocks)
         self.store.put_user(user)
-        receipt = user_id + struct.pack(">II", user.available_slots, user.subscription_expiry)
+        receipt = registration_receipt(user_id, user.available_slots, user.subscription_expiry)
         return {"user_id": user_id.hex(), "available_slots": user.available_slots,
                 "subscription_start": user.subscription_start,
                 "subscription_expiry": user.subscription_expiry,
@@ -235,7 +244,7 @@ class TowerAPI:
         if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay < 1 << 32:
             raise TeosError(400, WRONG_FIELD_TYPE, "`to_self_delay` must be a u32")
         signature = _str_field(obj, "signature")
-        user = self._user_by_signature(locator + blob + struct.pack(">I", delay), signature)
+        user = self._user_by_signature(appointment_message(locator, blob, delay), signature)
         height = self.height()
         if user.subscription_expiry < height:
             raise TeosError(401, INVALID_SIGNATURE_OR_SUBSCRIPTION_ERROR, "subscription expired")
@@ -251,7 +260,7 @@ class TowerAPI:
         self.store.put_appointment(Appointment(locator, user.user_id, delay, height, blob), user)
         if self.on_stored is not None:
             self.on_stored(locator)
-        receipt = signature.encode() + struct.pack(">I", height)
+        receipt = appointment_receipt(signature, height)
         return {"locator": locator.hex(), "start_block": height,
                 "signature": sign_message(receipt, self.tower_key),
                 "available_slots": user.available_slots,
@@ -269,7 +278,7 @@ class TowerAPI:
         obj = _json_object(body)
         locator = _hex_field(obj, "locator", size=LOCATOR_SIZE)
         signature = _str_field(obj, "signature")
-        user = self._user_by_signature(f"get appointment {locator.hex()}".encode(), signature)
+        user = self._user_by_signature(get_appointment_message(locator), signature)
         tracker = self._triggered(locator, user.user_id)
         if tracker is not None:
             return 200, {"appointment": tracker, "status": "dispute_responded"}
@@ -283,7 +292,7 @@ class TowerAPI:
     def get_subscription_info(self, body: bytes) -> dict[str, Any]:
         obj = _json_object(body)
         signature = _str_field(obj, "signature")
-        user = self._user_by_signature(b"get subscription info", signature)
+        user = self._user_by_signature(SUBSCRIPTION_INFO_MESSAGE, signature)
         return {"available_slots": user.available_slots,
                 "subscription_expiry": user.subscription_expiry,
                 "locators": [loc.hex() for loc in self.store.user_locators(user.user_id)]}

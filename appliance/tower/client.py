@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import urllib.error
 import urllib.request
 from typing import Any
 
 from coincurve import PrivateKey
 
-from .crypto import encrypt_blob, locator_of, recover_user, sign_message
+from .crypto import (
+    SUBSCRIPTION_INFO_MESSAGE,
+    appointment_message,
+    appointment_receipt,
+    encrypt_blob,
+    get_appointment_message,
+    locator_of,
+    recover_user,
+    registration_receipt,
+    sign_message,
+)
 
 __all__ = ["TeosClient", "TowerRefused"]
 
@@ -79,8 +88,8 @@ class TeosClient:
 
     def register(self) -> dict[str, Any]:
         reply: dict[str, Any] = self._call("/register", {"user_id": self.user_id.hex()})
-        receipt = self.user_id + struct.pack(">II", reply["available_slots"],
-                                             reply["subscription_expiry"])
+        receipt = registration_receipt(self.user_id, reply["available_slots"],
+                                       reply["subscription_expiry"])
         self._check_tower_signature(receipt, reply["subscription_signature"])
         return reply
 
@@ -89,17 +98,17 @@ class TeosClient:
         """``commitment_txid`` in internal byte order (``bytes.fromhex(display)[::-1]``)."""
         locator = locator_of(commitment_txid)
         blob = encrypt_blob(penalty_tx, commitment_txid)
-        signature = sign_message(locator + blob + struct.pack(">I", to_self_delay), self.key)
+        signature = sign_message(appointment_message(locator, blob, to_self_delay), self.key)
         reply: dict[str, Any] = self._call("/add_appointment", {
             "appointment": {"locator": locator.hex(), "encrypted_blob": blob.hex(),
                             "to_self_delay": to_self_delay},
             "signature": signature})
-        self._check_tower_signature(signature.encode() + struct.pack(">I", reply["start_block"]),
+        self._check_tower_signature(appointment_receipt(signature, reply["start_block"]),
                                     reply["signature"])
         return reply
 
     def get_appointment(self, locator: bytes) -> tuple[int, dict[str, Any]]:
-        signature = sign_message(f"get appointment {locator.hex()}".encode(), self.key)
+        signature = sign_message(get_appointment_message(locator), self.key)
         status, reply = self._post("/get_appointment", {"locator": locator.hex(),
                                                         "signature": signature})
         if status not in (200, 404):
@@ -107,6 +116,6 @@ class TeosClient:
         return status, reply
 
     def get_subscription_info(self) -> dict[str, Any]:
-        signature = sign_message(b"get subscription info", self.key)
+        signature = sign_message(SUBSCRIPTION_INFO_MESSAGE, self.key)
         result: dict[str, Any] = self._call("/get_subscription_info", {"signature": signature})
         return result

@@ -13,6 +13,7 @@ Checked against rust-teos's published vector (firmware-tests/vectors/teos_crypto
 from __future__ import annotations
 
 import hashlib
+import struct
 
 from coincurve import PrivateKey, PublicKey
 from cryptography.exceptions import InvalidTag
@@ -20,10 +21,15 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 __all__ = [
     "LOCATOR_SIZE",
+    "SUBSCRIPTION_INFO_MESSAGE",
     "SignatureError",
+    "appointment_message",
+    "appointment_receipt",
     "decrypt_blob",
     "encrypt_blob",
+    "get_appointment_message",
     "locator_of",
+    "registration_receipt",
     "recover_user",
     "sign_message",
     "zbase32_decode",
@@ -105,3 +111,24 @@ def recover_user(message: bytes, signature: str) -> bytes:
     except Exception:
         raise SignatureError("the signature recovers no public key") from None
     return pub.format(compressed=True)
+
+
+# What is signed, byte for byte as rust-teos (teos-common appointment.rs, receipts.rs):
+# the user signs requests, the tower signs receipts. Integers are u32 big-endian.
+SUBSCRIPTION_INFO_MESSAGE = b"get subscription info"
+
+
+def appointment_message(locator: bytes, blob: bytes, to_self_delay: int) -> bytes:
+    return locator + blob + struct.pack(">I", to_self_delay)
+
+
+def get_appointment_message(locator: bytes) -> bytes:
+    return f"get appointment {locator.hex()}".encode()
+
+
+def registration_receipt(user_id: bytes, available_slots: int, subscription_expiry: int) -> bytes:
+    return user_id + struct.pack(">II", available_slots, subscription_expiry)
+
+
+def appointment_receipt(user_signature: str, start_block: int) -> bytes:
+    return user_signature.encode() + struct.pack(">I", start_block)

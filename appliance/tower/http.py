@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -125,6 +124,3 @@ def make_app(api: TowerAPI, *, auth: BasicAuth | None, lan_only: bool,
     app.router.add_post("/ping", ping)
     return app
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -65,6 +65,23 @@ class User:
     subscription_expiry: int
 
 
+_USER = struct.Struct(">III")  # available slots, subscription start, subscription expiry
+_APPOINTMENT = struct.Struct(">II")  # to_self_delay, start block; the blob follows
+
+
+def _user_of(user_id: bytes, raw: bytes) -> User:
+    return User(user_id, *_USER.unpack(raw))
+
+
+def _user_value(user: User) -> bytes:
+    return _USER.pack(user.available_slots, user.subscription_start, user.subscription_expiry)
+
+
+def _appointment_of(locator: bytes, user_id: bytes, raw: bytes) -> Appointment:
+    delay, start = _APPOINTMENT.unpack(raw[:_APPOINTMENT.size])
+    return Appointment(locator, user_id, delay, start, raw[_APPOINTMENT.size:])
+
+
 def outpoint(txid: bytes, vout: int) -> bytes:
     return txid + struct.pack(">I", vout)
 
@@ -126,8 +143,7 @@ class TowerStore:
     def appointments_at(self, locator: bytes) -> list[Appointment]:
         out = []
         for key, value in self.db.iterator(prefix=b"a" + locator):
-            delay, start = struct.unpack(">II", value[:8])
-            out.append(Appointment(locator, key[17:50], delay, start, value[8:]))
+            out.append(_appointment_of(locator, key[17:50], value))
         return out
 
     def channel(self, funding: bytes) -> dict[str, Any] | None:
@@ -208,25 +224,25 @@ class TowerStore:
     # --- TEOS users and appointments ---------------------------------------------------
     def user(self, user_id: bytes) -> User | None:
         raw = self.db.get(b"u" + user_id)
-        if raw is None:
-            return None
-        slots, start, expiry = struct.unpack(">III", raw)
-        return User(user_id, slots, start, expiry)
+        return None if raw is None else _user_of(user_id, raw)
 
     def put_user(self, user: User) -> None:
         if self.db.get(b"u" + user.user_id) is None:
             self._count("users", 1)
         with self.db.write_batch(sync=True) as wb:
-            wb.put(b"u" + user.user_id, struct.pack(">III", user.available_slots,
-                                                    user.subscription_start, user.subscription_expiry))
+            wb.put(b"u" + user.user_id, _user_value(user))
             wb.put(_COUNTERS, self._counters_raw())
 
     def appointment(self, locator: bytes, user_id: bytes) -> Appointment | None:
         raw = self.db.get(b"a" + locator + user_id)
-        if raw is None:
-            return None
-        delay, start = struct.unpack(">II", raw[:8])
-        return Appointment(locator, user_id, delay, start, raw[8:])
+        return None if raw is None else _appointment_of(locator, user_id, raw)
+
+    @staticmethod
+    def _put_appointment(wb: Any, a: Appointment) -> None:
+        """The appointment and its two index keys (by user, and the locator marker)."""
+        wb.put(b"a" + a.locator + a.user, _APPOINTMENT.pack(a.to_self_delay, a.start_block) + a.blob)
+        wb.put(b"x" + a.user + a.locator, b"")
+        wb.put(b"L" + a.locator, b"")
 
     def put_appointment(self, appointment: Appointment, user: User) -> None:
         """Store (or replace) an appointment and the user's new slot count, atomically."""
@@ -234,12 +250,8 @@ class TowerStore:
         if self.db.get(key) is None:
             self._count("appointments", 1)
         with self.db.write_batch(sync=True) as wb:
-            wb.put(key, struct.pack(">II", appointment.to_self_delay, appointment.start_block)
-                   + appointment.blob)
-            wb.put(b"x" + appointment.user + appointment.locator, b"")
-            wb.put(b"L" + appointment.locator, b"")
-            wb.put(b"u" + user.user_id, struct.pack(">III", user.available_slots,
-                                                    user.subscription_start, user.subscription_expiry))
+            self._put_appointment(wb, appointment)
+            wb.put(b"u" + user.user_id, _user_value(user))
             wb.put(_COUNTERS, self._counters_raw())
 
     def import_appointments(self, appointments: Iterable[Appointment], user: User) -> int:
@@ -251,10 +263,7 @@ class TowerStore:
         def flush() -> None:
             with self.db.write_batch(sync=True) as wb:
                 for a in batch:
-                    wb.put(b"a" + a.locator + a.user, struct.pack(">II", a.to_self_delay, a.start_block)
-                           + a.blob)
-                    wb.put(b"x" + a.user + a.locator, b"")
-                    wb.put(b"L" + a.locator, b"")
+                    self._put_appointment(wb, a)
                 self._count("appointments", len(batch))
                 wb.put(_COUNTERS, self._counters_raw())
             batch.clear()
@@ -284,8 +293,7 @@ class TowerStore:
 
     def users(self) -> Iterator[User]:
         for key, raw in self.db.iterator(prefix=b"u"):
-            slots, start, expiry = struct.unpack(">III", raw)
-            yield User(key[1:], slots, start, expiry)
+            yield _user_of(key[1:], raw)
 
     def drop_user(self, user_id: bytes) -> int:
         locators = self.user_locators(user_id)

@@ -51,6 +51,12 @@ def _txid_hex(txid: bytes) -> str:
     return txid[::-1].hex()
 
 
+def _penalty_entry(source: str, penalty: Tx) -> dict[str, Any]:
+    """A penalty in a tracker: not yet sent, not confirmed."""
+    return {"txid": _txid_hex(penalty.txid), "raw": penalty.raw.hex(), "source": source,
+            "height": None, "attempts": 0, "error": "", "sent": False}
+
+
 class Watcher:
     def __init__(self, store: TowerStore, broadcast: Broadcast, notify: Notify, *,
                  finality_depth: int = 100, fetch_tx: FetchTx | None = None) -> None:
@@ -85,9 +91,7 @@ class Watcher:
         tracker = {
             "breach_txid": _txid_hex(tx.txid), "breach_raw": tx.raw.hex(),
             "breach_height": height, "seen": time.time(), "final": False,
-            "penalties": [{"txid": _txid_hex(p.txid), "raw": p.raw.hex(), "source": src,
-                           "height": None, "attempts": 0, "error": "", "sent": False}
-                          for src, p in penalties],
+            "penalties": [_penalty_entry(src, p) for src, p in penalties],
         }
         self.store.put_tracker(tx.txid, tracker)
         log.warning("breach: %s spends a revoked state; broadcasting %d penalt%s",
@@ -173,9 +177,7 @@ class Watcher:
             assert tracker is not None
             known = {p["txid"] for p in tracker["penalties"]}
             new = [(src, p) for src, p in self._penalties_for(tx) if _txid_hex(p.txid) not in known]
-            tracker["penalties"] += [{"txid": _txid_hex(p.txid), "raw": p.raw.hex(), "source": src,
-                                      "height": None, "attempts": 0, "error": "", "sent": False}
-                                     for src, p in new]
+            tracker["penalties"] += [_penalty_entry(src, p) for src, p in new]
             self.store.put_tracker(txid, tracker)
             await self._send_penalties(txid, tracker)
             return len(new)

@@ -41,7 +41,7 @@ from blockgen import big_blocks  # noqa: E402
 from appliance.chain import parse_block, parse_tx  # noqa: E402
 from appliance.chain.tx import TxIn, TxOut, serialize_tx  # noqa: E402
 from appliance.tower.api import TowerAPI, TowerLimits  # noqa: E402
-from appliance.tower.crypto import encrypt_blob, locator_of, sign_message  # noqa: E402
+from appliance.tower.crypto import appointment_message, encrypt_blob, locator_of, sign_message  # noqa: E402
 from appliance.tower.store import Appointment, TowerStore, User  # noqa: E402
 from appliance.tower.watcher import BroadcastResult, Watcher  # noqa: E402
 
@@ -65,7 +65,7 @@ def bench_api(tmp: Path, n: int) -> None:
     for _ in range(n):
         txid = os.urandom(32)
         loc, blob = locator_of(txid), encrypt_blob(penalty, txid)
-        sig = sign_message(loc + blob + struct.pack(">I", 144), user)
+        sig = sign_message(appointment_message(loc, blob, 144), user)
         bodies.append(json.dumps({"appointment": {"locator": loc.hex(), "encrypted_blob": blob.hex(),
                                                   "to_self_delay": 144}, "signature": sig}).encode())
     started = time.perf_counter()
