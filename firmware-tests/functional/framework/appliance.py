@@ -94,17 +94,21 @@ class ElectrumClient:
                 self.sock.settimeout(30.0)
 
 
-class IndexerProcess:
-    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
-                 extra: str = "") -> None:
+class ServiceProcess:
+    """``appliance run SERVICE`` against a TestNode: its config (the [hearth] and [node]
+    sections every service shares, then the service's own), its log, start and stop."""
+
+    service = ""
+    ready_log = ""  # the log line that says the service is up
+    ready_timeout = 60.0
+
+    def __init__(self, base: Path, node: TestNode, sections: str, *, timeout_factor: float = 1.0
+                 ) -> None:
         self.base = base
         self.node = node
         self.factor = timeout_factor
-        self.tcp_port = free_port()
-        self.tls_port = free_port()
-        self.noise_port = free_port()
         self.config = base / "hearth.toml"
-        self.log_file = base / "indexer.log"
+        self.log_file = base / f"{self.service}.log"
         base.mkdir(parents=True, exist_ok=True)
         self.config.write_text(f"""
 [hearth]
@@ -119,7 +123,70 @@ zmq_rawblock = "{node.zmq['rawblock']}"
 zmq_rawtx = "{node.zmq['rawtx']}"
 zmq_hashblock = "{node.zmq['hashblock']}"
 zmq_sequence = "{node.zmq['sequence']}"
-[electrum]
+{sections}""")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def start(self, wait: bool = True) -> None:
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        out = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen([APPLIANCE, "run", self.service, "--config",
+                                         str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        if wait:
+            self.wait_log(self.ready_log, timeout=self.ready_timeout)
+
+    def log_text(self, since_start: bool = False) -> str:
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return text[self._log_offset:] if since_start else text
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        """Wait for ``text`` in what this run (since the last start) logged."""
+        def seen() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"{self.service} exited ({self.process.returncode}):\n"
+                                     + self.log_text()[-4000:])
+            return text in self.log_text(since_start=True)
+        wait_until(seen, timeout=timeout, factor=self.factor)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        rc = self.process.returncode
+        self.process = None
+        assert rc == 0, f"{self.service} exit code {rc}:\n{self.log_text()[-4000:]}"
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([APPLIANCE, *args, "--config", str(self.config)],
+                             capture_output=True, text=True, timeout=180)
+        if check and res.returncode != 0:
+            raise AssertionError(f"appliance {' '.join(args)}: {res.stderr}{res.stdout}")
+        return res
+
+
+class IndexerProcess(ServiceProcess):
+    service = "indexer"
+    ready_log = "serving Electrum RPC"
+    ready_timeout = 120.0
+
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
+                 extra: str = "") -> None:
+        self.tcp_port = free_port()
+        self.tls_port = free_port()
+        self.noise_port = free_port()
+        super().__init__(base, node, f"""[electrum]
 bind = "127.0.0.1"
 tcp_port = {self.tcp_port}
 tls_port = {self.tls_port}
@@ -134,29 +201,8 @@ phrase_gate = false
 [log]
 level = "debug"
 {extra}
-""")
-        self.process: subprocess.Popen[bytes] | None = None
+""", timeout_factor=timeout_factor)
         self.clients: list[ElectrumClient] = []
-
-    def start(self, wait: bool = True) -> None:
-        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        out = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen([APPLIANCE, "run", "indexer", "--config",
-                                         str(self.config)], stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        if wait:
-            self.wait_log("serving Electrum RPC", timeout=120)
-
-    def log_text(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def wait_log(self, text: str, timeout: float = 60.0) -> None:
-        def seen() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"indexer exited ({self.process.returncode}):\n"
-                                     + self.log_text()[-4000:])
-            return text in self.log_text()[self._log_offset:]
-        wait_until(seen, timeout=timeout, factor=self.factor)
 
     def close_clients(self) -> None:
         for c in self.clients:
@@ -165,31 +211,11 @@ level = "debug"
 
     def stop(self) -> None:
         self.close_clients()
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        rc = self.process.returncode
-        self.process = None
-        assert rc == 0, f"indexer exit code {rc}:\n{self.log_text()[-4000:]}"
+        super().stop()
 
     def kill(self) -> None:
         self.close_clients()
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([APPLIANCE, *args, "--config", str(self.config)],
-                             capture_output=True, text=True, timeout=180)
-        if check and res.returncode != 0:
-            raise AssertionError(f"appliance {' '.join(args)}: {res.stderr}{res.stdout}")
-        return res
+        super().kill()
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
@@ -224,40 +250,23 @@ level = "debug"
         return c
 
 
-class TowerProcess:
+class TowerProcess(ServiceProcess):
     """``appliance run tower`` against a TestNode, with fixed credentials.
 
     ``url`` is what Electrum's ``watchtower_url`` takes; :meth:`post` speaks to the HTTP
     API directly (TEOS paths, raw bodies for the bad-input tests)."""
 
+    service = "tower"
+    ready_log = "tower live"
     USER = "tower-test"
     PASSWORD = "correct horse battery staple"
 
     def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
                  extra: str = "") -> None:
-        self.base = base
-        self.node = node
-        self.factor = timeout_factor
         self.http_port = free_port()
         self.https_port = free_port()
         self.noise_port = free_port()
-        self.config = base / "hearth.toml"
-        self.log_file = base / "tower.log"
-        base.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(f"""
-[hearth]
-network = "regtest"
-data_dir = "{base / 'data'}"
-run_dir = "{base / 'run'}"
-[node]
-rpc_url = "{node.rpc_url}"
-cookie_file = "{node.cookie_file}"
-bitcoin_dir = "{node.datadir}"
-zmq_rawblock = "{node.zmq['rawblock']}"
-zmq_rawtx = "{node.zmq['rawtx']}"
-zmq_hashblock = "{node.zmq['hashblock']}"
-zmq_sequence = "{node.zmq['sequence']}"
-[electrum]
+        super().__init__(base, node, f"""[electrum]
 hostname = "localhost"
 [tower]
 bind = "127.0.0.1"
@@ -270,60 +279,11 @@ finality_depth = 6
 [log]
 level = "debug"
 {extra}
-""")
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
+""", timeout_factor=timeout_factor)
 
     @property
     def url(self) -> str:
         return f"http://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.http_port}"
-
-    def start(self, wait: bool = True) -> None:
-        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        out = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen([APPLIANCE, "run", "tower", "--config", str(self.config)],
-                                        stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        if wait:
-            self.wait_log("tower live", timeout=60)
-
-    def log_text(self, since_start: bool = False) -> str:
-        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        return text[self._log_offset:] if since_start else text
-
-    def wait_log(self, text: str, timeout: float = 60.0) -> None:
-        def seen() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"tower exited ({self.process.returncode}):\n"
-                                     + self.log_text()[-4000:])
-            return text in self.log_text(since_start=True)
-        wait_until(seen, timeout=timeout, factor=self.factor)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        rc = self.process.returncode
-        self.process = None
-        assert rc == 0, f"tower exit code {rc}:\n{self.log_text()[-4000:]}"
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([APPLIANCE, *args, "--config", str(self.config)],
-                             capture_output=True, text=True, timeout=60)
-        if check and res.returncode != 0:
-            raise AssertionError(f"appliance {' '.join(args)}: {res.stderr}{res.stdout}")
-        return res
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(self.cli("tower", "status", "--json").stdout)
