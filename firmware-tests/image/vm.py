@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from functional.framework.util import free_port
+
 BOOT_OFFSET = 4 * 1024 * 1024  # image/assemble: the FAT partition starts at 4 MiB
 GUEST_ELECTRUM_PORT = 50001
 FRAMES_TAG = "hearthframes"
@@ -33,12 +35,6 @@ GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
 
 class VMError(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mtools(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -13,11 +14,34 @@ __all__ = ["assert_raises_rpc_error", "free_port", "wait_until"]
 
 # --- Ports -------------------------------------------------------------------
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# Ports are handed out from below the kernel's ephemeral range (32768+ on Linux):
+# a port picked by binding to 0 comes from that range, so an outgoing connection
+# made by any test process (an RPC client, a ZMQ connect) can take it as its local
+# port before bitcoind binds it ("Unable to bind", seen in CI). Like Bitcoin Core's
+# test framework, start at an offset from the pid so concurrent runs rarely meet,
+# never hand out the same port twice in a run, and skip ports already in use.
+_PORT_MIN, _PORT_MAX = 11000, 32000
+_next_port = _PORT_MIN + (os.getpid() * 37) % (_PORT_MAX - _PORT_MIN)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on and no other call got."""
+    global _next_port
+    for _ in range(_PORT_MAX - _PORT_MIN):
+        port = _next_port
+        _next_port = _PORT_MIN + (_next_port + 1 - _PORT_MIN) % (_PORT_MAX - _PORT_MIN)
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port left in {_PORT_MIN}-{_PORT_MAX}")
 
 
 # --- Wait functions ----------------------------------------------------------
