@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                               help="back up to a block device or image now (as if plugged in)")
     ubackup.add_argument("device")
 
+    display = sub.add_parser("display", help="the OLED outside the display service")
+    dsub = display.add_subparsers(dest="display_command", required=True)
+    dstep = dsub.add_parser("step", parents=[common],
+                            help="show a 'Starting' page and leave it lit (first boot)")
+    dstep.add_argument("step", help="what the box is doing, one short line")
+    dstep.add_argument("--detail", default="", help="a longer line under it")
+
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
     return p
@@ -124,7 +131,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _restore(cfg, args)
     if args.command == "usb":
         return _usb(cfg, args)
+    if args.command == "display":
+        return _display_step(cfg, args.step, args.detail)
     raise AssertionError(args.command)  # argparse restricts the choices
+
+
+def _display_step(cfg: Config, step: str, detail: str) -> int:
+    from .devices.display_service import show_step
+    from .devices.oled import OledError
+
+    try:
+        show_step(cfg, step, detail)
+    except OledError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _wallet(cfg: Config, args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from ..config import Config
 from ..control import ControlError, control_request
 from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
 from .frames import FrameRecorder, to_terminal
-from .oled import Dimmer, make_device, present
+from .oled import Dimmer, OledDevice, make_device, present
 from .pages import (
     PANEL_128X64,
     PANEL_128X128,
@@ -31,6 +31,7 @@ from .pages import (
     IndexPage,
     Page,
     PairingPage,
+    Panel,
     RecoveryWordsPage,
     SyncPage,
     UsbBackupPage,
@@ -40,7 +41,7 @@ from .pages import (
 )
 from .power import PowerMonitor
 
-__all__ = ["choose_page", "main"]
+__all__ = ["choose_page", "main", "show_step"]
 
 log = logging.getLogger("display")
 
@@ -164,11 +165,32 @@ def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str
     return {k: result.get(k) for k in ("payload", "tls_server", "tls_fingerprint")}
 
 
-async def main(cfg: Config) -> None:
+def _open_panel(cfg: Config) -> tuple[OledDevice, Panel]:
     dc = cfg.display
     device = make_device(dc.driver, height=dc.height or None, i2c_port=dc.i2c_port,
                          i2c_address=dc.i2c_address, rotate=dc.rotate, simulate=dc.simulate)
-    panel = PANEL_128X128 if device.height == 128 else PANEL_128X64
+    return device, PANEL_128X128 if device.height == 128 else PANEL_128X64
+
+
+def show_step(cfg: Config, step: str, detail: str = "") -> Path | None:
+    """Draw one "Starting" page and leave it lit after this process exits.
+
+    For the time before supervisord starts this service (first boot: growing the card,
+    making keys), so the panel is never dark while the box works. Returns the saved frame
+    when ``frames_dir`` is set. Raises ``OledError`` when there is no panel.
+    """
+    device, panel = _open_panel(cfg)
+    device.persist = True  # luma's atexit cleanup would switch the panel off
+    frame = render(BootPage(step, detail=detail, version=__version__), panel)
+    present(device, frame)
+    if not cfg.display.frames_dir:
+        return None
+    return FrameRecorder(Path(cfg.display.frames_dir)).record(frame)
+
+
+async def main(cfg: Config) -> None:
+    dc = cfg.display
+    device, panel = _open_panel(cfg)
     dimmer = Dimmer(device, dim_after=dc.dim_after_s)
     recorder = FrameRecorder(Path(dc.frames_dir)) if dc.frames_dir else None
     started = time.monotonic()

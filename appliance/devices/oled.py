@@ -44,6 +44,7 @@ class OledDevice(Protocol):
     height: int
     size: tuple[int, int]
     mode: str
+    persist: bool  # True: luma's exit cleanup leaves the last frame lit
 
     def display(self, image: Image.Image) -> None: ...
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from appliance import __version__
+from appliance.devices.pages import BootPage, render
 from appliance.pairing.payload import PREFIX, PairingPayload
 
 from .agecli import decrypt
@@ -28,6 +30,9 @@ from .vm import make_stick, mtools
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 BOOT_TIMEOUT = 900.0
+
+#: What rootfs-overlay's hearth-firstboot shows on the OLED, in order, before supervisord.
+FIRST_BOOT_STEPS = ("Preparing the SD card", "Making the box's keys", "Starting services")
 
 
 def test_first_boot_completes(box: Box) -> None:
@@ -39,6 +44,16 @@ def test_first_boot_completes(box: Box) -> None:
     assert "hearth-firstboot: using hearth.toml from the boot partition" in text
     assert "hearth-firstboot: chain=regtest" in text
     print(f"first boot done {time.time() - box.vm.started:.0f} s after QEMU started")
+    # The OLED was lit all through first boot: its first frames are the steps, drawn by
+    # the image's own code before supervisord started the display service.
+    first = sorted(box.vm.frames.glob("frame-*.png"))[:len(FIRST_BOOT_STEPS)]
+    assert [f.name for f in first] == [f"frame-{n:06d}.png" for n in (1, 2, 3)], first
+    for png, step in zip(first, FIRST_BOOT_STEPS, strict=True):
+        expected = render(BootPage("First boot", detail=step, version=__version__))
+        assert Image.open(png).convert("1").tobytes() == expected.tobytes(), f"{png.name}: not {step!r}"
+    lit = first[0].stat().st_mtime - box.vm.started
+    print(f"OLED lit {lit:.0f} s after QEMU started (first boot's first step)")
+    (box.vm.workdir / "boot-to-first-frame.json").write_text(json.dumps({"seconds": lit}))
 
 
 def expected_programs() -> set[str]:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from appliance.devices.display_service import choose_page
-from appliance.devices.pages import ErrorPage, IndexPage, PairingPage, SyncPage
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from appliance import __version__, cli
+from appliance.config import Config, load_config
+from appliance.devices.display_service import choose_page, show_step
+from appliance.devices.pages import BootPage, ErrorPage, IndexPage, PairingPage, SyncPage, render
 from appliance.status import Phase, ServiceState, ServiceStatus
 
 
@@ -68,3 +75,31 @@ def test_recent_breach_shows_the_watchtower_page_until_a_day_passes() -> None:
                 counters={"last_breach_ts": time.time() - 2 * 86400, "last_breach_stopped": 1})
     page, _, _ = choose_page({"node": node, "tower": old}, None, 0.0)
     assert isinstance(page, SyncPage)
+
+
+# --- show_step: the panel before supervisord starts the service ---------------------
+
+def _display_config(tmp_path: Path, body: str) -> Config:
+    path = tmp_path / "hearth.toml"
+    path.write_text('[hearth]\nnetwork = "regtest"\n' + body)
+    return load_config(path, env={})
+
+
+def test_first_boot_step_is_drawn_and_left_lit(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    cfg = _display_config(tmp_path, f'[display]\nsimulate = true\nframes_dir = "{frames}"\n')
+    saved = show_step(cfg, "First boot", "Making the box's keys")
+    assert saved is not None and saved.name == "frame-000001.png"
+    expected = render(BootPage("First boot", detail="Making the box's keys", version=__version__))
+    assert Image.open(saved).convert("1").tobytes() == expected.tobytes()
+    # The display service started later numbers its frames after the first-boot ones.
+    assert show_step(cfg, "First boot", "Starting services") == frames / "frame-000002.png"
+
+
+def test_step_without_a_panel_is_a_clear_error_not_a_crash(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = tmp_path / "hearth.toml"
+    cfg_path.write_text('[hearth]\nnetwork = "regtest"\n[display]\ni2c_port = 97\n')
+    assert cli.main(["display", "step", "First boot", "--config", str(cfg_path)]) == 1
+    err = capsys.readouterr().err
+    assert "/dev/i2c-97" in err and "i2cdetect" in err
