@@ -158,6 +158,14 @@ class TowerSection:
                                     minimum=1)
     max_blob_bytes: int = _opt(2048, "Largest encrypted appointment or sweep transaction accepted.",
                                minimum=256)
+    max_channels: int = _opt(10000, "Channels Electrum wallets may register (get_ctn); more "
+                             "are refused, so a runaway client cannot fill the card.", minimum=1)
+    max_sweeps: int = _opt(1_000_000, "Electrum sweep transactions kept (about 330 bytes each on "
+                           "disk); more are refused until closed channels are dropped.", minimum=1)
+    max_users: int = _opt(1000, "TEOS users (registered keys) kept; new ones beyond are refused.",
+                          minimum=1)
+    max_appointments: int = _opt(1_000_000, "TEOS appointments kept across all users (about 330 "
+                                 "bytes each on disk); more are refused.", minimum=1)
     finality_depth: int = _opt(100, "Confirmations after which a response is final (no more "
                                "reorg watching) and a closed channel's sweeps are dropped.", minimum=1)
     db_cache_mib: int = _opt(8, "LevelDB block cache of the tower's store, MiB.", minimum=1)

@@ -52,6 +52,7 @@ _PARSE_ERROR = -32700
 _INVALID_REQUEST = -32600
 _METHOD_NOT_FOUND = -32601
 _INVALID_PARAMS = -32602
+_TOWER_FULL = -32000  # JSON-RPC's "server error" range
 
 _OUTPOINT = re.compile(r"^([0-9a-fA-F]{64}):(\d{1,6})$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
@@ -73,12 +74,25 @@ class _ParamError(ValueError):
     pass
 
 
+class _TowerFull(Exception):
+    """A quota is reached: the request was fine, the tower keeps no more."""
+
+
 class TowerLimits:
     def __init__(self, *, slots: int = 10000, subscription_blocks: int = 4320,
-                 max_blob_bytes: int = 2048) -> None:
+                 max_blob_bytes: int = 2048, max_channels: int = 10000,
+                 max_sweeps: int = 1_000_000, max_users: int = 1000,
+                 max_appointments: int = 1_000_000) -> None:
         self.slots = slots
         self.subscription_blocks = subscription_blocks
         self.max_blob_bytes = max_blob_bytes
+        # Electrum's protocol has no slots: these bound what its credential holders can
+        # make the box store (a few hundred bytes each) so the card keeps room for blocks.
+        self.max_channels = max_channels
+        self.max_sweeps = max_sweeps
+        # TEOS renewals add slots (as in rust-teos), so slots alone bound nothing in total.
+        self.max_users = max_users
+        self.max_appointments = max_appointments
 
 
 def parse_outpoint(text: Any, name: str) -> bytes:
@@ -170,12 +184,16 @@ class TowerAPI:
             return _rpc_error(rid, _INVALID_PARAMS, f"{method}: wrong number of params")
         except _ParamError as exc:
             return _rpc_error(rid, _INVALID_PARAMS, f"{method}: {exc}")
+        except _TowerFull as exc:
+            return _rpc_error(rid, _TOWER_FULL, f"{method}: {exc}")
         return {"jsonrpc": "2.0", "id": rid, "result": result}
 
     def get_ctn(self, funding_outpoint: Any, funding_address: Any) -> int:
         funding = parse_outpoint(funding_outpoint, "funding_outpoint")
         if not isinstance(funding_address, str) or not _ADDRESS.match(funding_address):
             raise _ParamError("funding_address must be an address")
+        if self.store.channel(funding) is None:
+            self._check_quota("channels", self.limits.max_channels, "tower.max_channels")
         self.store.register_channel(funding, funding_address)
         return self.store.max_ctn(funding)
 
@@ -196,9 +214,25 @@ class TowerAPI:
             raise _ParamError("raw_tx does not spend prevout")
         if not any(i.witness or i.script_sig for i in tx.inputs):
             raise _ParamError("raw_tx is not signed")
+        if not self.store.has_sweep(funding, ctn, spent):
+            if self.store.channel(funding) is None:
+                self._check_quota("channels", self.limits.max_channels, "tower.max_channels")
+            self._check_quota("sweeps", self.limits.max_sweeps, "tower.max_sweeps")
         self.store.add_sweep(funding, ctn, spent, tx.raw)
         if self.on_stored is not None:
             self.on_stored(spent[:16])
+
+    def _check_quota(self, counter: str, limit: int, setting: str) -> None:
+        if self.store.counters.get(counter, 0) >= limit:
+            self.store.count_refusal()
+            raise _TowerFull(f"the tower is full: {limit} {counter} stored ({setting})")
+
+    def _check_teos_quota(self, counter: str, limit: int, setting: str) -> None:
+        try:
+            self._check_quota(counter, limit, setting)
+        except _TowerFull as exc:
+            # rust-teos has no "full" code; 7 is the one its clients read as "cannot subscribe".
+            raise TeosError(503, INVALID_SIGNATURE_OR_SUBSCRIPTION_ERROR, str(exc)) from None
 
     # --- TEOS ---------------------------------------------------------------------------------
     def register(self, body: bytes) -> dict[str, Any]:
@@ -210,6 +244,8 @@ class TowerAPI:
             raise TeosError(400, WRONG_FIELD_FORMAT, "`user_id` is not a public key") from None
         height = self.height()
         old = self.store.user(user_id)
+        if old is None:
+            self._check_teos_quota("users", self.limits.max_users, "tower.max_users")
         user = User(user_id, (old.available_slots if old else 0) + self.limits.slots, height,
                     height + self.limits.subscription_blocks)
         self.store.put_user(user)
@@ -252,6 +288,9 @@ class TowerAPI:
             raise TeosError(400, APPOINTMENT_ALREADY_TRIGGERED,
                             "The provided appointment has already been triggered")
         old = self.store.appointment(locator, user.user_id)
+        if old is None:
+            self._check_teos_quota("appointments", self.limits.max_appointments,
+                                   "tower.max_appointments")
         needed = slots_for(blob) - (slots_for(old.blob) if old else 0)
         if needed > user.available_slots:
             raise TeosError(401, INVALID_SIGNATURE_OR_SUBSCRIPTION_ERROR, "not enough slots available")

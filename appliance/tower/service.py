@@ -68,7 +68,10 @@ class TowerService:
                                fetch_tx=self._fetch_tx)
         self.api = TowerAPI(store, tower_key, lambda: self.watcher.height,
                             TowerLimits(slots=tc.slots, subscription_blocks=tc.subscription_blocks,
-                                        max_blob_bytes=tc.max_blob_bytes),
+                                        max_blob_bytes=tc.max_blob_bytes,
+                                        max_channels=tc.max_channels, max_sweeps=tc.max_sweeps,
+                                        max_users=tc.max_users,
+                                        max_appointments=tc.max_appointments),
                             on_stored=self._stored)
         self._checks: set[asyncio.Task[int]] = set()
         self.auth = BasicAuth(tc.user, tower_password(cfg))

@@ -167,6 +167,14 @@ class TowerStore:
         channel = self.channel(funding)
         return int(channel["max_ctn"]) if channel else 0
 
+    def has_sweep(self, funding: bytes, ctn: int, prevout_: bytes) -> bool:
+        return self.db.get(b"s" + prevout_ + funding + struct.pack(">Q", ctn)) is not None
+
+    def count_refusal(self) -> None:
+        """A request refused for a full quota (shown by `appliance tower status`)."""
+        self._count("refused_full", 1)
+        self.db.put(_COUNTERS, self._counters_raw(), sync=True)
+
     def add_sweep(self, funding: bytes, ctn: int, prevout_: bytes, raw_tx: bytes) -> None:
         channel = self.channel(funding) or {"address": "", "max_ctn": 0}
         if self.db.get(b"c" + funding) is None:

@@ -186,3 +186,59 @@ def test_register_rejects_non_keys(box: Box) -> None:
         with pytest.raises(TeosError) as err:
             box.api.register(json.dumps({"user_id": user_id}).encode())
         assert err.value.code == code
+
+
+def test_electrum_quotas_refuse_new_records_but_accept_known_ones(tmp_path: Path) -> None:
+    store = TowerStore(tmp_path / "db")
+    api = TowerAPI(store, PrivateKey(), lambda: 500,
+                   TowerLimits(max_channels=2, max_sweeps=3))
+
+    def rpc(method: str, *params: Any) -> dict[str, Any]:
+        return api.electrum_rpc(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                            "params": list(params)}).encode())
+    channels = [funding_and_breach() for _ in range(3)]
+    points = [f"{display(f.txid)}:0" for f, _ in channels]
+    assert rpc("get_ctn", points[0], "bcrt1qexampleaddress0000")["result"] == 0
+    assert rpc("get_ctn", points[1], "bcrt1qexampleaddress0000")["result"] == 0
+    full = rpc("get_ctn", points[2], "bcrt1qexampleaddress0000")["error"]
+    assert full["code"] == -32000 and "tower.max_channels" in full["message"]
+    # A known channel still answers; its sweeps fill the sweep quota.
+    assert rpc("get_ctn", points[0], "bcrt1qexampleaddress0000")["result"] == 0
+    _, breach = channels[0]
+    prevout = f"{display(breach.txid)}:1"
+    sweep = make_tx([(breach.txid, 1)], 1).raw.hex()
+    for ctn in (1, 2, 3):
+        assert rpc("add_sweep_tx", points[0], ctn, prevout, sweep)["result"] is None
+    refused = rpc("add_sweep_tx", points[0], 4, prevout, sweep)["error"]
+    assert refused["code"] == -32000 and "tower.max_sweeps" in refused["message"]
+    # Re-sending a stored sweep (Electrum retries) is not refused; a new channel via
+    # add_sweep_tx is.
+    assert rpc("add_sweep_tx", points[0], 3, prevout, sweep)["result"] is None
+    assert "max_channels" in rpc("add_sweep_tx", points[2], 1, prevout, sweep)["error"]["message"]
+    assert store.counters["sweeps"] == 3 and store.counters["channels"] == 2
+    assert store.counters["refused_full"] == 3
+    store.close()
+
+
+def test_teos_quotas_on_users_and_appointments(tmp_path: Path) -> None:
+    store = TowerStore(tmp_path / "db")
+    box_key = PrivateKey()
+    api = TowerAPI(store, box_key, lambda: 500,
+                   TowerLimits(slots=10, max_users=1, max_appointments=2))
+    alice, bob = PrivateKey(), PrivateKey()
+
+    def register(user: PrivateKey) -> dict[str, Any]:
+        return api.register(json.dumps({"user_id": user.public_key.format().hex()}).encode())
+    register(alice)
+    with pytest.raises(TeosError) as err:
+        register(bob)
+    assert (err.value.status, err.value.code) == (503, 7) and "max_users" in err.value.message
+    assert register(alice)["available_slots"] == 20  # renewing a known user is not refused
+    breaches = [os.urandom(32) for _ in range(3)]
+    api.add_appointment(_appointment(alice, breaches[0], b"tx")[0])
+    api.add_appointment(_appointment(alice, breaches[1], b"tx")[0])
+    with pytest.raises(TeosError, match="max_appointments"):
+        api.add_appointment(_appointment(alice, breaches[2], b"tx")[0])
+    api.add_appointment(_appointment(alice, breaches[1], b"tx2")[0])  # an update still fits
+    assert store.counters["appointments"] == 2
+    store.close()
