@@ -192,8 +192,7 @@ class TowerAPI:
         funding = parse_outpoint(funding_outpoint, "funding_outpoint")
         if not isinstance(funding_address, str) or not _ADDRESS.match(funding_address):
             raise _ParamError("funding_address must be an address")
-        if self.store.channel(funding) is None:
-            self._check_quota("channels", self.limits.max_channels, "tower.max_channels")
+        self._check_new_channel(funding)
         self.store.register_channel(funding, funding_address)
         return self.store.max_ctn(funding)
 
@@ -215,8 +214,7 @@ class TowerAPI:
         if not any(i.witness or i.script_sig for i in tx.inputs):
             raise _ParamError("raw_tx is not signed")
         if not self.store.has_sweep(funding, ctn, spent):
-            if self.store.channel(funding) is None:
-                self._check_quota("channels", self.limits.max_channels, "tower.max_channels")
+            self._check_new_channel(funding)
             self._check_quota("sweeps", self.limits.max_sweeps, "tower.max_sweeps")
         self.store.add_sweep(funding, ctn, spent, tx.raw)
         if self.on_stored is not None:
@@ -226,6 +224,10 @@ class TowerAPI:
         if self.store.counters.get(counter, 0) >= limit:
             self.store.count_refusal()
             raise _TowerFull(f"the tower is full: {limit} {counter} stored ({setting})")
+
+    def _check_new_channel(self, funding: bytes) -> None:
+        if self.store.channel(funding) is None:
+            self._check_quota("channels", self.limits.max_channels, "tower.max_channels")
 
     def _check_teos_quota(self, counter: str, limit: int, setting: str) -> None:
         try:

@@ -40,6 +40,10 @@ _TIP = b"T"
 _COUNTERS = b"N"
 
 
+def _sweep_key(funding: bytes, ctn: int, prevout_: bytes) -> bytes:
+    return b"s" + prevout_ + funding + struct.pack(">Q", ctn)
+
+
 @dataclass(frozen=True, slots=True)
 class Sweep:
     prevout: bytes  # txid(32, internal) + vout(4, big-endian)
@@ -168,7 +172,7 @@ class TowerStore:
         return int(channel["max_ctn"]) if channel else 0
 
     def has_sweep(self, funding: bytes, ctn: int, prevout_: bytes) -> bool:
-        return self.db.get(b"s" + prevout_ + funding + struct.pack(">Q", ctn)) is not None
+        return self.db.get(_sweep_key(funding, ctn, prevout_)) is not None
 
     def count_refusal(self) -> None:
         """A request refused for a full quota (shown by `appliance tower status`)."""
@@ -179,7 +183,7 @@ class TowerStore:
         channel = self.channel(funding) or {"address": "", "max_ctn": 0}
         if self.db.get(b"c" + funding) is None:
             self._count("channels", 1)
-        key = b"s" + prevout_ + funding + struct.pack(">Q", ctn)
+        key = _sweep_key(funding, ctn, prevout_)
         if self.db.get(key) is None:
             self._count("sweeps", 1)
         channel["max_ctn"] = max(int(channel["max_ctn"]), ctn)
