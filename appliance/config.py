@@ -115,6 +115,16 @@ class TransportSection:
 
 
 @dataclass(frozen=True)
+class SetupSection:
+    port: int = _opt(8443, "HTTPS port of the setup page (phones pair by scanning the OLED); "
+                     "0 = off.", minimum=0)
+    bind: str = _opt("0.0.0.0", "Address the setup page binds (0.0.0.0 = the LAN).")
+    max_failed_redemptions: int = _opt(10, "Wrong pairing links accepted per minute before "
+                                       "the setup page refuses every redemption for a minute.",
+                                       minimum=1)
+
+
+@dataclass(frozen=True)
 class DisplaySection:
     driver: str = _opt("ssd1306", "OLED controller: ssd1306, sh1106, ssd1309, ssd1327.",
                        choices=("ssd1306", "sh1106", "ssd1309", "ssd1327"))
@@ -210,6 +220,7 @@ class Config:
     indexer: IndexerSection = field(default_factory=IndexerSection)
     electrum: ElectrumSection = field(default_factory=ElectrumSection)
     transport: TransportSection = field(default_factory=TransportSection)
+    setup: SetupSection = field(default_factory=SetupSection)
     display: DisplaySection = field(default_factory=DisplaySection)
     button: ButtonSection = field(default_factory=ButtonSection)
     tower: TowerSection = field(default_factory=TowerSection)

@@ -29,6 +29,7 @@ SERVICES: dict[str, str] = {
     "tower": "appliance.tower.service",
     "backup": "appliance.backup.service",
     "usb": "appliance.usb.service",
+    "setup": "appliance.setup.service",
 }
 
 

@@ -51,6 +51,7 @@ EXPECTED = ("node", "indexer")
 _ALTERNATE_S = 6.0  # the pairing page and the stock-wallet server page take turns
 _BREACH_SHOWN_S = 24 * 3600.0  # a breach the tower answered stays on screen for a day
 _DISK_LOW_BYTES = 1 << 30  # below 1 GiB free bitcoind is close to stopping (prune floor)
+_UNKNOWN_SHOWN_S = 600.0  # "Unknown wallet: press the button" stays this long
 
 
 _USB_STATES = {1: UsbBackupState.RUNNING, 2: UsbBackupState.OK, 3: UsbBackupState.FAILED}
@@ -58,12 +59,13 @@ _USB_STATES = {1: UsbBackupState.RUNNING, 2: UsbBackupState.OK, 3: UsbBackupStat
 
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
                 started: float, now: float | None = None,
-                phrase: dict[str, Any] | None = None, *, under_voltage: bool = False
-                ) -> tuple[Page, float | None, bool]:
+                phrase: dict[str, Any] | None = None, *, under_voltage: bool = False,
+                unknown_wallet: bool = False) -> tuple[Page, float | None, bool]:
     """The page to show, with the age and staleness of the data behind it.
 
     ``phrase`` is the usb service's ``phrase.words`` answer while the recovery phrase
-    is up: it goes before pairing (the gate opens only once it is acknowledged)."""
+    is up: it goes before pairing (the gate opens only once it is acknowledged).
+    ``unknown_wallet``: a client recently asked about scripts of no registered wallet."""
     if under_voltage:
         # Before anything else: a weak supply corrupts SD cards, whatever else is wrong.
         return ErrorPage.under_voltage(), None, False
@@ -110,7 +112,16 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
             # the certificate fingerprint to compare with what the wallet shows.
             caption = "Wallet server TLS " + (fingerprint or "")[:11]
             return PairingPage(server, caption=caption, text_mode=True), None, False
+        url = pairing.get("setup_url")
+        if url:
+            # The setup page's link: any phone camera opens it; the browser then shows
+            # the certificate, whose fingerprint should start like this.
+            caption = "Scan. Cert " + " ".join((fingerprint or "").split(":")[:3])
+            return PairingPage(url, caption=caption), None, False
         return PairingPage(str(pairing["payload"])), None, False
+    if unknown_wallet:
+        idx = states.get("indexer")
+        return ErrorPage.unknown_wallet(), idx.age_s if idx else None, False
     tower = states.get("tower")
     if tower is not None and tower.status is not None:
         seen = float(tower.status.counters.get("last_breach_ts", 0))
@@ -162,7 +173,7 @@ def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str
         return None
     if not result.get("payload"):
         return None
-    return {k: result.get(k) for k in ("payload", "tls_server", "tls_fingerprint")}
+    return {k: result.get(k) for k in ("payload", "setup_url", "tls_server", "tls_fingerprint")}
 
 
 def _open_panel(cfg: Config) -> tuple[OledDevice, Panel]:
@@ -196,6 +207,7 @@ async def main(cfg: Config) -> None:
     started = time.monotonic()
     power = PowerMonitor(Path(dc.hwmon_dir))
     shown: tuple[str, str] = ("", "")
+    unknown = _UnknownWallets()
     async with StatusPublisher(cfg.hearth.run_dir, "display") as bus, \
             StatusSubscriber(cfg.hearth.run_dir, stale_after=dc.stale_after_s,
                              expected=EXPECTED) as sub:
@@ -207,7 +219,8 @@ async def main(cfg: Config) -> None:
                 low_power = power.under_voltage()
                 phrase = await asyncio.to_thread(_phrase_info, cfg, states)
                 page, age, stale = choose_page(states, pairing, started, phrase=phrase,
-                                               under_voltage=low_power)
+                                               under_voltage=low_power,
+                                               unknown_wallet=unknown.recent(states))
                 overlay = _countdown(states)
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))
@@ -228,6 +241,27 @@ async def main(cfg: Config) -> None:
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+
+
+class _UnknownWallets:
+    """Whether the indexer's ``unknown_script_queries`` grew in the last 10 minutes."""
+
+    def __init__(self) -> None:
+        self.count: int | None = None
+        self.since = -_UNKNOWN_SHOWN_S
+
+    def recent(self, states: dict[str, ServiceState], now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        idx = states.get("indexer")
+        if idx is None or idx.status is None:
+            return False
+        count = int(idx.status.counters.get("unknown_script_queries", 0))
+        if self.count is not None and count > self.count:
+            self.since = now
+        if idx.status.counters.get("pairing_open"):
+            self.since = -_UNKNOWN_SHOWN_S  # the press was made: the page leads on
+        self.count = count
+        return now - self.since < _UNKNOWN_SHOWN_S
 
 
 def _countdown(states: dict[str, ServiceState]) -> CountdownOverlay | None:

@@ -224,6 +224,11 @@ class ErrorPage:
         return cls("Disk nearly full", f"{_bytes(free_bytes)} free{used}. Sync stops when it is full.")
 
     @classmethod
+    def unknown_wallet(cls) -> ErrorPage:
+        # A wallet queried scripts the box does not watch: lead the owner to the setup page.
+        return cls("Unknown wallet", "Press the button to add it, then scan the QR.")
+
+    @classmethod
     def under_voltage(cls) -> ErrorPage:
         return cls("Under-voltage", "Power supply too weak: use the official Pi supply and cable.")
 

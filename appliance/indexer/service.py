@@ -23,8 +23,8 @@ from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..node import BitcoinRPC, ZMQSubscriber
 from ..pairing.gate import NoiseGate
-from ..pairing.store import Whitelist
-from ..pairing.window import PairingWindow
+from ..pairing.store import KIND_WEB, Whitelist
+from ..pairing.window import PairingWindow, encode_web_token
 from ..status import Phase, StatusPublisher
 from ..usb.phrase import is_acknowledged
 from .adhoc_catchup import AdhocCatchUp
@@ -103,6 +103,7 @@ class IndexerService:
             "pairing.reset": self.cmd_pairing_reset,
             "pairing.open": self.cmd_pairing_open,
             "pairing.payload": self.cmd_pairing_payload,
+            "pairing.redeem_web": self.cmd_pairing_redeem_web,
         })
 
     def _gap_extended(self) -> None:
@@ -279,7 +280,7 @@ class IndexerService:
 
     async def cmd_pairing_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
         gate = self._need_gate()
-        return [{"key": c.pubkey, "label": c.label, "paired_at": c.paired_at,
+        return [{"key": c.pubkey, "label": c.label, "paired_at": c.paired_at, "kind": c.kind,
                  "connected": len(gate.live.get(k, ()))} for k, c in gate.whitelist.clients.items()]
 
     async def cmd_pairing_revoke(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -306,8 +307,27 @@ class IndexerService:
         tls = self._port("tls")
         # Stock phone wallets (no Noise yet) scan "host:port:s" and pin the certificate.
         server = f"{gate.host()}:{tls}:s" if payload and tls else None
+        # The setup page's link for phones (upper case: QR alphanumeric mode).
+        setup = self.cfg.setup.port
+        url = (f"HTTPS://{gate.host()}:{setup}/P/{encode_web_token(gate.window.web_token)}"
+               if payload and setup else None)
         return {"payload": payload, "window_seconds_left": gate.window.seconds_left(),
-                "tls_server": server, "tls_fingerprint": self.tls_fingerprint if server else None}
+                "setup_url": url, "tls_server": server,
+                "tls_fingerprint": self.tls_fingerprint if server or url else None}
+
+    async def cmd_pairing_redeem_web(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The setup page redeems its URL token for a browser session; only the session
+        cookie's hash comes here and is kept (see pairing/store.py)."""
+        gate = self._need_gate()
+        token, digest = bytes.fromhex(str(req["token"])), bytes.fromhex(str(req["session_hash"]))
+        if len(digest) != 32:
+            raise ControlError("session_hash must be 32 bytes")
+        if not gate.pairing_allowed() or not gate.window.redeem_web(token):
+            raise ControlError("pairing link refused (used, expired or wrong)")
+        gate.whitelist.add(digest, str(req.get("label", ""))[:64], KIND_WEB)
+        gate.counters.paired += 1
+        log.info("paired a browser %s (%s)", digest.hex()[:16], req.get("label") or "no label")
+        return {"paired": digest.hex()}
 
     async def _hearth_wallet_add(self, params: Any, client: bytes) -> Any:
         return await self.cmd_wallet_add(_params(params, "descriptors", "birthday", "label"))

@@ -1,8 +1,13 @@
-"""The whitelist of paired client keys, in one small JSON file (0600, atomic writes).
+"""The whitelist of paired devices, in one small JSON file (0600, atomic writes).
+
+Two kinds of device are paired: Noise clients (``kind`` "noise", keyed by their static
+public key) and setup-page browsers (``kind`` "web", keyed by the SHA-256 of their
+session cookie: the file never holds a usable cookie). Both are listed, revoked one by
+one, and revoked together by the long press, in one place.
 
 Owned by the process that runs the Noise listener; everything else changes it through
-that process's control socket. Other services with their own Noise listeners (tower,
-backup) read it with :class:`PairedKeys`, which notices every change.
+that process's control socket. Other services read it with :class:`PairedKeys` (Noise
+keys: tower, backup; web session hashes: the setup page), which notices every change.
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ from pathlib import Path
 
 from ..identity import write_secret_file
 
-__all__ = ["PairedClient", "PairedKeys", "Whitelist"]
+__all__ = ["KIND_NOISE", "KIND_WEB", "PairedClient", "PairedKeys", "Whitelist"]
 
 log = logging.getLogger("pairing")
+
+KIND_NOISE = "noise"
+KIND_WEB = "web"
 
 
 @dataclass(frozen=True)
 class PairedClient:
-    pubkey: str  # 33-byte compressed key, hex
+    pubkey: str  # noise: 33-byte compressed key; web: SHA-256 of the session cookie (hex)
     label: str
     paired_at: float  # unix time
+    kind: str = KIND_NOISE  # files from before the setup page have no kind: all Noise
 
 
 class Whitelist:
@@ -44,8 +53,8 @@ class Whitelist:
         data = json.dumps([asdict(c) for c in self.clients.values()], indent=1).encode()
         write_secret_file(self.path, data)
 
-    def add(self, pubkey: bytes, label: str) -> PairedClient:
-        client = PairedClient(pubkey.hex(), label[:64], time.time())
+    def add(self, pubkey: bytes, label: str, kind: str = KIND_NOISE) -> PairedClient:
+        client = PairedClient(pubkey.hex(), label[:64], time.time(), kind)
         self.clients[pubkey] = client
         self._save()
         return client
@@ -64,10 +73,11 @@ class Whitelist:
 
 
 class PairedKeys:
-    """The paired client keys, from the pairing store's JSON file, re-read on change."""
+    """The paired keys of one kind, from the pairing store's JSON file, re-read on change."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kind: str = KIND_NOISE) -> None:
         self.path = path
+        self.kind = kind
         self._stamp: tuple[int, int, int] | None = None
         self._keys: frozenset[bytes] = frozenset()
 
@@ -81,7 +91,8 @@ class PairedKeys:
         if stamp != self._stamp:
             try:
                 items = json.loads(self.path.read_text())
-                keys = frozenset(bytes.fromhex(item["pubkey"]) for item in items)
+                keys = frozenset(bytes.fromhex(item["pubkey"]) for item in items
+                                 if item.get("kind", KIND_NOISE) == self.kind)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # Half-written by hand or corrupt: keep the last good list, say so.
                 log.warning("cannot read the paired clients at %s (%s); keeping %d keys",
