@@ -254,15 +254,17 @@ def pairing_info(cfg_path: Path) -> dict[str, Any]:
     return {"payload": result.get("payload") or None, "setup_url": result.get("setup_url")}
 
 
-def refresh_pairing(d: Path) -> bool:
-    """Rewrite connect.json's pairing part if the code changed (used, new press, reset)."""
+def refresh_pairing(d: Path, before: dict[str, Any] | None = None) -> bool:
+    """Rewrite connect.json's pairing part if the code changed (used, new press, reset)
+    from what connect.json says, or from ``before`` (the code before a press)."""
     path = d / "connect.json"
     try:
         connect = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     info = pairing_info(d / "hearth.toml")
-    if all(connect["pairing"].get(k) == v for k, v in info.items()):
+    old = connect["pairing"] if before is None else before
+    if all(old.get(k) == v for k, v in info.items()):
         return False
     connect["pairing"].update(info)
     write_private(path, json.dumps(connect, indent=2) + "\n")
@@ -275,12 +277,13 @@ def press(d: Path, kind: str) -> int:
     if not fifo.exists():
         print("sim: not running (no button FIFO)", file=sys.stderr)
         return 3
+    before = pairing_info(d / "hearth.toml")
     with open(fifo, "w") as fh:
         fh.write({"short": "press", "long": "long"}[kind] + "\n")
     print(f"sim: {kind} press sent")
     # connect.json follows the new code (a long press takes the hold time to act).
-    deadline = time.monotonic() + (10.0 if kind == "long" else 5.0)
-    while not refresh_pairing(d) and time.monotonic() < deadline:
+    deadline = time.monotonic() + (15.0 if kind == "long" else 5.0)
+    while not refresh_pairing(d, before) and time.monotonic() < deadline:
         time.sleep(0.3)
     return 0
 

@@ -42,8 +42,10 @@ form.inline{display:inline}
 """
 
 
-def _page(title: str, body: str, *, refresh_s: int | None = None) -> str:
-    refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+def _page(title: str, body: str, *, refresh_s: int | None = None, to: str = "") -> str:
+    target = f";url={to}" if to else ""
+    refresh = (f'<meta http-equiv="refresh" content="{refresh_s}{target}">'
+               if refresh_s else "")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<meta name="referrer" content="no-referrer">{refresh}'
@@ -82,7 +84,7 @@ def redeemed_page(fingerprint: str) -> str:
     return _page("Hearth: paired", "<h1>Paired</h1><p class=ok>This browser is now paired "
                  "with the box.</p><p class=muted>The box's certificate fingerprint (SHA-256) "
                  f"starts with <code>{_e(fingerprint[:23])}</code>, as on its screen.</p>"
-                 '<p><a href="/"><button>Continue</button></a></p>', refresh_s=2)
+                 '<p><a href="/"><button>Continue</button></a></p>', refresh_s=2, to="/")
 
 
 @dataclass(frozen=True)
