@@ -426,10 +426,11 @@ def status(d: Path) -> int:
 
 def cli(d: Path, args: list[str]) -> int:
     """bitcoin-cli against the sim's node: its datadir, conf and RPC port."""
+    d = d.resolve()
     ports = json.loads((d / "ports.json").read_text())
+    # The conf names the chain (regtest) and the cookie's place; -regtest would clash.
     cmd = [str(bitcoind_bindir() / "bitcoin-cli"), f"-datadir={d / 'bitcoin'}",
-           f"-conf={(d / 'bitcoin.conf').resolve()}", "-regtest", f"-rpcport={ports['rpc']}",
-           *args]
+           f"-conf={d / 'bitcoin.conf'}", f"-rpcport={ports['rpc']}", *args]
     return subprocess.run(cmd).returncode
 
 

@@ -138,9 +138,7 @@ class HomeModel:
     form_values: dict[str, str] = field(default_factory=dict)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating"
+def _duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else (
         f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s")
@@ -262,8 +260,9 @@ def wallet_page(w: WalletView, connect: ConnectView) -> str:
         status = f'<p class=err id=status>{_e(w.error)}</p>'
     else:
         pct = w.percent or 0.0
-        status = (f'<p id=status>Looking back through the chain: {pct:.0f}% '
-                  f"(about {_e(_duration(w.eta_s))} left)</p>"
+        left = ("estimating the time left" if w.eta_s is None
+                else f"about {_duration(w.eta_s)} left")
+        status = (f"<p id=status>Looking back through the chain: {pct:.0f}% ({left})</p>"
                   f'<progress max=100 value="{pct:.1f}"></progress>'
                   "<p class=muted>This page updates itself.</p>")
     body = (f"<h1>{_e(w.label or 'Wallet')}</h1><p class=mono>{_e(w.id)}</p>{status}"
