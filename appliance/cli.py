@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     remove = wsub.add_parser("remove", parents=[common], help="forget a wallet and its index")
     remove.add_argument("id", help="wallet id (a unique prefix is enough)")
 
-    pairing = sub.add_parser("pairing", help="paired phones and computers (Noise channel)")
+    pairing = sub.add_parser("pairing", help="paired computers (Noise) and setup-page browsers")
     psub = pairing.add_subparsers(dest="pairing_command", required=True)
-    plist = psub.add_parser("list", parents=[common], help="paired client keys")
+    plist = psub.add_parser("list", parents=[common],
+                            help="paired devices: Noise keys, browser session hashes")
     plist.add_argument("--json", action="store_true")
     prevoke = psub.add_parser("revoke", parents=[common], help="unpair one client, drop it now")
     prevoke.add_argument("key", help="the client's public key (a unique prefix is enough)")
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("open", parents=[common],
                     help="open the pairing window (= short button press)")
     psub.add_parser("show", parents=[common],
-                    help="print the pairing code while the window is open")
+                    help="print the pairing code and the setup link while the window is open")
 
     tower = sub.add_parser("tower", help="the watchtower: its address and what it watches")
     tsub = tower.add_subparsers(dest="tower_command", required=True)
@@ -190,7 +191,8 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
                 print(json.dumps(clients, indent=2))
             for c in [] if args.json else clients:
                 state = "connected" if c["connected"] else ""
-                print(f"{c['key']}  {c['label'] or '-'}  {state}")
+                kind = "browser" if c.get("kind") == "web" else "noise"
+                print(f"{c['key']}  {kind:7}  {c['label'] or '-'}  {state}")
         elif cmd == "revoke":
             print(f"revoked {control_request(endpoint, 'pairing.revoke', key=args.key)['revoked']}")
         elif cmd == "reset":
@@ -205,6 +207,8 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
                 print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
                 return 1
             print(result["payload"])
+            if result.get("setup_url"):
+                print(f"setup page (phones, single use): {result['setup_url']}")
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@
     appliance-client tunnel [--listen 127.0.0.1:50001]
     appliance-client tunnel --to tower [--listen 127.0.0.1:9814]
     appliance-client status
+    appliance-client wallet add KEY_OR_DESCRIPTOR... [--birthday HEIGHT] [--label NAME]
+    appliance-client wallet list | remove ID
     appliance-client backup setup-cln|restore|push|fetch|list   (see backup_cli.py)
 
 ``pair`` makes this computer's key (``<state>/client_key``, 0600) if needed, connects to
@@ -21,6 +23,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,12 +62,13 @@ def _box(state: Path) -> dict[str, Any]:
     return box
 
 
-async def _request(stream: NoiseStream, method: str, params: Any) -> Any:
+async def _request(stream: NoiseStream, method: str, params: Any,
+                   timeout: float = 30.0) -> Any:
     await stream.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
                                   "params": params}).encode() + b"\n")
     buffer = b""
     while b"\n" not in buffer:
-        buffer += await stream.recv(timeout=30)
+        buffer += await stream.recv(timeout=timeout)
     reply = json.loads(buffer.split(b"\n", 1)[0])
     if reply.get("error"):
         raise SystemExit(f"appliance-client: {reply['error'].get('message')}")
@@ -112,8 +116,12 @@ async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int 
         box = {**box, "port": box.get("ports", {}).get(to, _SERVICE_PORTS[to])}
     key = _client_key(state)
     host, _, port = listen.rpartition(":")
+    live: set[asyncio.Task[Any]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        live.add(task)
         try:
             stream = await connect(box["host"], int(box["port"]), key,
                                    bytes.fromhex(box["key"]), timeout=15)
@@ -121,32 +129,77 @@ async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int 
             print(f"appliance-client: box unreachable: {exc}", file=sys.stderr)
             writer.close()
             return
+        except asyncio.CancelledError:
+            writer.close()
+            return
         try:
             await pipe(stream, reader, writer)
+        except asyncio.CancelledError:
+            # Stopping (Ctrl-C): end this connection quietly; asyncio's stream callback
+            # would print a traceback for a handler that ends cancelled.
+            writer.close()
         finally:
             stream.close()
+            live.discard(task)
 
+    # Ctrl-C / TERM end the tunnel: stop listening, end each connection, exit 0.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     server = await asyncio.start_server(serve, host or "127.0.0.1", int(port))
     bound = server.sockets[0].getsockname()
     print(f"tunnel: 127.0.0.1:{bound[1]} -> box {box['host']}:{box['port']} {to} (Noise)", flush=True)
     async with server:
-        await server.serve_forever()
+        await stop.wait()
+        server.close()
+        for task in list(live):
+            task.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
+    print("tunnel: stopped", flush=True)
     return 0
 
 
-async def _status(state: Path) -> int:
+async def _ask(state: Path, method: str, params: Any, timeout: float = 30.0) -> Any:
+    """One hearth.* request over a fresh Noise channel (SystemExit with a message)."""
     box = _box(state)
-    stream = await connect(box["host"], int(box["port"]), _client_key(state),
-                           bytes.fromhex(box["key"]), timeout=15)
+    try:
+        stream = await connect(box["host"], int(box["port"]), _client_key(state),
+                               bytes.fromhex(box["key"]), timeout=15)
+    except _GONE as exc:
+        raise SystemExit(f"appliance-client: cannot reach the box at {box['host']}:"
+                         f"{box['port']}: {exc}") from None
     try:
         await _request(stream, "server.version", ["appliance-client", "1.4"])
-        print(json.dumps(await _request(stream, "hearth.status", []), indent=2))
+        return await _request(stream, method, params, timeout)
     except _GONE:
-        print("appliance-client: the box closed the connection (not paired any more?)",
-              file=sys.stderr)
-        return 1
+        raise SystemExit("appliance-client: the box closed the connection "
+                         "(not paired any more?)") from None
     finally:
         stream.close()
+
+
+async def _status(state: Path) -> int:
+    print(json.dumps(await _ask(state, "hearth.status", []), indent=2))
+    return 0
+
+
+async def _wallet(state: Path, args: argparse.Namespace) -> int:
+    """The box's ``appliance wallet`` commands, over the paired Noise channel."""
+    if args.wallet_command == "add":
+        result = await _ask(state, "hearth.wallet.add", {
+            "descriptors": args.descriptors, "birthday": args.birthday, "label": args.label},
+            timeout=180)
+        verb = "registered" if result["new"] else "already registered"
+        print(f"wallet {result['id']} {verb} ({result['state']}, "
+              f"{len(result['branches'])} branches)")
+    elif args.wallet_command == "list":
+        for w in await _ask(state, "hearth.wallet.list", {}):
+            progress = f" backfill {w['backfill']['percent']}%" if w["backfill"] else ""
+            print(f"{w['id']}  {w['state']}{progress}  {w['label']}")
+    else:
+        print(f"wallet {(await _ask(state, 'hearth.wallet.remove', {'id': args.id}))['removed']}"
+              " removed")
     return 0
 
 
@@ -166,6 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(Electrum watchtower_url=http://127.0.0.1:9814, TEOS clients)")
     tunnel.add_argument("--box-port", type=int, help="the box's Noise port for that service")
     sub.add_parser("status", help="ask the box what it is doing")
+    wallet = sub.add_parser("wallet", help="register, list or remove the wallets the box watches")
+    wsub = wallet.add_subparsers(dest="wallet_command", required=True)
+    wadd = wsub.add_parser("add", help="watch a wallet (an x/y/z/t/u/vpub key or descriptors)")
+    wadd.add_argument("descriptors", nargs="+", metavar="KEY_OR_DESCRIPTOR")
+    wadd.add_argument("--birthday", type=int, metavar="HEIGHT",
+                      help="first block that can hold the wallet's history")
+    wadd.add_argument("--label", default="", help="a name to recognise it by")
+    wsub.add_parser("list", help="the wallets the box watches")
+    wremove = wsub.add_parser("remove", help="forget a wallet")
+    wremove.add_argument("id", help="wallet id (a unique prefix is enough)")
     backup_cli.add_parser(sub)
     args = p.parse_args(argv)
     state = _state_dir(args.state_dir)
@@ -177,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tunnel":
             listen = args.listen or ("127.0.0.1:9814" if args.to == "tower" else "127.0.0.1:50001")
             return asyncio.run(_tunnel(state, listen, args.to, args.box_port))
+        if args.command == "wallet":
+            return asyncio.run(_wallet(state, args))
         return asyncio.run(_status(state))
     except KeyboardInterrupt:
         return 0

@@ -1,5 +1,6 @@
-"""End to end in `sim`: the pairing QR drawn by the display code on luma's dummy device
-is decoded from its PNG with zbarimg, paired with `appliance-client`, and Debian's
+"""End to end in `sim`: the setup link's QR drawn by the display code on luma's dummy
+device is decoded from its PNG with zbarimg, the Noise pairing code that `appliance
+pairing show` prints is paired with `appliance-client`, and Debian's
 Electrum wallet reads its balance through the tunnel; a long press on the simulated
 button then revokes the pairing and drops the connection."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -58,14 +60,16 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
     tunnel: subprocess.Popen[str] | None = None
     ew: ElectrumWallet | None = None
     try:
-        # 1. The QR on the (simulated) OLED is the pairing code.
+        # 1. The QR on the (simulated) OLED is the setup page's link; the Noise pairing
+        # code for computers is what `appliance pairing show` prints.
         png = Path(connect["display"]["current"])
         wait_until(lambda: png.exists() and decode_frame(png, tmp_path) is not None,
                    timeout=30)
-        wait_until(lambda: decode_frame(png, tmp_path) == connect["pairing"]["payload"],
-                   timeout=30)
-        code = decode_frame(png, tmp_path)
-        assert code is not None
+        link = connect["pairing"]["setup_url"]
+        wait_until(lambda: decode_frame(png, tmp_path) == link, timeout=30)
+        code = subprocess.run([str(BIN / "appliance"), "pairing", "show", "--config", config],
+                              capture_output=True, text=True, check=True).stdout.split()[0]
+        assert code == connect["pairing"]["payload"]
         # It takes turns with the server string stock phone wallets scan (TLS, pinned).
         server = f"127.0.0.1:{connect['electrum']['tls_port']}:s"
         wait_until(lambda: decode_frame(png, tmp_path) == server, timeout=30)
@@ -74,21 +78,23 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
         desc = next(x["desc"] for x in bitcoin("-rpcwallet=w1", "listdescriptors")["descriptors"]
                     if x["desc"].startswith("wpkh(") and not x["internal"])
         vpub = vpub_of(desc.split("]")[1].split("/")[0])
-        added = subprocess.run([str(BIN / "appliance"), "wallet", "add", vpub, "--config",
-                                config], capture_output=True, text=True, timeout=180)
-        assert added.returncode == 0, added.stdout + added.stderr
         address = bitcoin("-rpcwallet=w1", "getnewaddress")
         bitcoin("-rpcwallet=sim", "sendtoaddress", address, "0.75")
         subprocess.run([*SIM, "mine", "1", "--dir", str(d)], check=True, capture_output=True)
-        # 3. Pair this "desktop" with the code read from the screen, open the tunnel.
+        # 3. Pair this "desktop" with that code, register the wallet, open the tunnel.
         desktop = tmp_path / "desktop"
         pair = subprocess.run([str(BIN / "appliance-client"), "--state-dir", str(desktop),
                                "pair", code], capture_output=True, text=True, timeout=60)
         assert pair.returncode == 0, pair.stderr
+        # The wallet is registered from the desktop, over the paired Noise channel.
+        added = subprocess.run([str(BIN / "appliance-client"), "--state-dir", str(desktop),
+                                "wallet", "add", vpub, "--birthday", "0"],
+                               capture_output=True, text=True, timeout=180)
+        assert added.returncode == 0 and "registered" in added.stdout, added.stderr
         port = free_port()
         tunnel = subprocess.Popen([str(BIN / "appliance-client"), "--state-dir", str(desktop),
                                    "tunnel", "--listen", f"127.0.0.1:{port}"],
-                                  stdout=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert tunnel.stdout is not None and "tunnel:" in tunnel.stdout.readline()
         # 4. Stock Electrum through the tunnel sees the balance.
         ew = ElectrumWallet(tmp_path / "electrum", vpub)
@@ -104,14 +110,14 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
         status = subprocess.run([str(BIN / "appliance-client"), "--state-dir", str(desktop),
                                  "status"], capture_output=True, text=True, timeout=60)
         assert status.returncode == 1
-        # ... and the screen shows a new code: the old token is gone.
-        wait_until(lambda: decode_frame(png, tmp_path) not in (None, code), timeout=30)
+        # ... and the screen shows a new link: the old token is gone.
+        wait_until(lambda: decode_frame(png, tmp_path) not in (None, link, server), timeout=30)
     finally:
         if ew is not None:
             ew.stop()
         if tunnel is not None:
-            tunnel.terminate()
-            tunnel.wait(timeout=10)
-            if tunnel.stdout:
-                tunnel.stdout.close()
+            # Ctrl-C ends the tunnel cleanly: exit 0, no traceback.
+            tunnel.send_signal(signal.SIGINT)
+            out, err = tunnel.communicate(timeout=10)
+            assert tunnel.returncode == 0 and "Traceback" not in err, err
         subprocess.run([*SIM, "down", "--dir", str(d)], capture_output=True, timeout=120)
