@@ -103,3 +103,31 @@ def test_step_without_a_panel_is_a_clear_error_not_a_crash(tmp_path: Path,
     assert cli.main(["display", "step", "First boot", "--config", str(cfg_path)]) == 1
     err = capsys.readouterr().err
     assert "/dev/i2c-97" in err and "i2cdetect" in err
+
+
+def test_pairing_shows_the_setup_link_with_the_fingerprint_start() -> None:
+    pairing: dict[str, str | None] = {
+        "payload": "HEARTH:X", "setup_url": "HTTPS://10.0.0.2:8443/P/ABCDEFGHIJKLM",
+        "tls_server": "10.0.0.2:50002:s", "tls_fingerprint": "AB:CD:EF:01:23"}
+    first, _, _ = choose_page({}, pairing, 0.0, now=0.0)
+    assert isinstance(first, PairingPage) and first.payload == pairing["setup_url"]
+    assert not first.text_mode and "AB CD EF" in first.caption
+    render(first)  # fits a version <= 3 code on the panel
+
+
+def test_unknown_wallet_leads_to_the_button_until_pairing_opens() -> None:
+    from appliance.devices.display_service import _UnknownWallets
+
+    unknown = _UnknownWallets()
+
+    def idx(queries: int, pairing_open: int = 0) -> dict[str, ServiceState]:
+        return {"indexer": state("indexer", Phase.READY, counters={
+            "unknown_script_queries": queries, "pairing_open": pairing_open})}
+    assert not unknown.recent(idx(3), now=100.0)  # what happened before we started
+    assert unknown.recent(idx(4), now=101.0)
+    page, _, _ = choose_page(idx(4), None, 0.0, unknown_wallet=True)
+    assert isinstance(page, ErrorPage) and page.title == "Unknown wallet"
+    assert "Press the button" in page.detail
+    assert unknown.recent(idx(4), now=500.0) and not unknown.recent(idx(4), now=800.0)
+    assert unknown.recent(idx(5), now=801.0)
+    assert not unknown.recent(idx(5, pairing_open=1), now=802.0)  # the press was made
