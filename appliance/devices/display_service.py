@@ -116,7 +116,9 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         if url:
             # The setup page's link: any phone camera opens it; the browser then shows
             # the certificate, whose fingerprint should start like this.
-            caption = "Scan. Cert " + " ".join((fingerprint or "").split(":")[:3])
+            # Groups of 4 hex digits: the 31 px column beside a version 2 code holds 5.
+            hexes = (fingerprint or "").replace(":", "")
+            caption = f"Cert {hexes[:4]} {hexes[4:8]}"
             return PairingPage(url, caption=caption), None, False
         return PairingPage(str(pairing["payload"])), None, False
     if unknown_wallet:
