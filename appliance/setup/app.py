@@ -272,7 +272,8 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         raise web.HTTPSeeOther("/")
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[guard])
-    app.router.add_get("/P/{token}", redeem)
+    # No HEAD: a link preview probing the URL must not use the token up.
+    app.router.add_get("/P/{token}", redeem, allow_head=False)
     app.router.add_get("/", home)
     app.router.add_post("/wallets", add_wallet)
     app.router.add_get("/w/{id}", wallet)

@@ -144,14 +144,20 @@ def _duration(seconds: float) -> str:
         f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s")
 
 
-def _wallet_line(w: WalletView, csrf: str) -> str:
+def _state(w: WalletView) -> tuple[str, str]:
+    """(CSS class, words) for where a wallet is: ready, failed, or how far back it looked."""
     if w.ready:
-        state = "<b>ready</b>"
-    elif w.error:
-        state = f'<span class=err>{_e(w.error)}</span>'
-    else:
-        pct = f"{w.percent:.0f}%" if w.percent is not None else "starting"
-        state = f"backfilling {pct}"
+        return "ok", "Ready: the box knows this wallet's history."
+    if w.error:
+        return "err", w.error
+    left = ("estimating the time left" if w.eta_s is None
+            else f"about {_duration(w.eta_s)} left")
+    return "", f"Looking back through the chain: {w.percent or 0.0:.0f}% ({left})"
+
+
+def _wallet_line(w: WalletView, csrf: str) -> str:
+    cls, words = _state(w)
+    state = f"<span class={cls or 'muted'}>{_e(words)}</span>"
     name = _e(w.label or "wallet")
     return (f'<li><a href="/w/{_e(w.id)}">{name}</a> <span class=mono>{_e(w.id[:8])}</span> '
             f"{state} {_button_form(f'/wallets/{w.id}/remove', 'Remove', csrf)}</li>")
@@ -254,17 +260,11 @@ def home_page(m: HomeModel) -> str:
 
 def wallet_page(w: WalletView, connect: ConnectView) -> str:
     """One wallet coming in: refreshes every 3 s until ready, then says how to connect."""
-    if w.ready:
-        status = '<p class=ok id=status>Ready: the box knows this wallet\'s history.</p>'
-    elif w.error:
-        status = f'<p class=err id=status>{_e(w.error)}</p>'
-    else:
-        pct = w.percent or 0.0
-        left = ("estimating the time left" if w.eta_s is None
-                else f"about {_duration(w.eta_s)} left")
-        status = (f"<p id=status>Looking back through the chain: {pct:.0f}% ({left})</p>"
-                  f'<progress max=100 value="{pct:.1f}"></progress>'
-                  "<p class=muted>This page updates itself.</p>")
+    cls, words = _state(w)
+    status = f'<p class="{cls}" id=status>{_e(words)}</p>'
+    if not (w.ready or w.error):
+        status += (f'<progress max=100 value="{w.percent or 0.0:.1f}"></progress>'
+                   "<p class=muted>This page updates itself.</p>")
     body = (f"<h1>{_e(w.label or 'Wallet')}</h1><p class=mono>{_e(w.id)}</p>{status}"
             + (_connect(connect) if w.ready else "") + '<p><a href="/">All settings</a></p>')
     return _page("Hearth: wallet", body, refresh_s=None if w.ready or w.error else 3)

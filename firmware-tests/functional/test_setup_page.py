@@ -192,7 +192,7 @@ def test_a_phone_sets_up_a_stock_wallet(sim: Sim) -> None:
         assert ew.total() == int(Decimal("1.875") * 100_000_000)
         # The wallet is listed on the main page as ready.
         phone.goto(link.lower().split("/p/")[0] + "/")
-        assert "Phone wallet" in phone.text() and "ready" in phone.text()
+        assert "Phone wallet" in phone.text() and "Ready" in phone.text()
     finally:
         if ew is not None:
             ew.stop()

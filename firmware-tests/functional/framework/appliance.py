@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .node import TestNode
-from .util import free_port, wait_until
+from .util import free_port, stop_process, wait_until
 
 __all__ = ["ElectrumClient", "ElectrumError", "IndexerProcess", "scripthash_of"]
 
@@ -152,12 +152,7 @@ zmq_sequence = "{node.zmq['sequence']}"
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
         rc = self.process.returncode
         self.process = None
         assert rc == 0, f"{self.service} exit code {rc}:\n{self.log_text()[-4000:]}"

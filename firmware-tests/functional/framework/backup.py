@@ -30,7 +30,7 @@ from appliance.control import ControlError, control_request
 from appliance.identity import derive_secp256k1, load_or_create_hsm_secret
 from appliance.pairing.store import Whitelist
 
-from .util import free_port, wait_until
+from .util import free_port, stop_process, wait_until
 
 __all__ = ["INTEROP_PYTHON", "REPO", "BackupBox", "Lightningd", "PluginHalted", "dump_database"]
 
@@ -108,12 +108,7 @@ class BackupBox:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
 
 
 class PluginHalted(Exception):

@@ -24,7 +24,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .util import free_port
+from .util import free_port, stop_process
 
 __all__ = ["Phone", "chromium_path", "spki_hash"]
 
@@ -156,9 +156,4 @@ class Phone:
             self.loop.run_until_complete(self.session.close())
         finally:
             self.loop.close()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)

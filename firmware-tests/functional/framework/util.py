@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["assert_raises_rpc_error", "free_port", "wait_until"]
+__all__ = ["assert_raises_rpc_error", "free_port", "stop_process", "wait_until"]
 
 
 # --- Ports -------------------------------------------------------------------
@@ -42,6 +43,18 @@ def free_port() -> int:
         if _bindable(port):
             return port
     raise RuntimeError(f"no free port left in {_PORT_MIN}-{_PORT_MAX}")
+
+
+# --- Processes ---------------------------------------------------------------
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --- Wait functions ----------------------------------------------------------
