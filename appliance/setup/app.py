@@ -222,6 +222,8 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             birthday = await _birthday(values["when"], values["date"])
             result = await st.box.wallet_add(items, birthday, values["label"].strip())
         except ControlError as exc:
+            if "private" in str(exc):
+                values["key"] = ""  # never send a secret back into the page
             return await home(request, human_wallet_error(str(exc)), values, 400)
         raise web.HTTPSeeOther(f"/w/{result['id']}")
 

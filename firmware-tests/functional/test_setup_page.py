@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
+from appliance.electrum.tls import certificate_fingerprint
 from appliance.setup.views import forbidden_page
 from functional.framework.browser import Phone, chromium_path
 from functional.framework.electrum_wallet import ElectrumWallet, electrum_available, vpub_of
@@ -153,13 +155,15 @@ def test_a_phone_sets_up_a_stock_wallet(sim: Sim) -> None:
     try:
         # 2. The camera opens it: the browser is paired and lands on the page.
         phone.goto(link)
+        # It names the start of the certificate's fingerprint, as the OLED does.
+        fingerprint = certificate_fingerprint(sim.cert)
         assert "This browser is now paired" in phone.text()
-        fingerprint = sim.connect.get("tls_fingerprint") or ""
+        assert fingerprint[:23] in phone.text()
         phone.screenshot("1-paired")
         wait_until(lambda: urlsplit(phone.url()).path == "/" and "Add a wallet" in phone.text(),
                    timeout=20, interval=0.3)
         phone.screenshot("2-page")
-        assert fingerprint == "" or fingerprint[:23] in phone.text()
+        assert fingerprint[:23] in phone.text()
         # 3. A user who scanned only the server string: Electrum asks about an unknown
         # wallet, and the OLED says how to fix it.
         server = str(phone.eval("document.getElementById('server').innerText"))
@@ -170,22 +174,35 @@ def test_a_phone_sets_up_a_stock_wallet(sim: Sim) -> None:
         wait_until(lambda: _display_page(sim) == "ErrorPage", timeout=30, interval=0.5)
         Image.open(sim.connect["display"]["current"]).resize(
             (512, 256), Image.Resampling.NEAREST).save(shots / "3-oled-unknown-wallet.png")
-        # 4. Paste the vpub, give the date it was made, add it.
+        # 4. A private key pasted by mistake is refused in words, and nothing is stored.
+        private = next(x["desc"] for x in sim.bitcoin("-rpcwallet=w1", "listdescriptors",
+                                                       "true")["descriptors"]
+                       if x["desc"].startswith("wpkh(") and not x["internal"])
+        tprv = re.search(r"tprv\w+", private)
+        assert tprv is not None
+        phone.paste("#key", tprv.group())
+        phone.eval("document.querySelector('input[value=new]').checked = true")
+        phone.click_and_wait("#add")
+        assert "That is a private key" in phone.text() and "none yet" in phone.text()
+        assert phone.eval("document.getElementById('key').value") == ""  # not echoed back
+        phone.screenshot("4-private-key-refused")
+        # 5. Paste the vpub instead, give the date it was made, add it.
+        phone.eval("document.querySelector('input[value=date]').checked = true")
         phone.paste("#key", vpub)
         phone.eval("document.querySelector('input[name=label]').value = 'Phone wallet'")
         phone.eval(f"document.querySelector('input[name=date]').value = "
                    f"'{dt.date.today().isoformat()}'")
-        phone.screenshot("4-pasted")
+        phone.screenshot("5-pasted")
         phone.click_and_wait("#add")
         assert urlsplit(phone.url()).path.startswith("/w/"), phone.text()
-        # 5. Progress, then ready (the page refreshes itself).
+        # 6. Progress, then ready (the page refreshes itself).
         # (210 blocks to look through: seconds on this machine, so progress shows first.)
         assert "Looking back through the chain" in phone.text(), phone.text()
-        phone.screenshot("5-progress")
+        phone.screenshot("6-progress")
         wait_until(lambda: "Ready" in phone.text(), timeout=120, interval=0.5)
-        phone.screenshot("6-ready")
+        phone.screenshot("7-ready")
         assert server in phone.text()
-        # 6. Stock Electrum, on the server string from the page, agrees with bitcoind.
+        # 7. Stock Electrum, on the server string from the page, agrees with bitcoind.
         wait_until(lambda: ew is not None and _electrum_matches_bitcoind(ew, sim), timeout=90,
                    interval=1.0)
         assert ew.total() == int(Decimal("1.875") * 100_000_000)
