@@ -27,6 +27,8 @@ __all__ = ["MAX_BODY", "BoxAPI", "Counters", "make_app", "human_wallet_error"]
 log = logging.getLogger("setup")
 
 MAX_BODY = 16 * 1024
+_SESSION = web.RequestKey("session", Session)
+_FORM = web.RequestKey("form", dict[str, str])
 _SECURITY_HEADERS = {
     # No script at all, styles only inline, images only the inline QR; not framable.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -139,7 +141,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             st.counters.no_session += 1
             st.on_change()
             return _html(views.forbidden_page(), 403)
-        request["session"] = session
+        request[_SESSION] = session
         if request.method == "POST":
             form = await _form(request)
             if not session.csrf_ok(form.get("csrf", "")):
@@ -148,7 +150,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
                 return _html(views.message_page("Refused", "This form is out of date or did "
                                                 "not come from this page. Reload and try "
                                                 "again."), 403)
-            request["form"] = form
+            request[_FORM] = form
         return await handler(request)
 
     async def redeem(request: web.Request) -> web.StreamResponse:
@@ -183,7 +185,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
 
     async def home(request: web.Request, error: str | None = None,
                    values: dict[str, str] | None = None, status: int = 200) -> web.Response:
-        session: Session = request["session"]
+        session = request[_SESSION]
         model = views.HomeModel(
             csrf=session.csrf, box=await _box_view(), wallets=await _wallets(),
             devices=await _devices(session), connect=await _connect(request),
@@ -213,7 +215,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
                                  await _quiet(st.box.watchtower_url(), None))
 
     async def add_wallet(request: web.Request) -> web.StreamResponse:
-        form: dict[str, str] = request["form"]
+        form = request[_FORM]
         values = {k: form.get(k, "") for k in ("key", "label", "when", "date")}
         items = form.get("key", "").split()
         try:
@@ -260,7 +262,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             await st.box.revoke(key)
         except ControlError as exc:
             return _html(views.message_page("Not revoked", str(exc)), 400)
-        session: Session = request["session"]
+        session = request[_SESSION]
         if key == session.key_hash.hex():
             return _html(views.message_page("Unpaired", "This browser is no longer paired.",
                                             error=False))

@@ -1,0 +1,141 @@
+"""The setup page's routes over a fake BoxAPI (the Protocol the service implements over
+the real control sockets; the end-to-end test is functional/test_setup_page.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from appliance.control import ControlError
+from appliance.setup.app import Counters, make_app
+from appliance.setup.sessions import COOKIE_NAME, RedeemLimiter, Session
+
+
+class FakeBox:
+    network = "regtest"
+    fingerprint = "AB:CD:EF:01:23:45:67:89"
+
+    def __init__(self) -> None:
+        self.token = b"\x01" * 8
+        self.paired: dict[str, str] = {}  # key hash hex -> label
+        self.wallets: list[dict[str, Any]] = []
+        self.opened = 0
+
+    def is_paired(self, session: Session) -> bool:
+        return session.key_hash.hex() in self.paired
+
+    async def redeem(self, token: bytes, session: Session, label: str) -> None:
+        if token != self.token:
+            raise ControlError("refused")
+        self.token = b""
+        self.paired[session.key_hash.hex()] = label
+
+    async def wallet_add(self, items: list[str], birthday: int | None,
+                         label: str) -> dict[str, Any]:
+        if items[0].startswith("tprv"):
+            raise ControlError("that is a private key: Hearth only takes public keys")
+        wallet = {"id": "ab" * 8, "label": label, "state": "live", "branches": [{}, {}],
+                  "backfill": None, "birthday": birthday}
+        self.wallets.append(wallet)
+        return wallet
+
+    async def wallet_list(self) -> list[dict[str, Any]]:
+        return self.wallets
+
+    async def wallet_remove(self, wallet_id: str) -> None:
+        self.wallets = [w for w in self.wallets if w["id"] != wallet_id]
+
+    async def devices(self) -> list[dict[str, Any]]:
+        return [{"key": k, "label": v, "kind": "web", "connected": 0}
+                for k, v in self.paired.items()]
+
+    async def revoke(self, key: str) -> None:
+        if self.paired.pop(key, None) is None:
+            raise ControlError(f"no single paired client with key {key!r}")
+
+    async def pairing_open(self) -> None:
+        self.opened += 1
+
+    async def noise_code(self) -> str | None:
+        return None
+
+    async def tls_port(self) -> int | None:
+        raise ControlError("the indexer is not running")  # a part the page does without
+
+    async def watchtower_url(self) -> str | None:
+        return None
+
+    async def birthday_for(self, day: dt.date | None) -> int:
+        return 7 if day is None else 3
+
+    def status_lines(self) -> tuple[str, list[str]]:
+        return "Node synced at height 6", ["node  ready"]
+
+
+def run(test: Callable[[TestClient[Any, Any], FakeBox], Awaitable[None]]) -> None:
+    async def main() -> None:
+        box = FakeBox()
+        app = make_app(box, RedeemLimiter(limit=3), Counters())
+        async with TestClient(TestServer(app)) as client:
+            await test(client, box)
+    asyncio.run(main())
+
+
+def test_head_does_not_use_the_link_up_and_get_pairs_once() -> None:
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        assert (await client.head("/P/AEAQCAIBAEAQC")).status == 405
+        assert box.token  # still unused
+        first = await client.get("/P/AEAQCAIBAEAQC")
+        assert first.status == 200 and COOKIE_NAME in first.cookies
+        assert (await client.get("/P/AEAQCAIBAEAQC")).status == 403
+    run(test)
+
+
+async def _pair(client: TestClient[Any, Any]) -> dict[str, str]:
+    """The session cookie as a header: the test server is plain HTTP, where a client
+    (rightly) keeps a Secure cookie to itself."""
+    resp = await client.get("/P/AEAQCAIBAEAQC")
+    return {"Cookie": f"{COOKIE_NAME}={resp.cookies[COOKIE_NAME].value}"}
+
+
+def test_paired_browser_adds_removes_and_unpairs_itself() -> None:
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        h = await _pair(client)
+        page = await (await client.get("/", headers=h)).text()
+        assert "Node synced at height 6" in page and "not up yet" in page  # no TLS port
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        refused = await client.post("/wallets", data={"csrf": csrf, "key": "tprv8Zgx",
+                                                      "when": "new"}, headers=h)
+        body = await refused.text()
+        assert refused.status == 400 and "private key" in body and "tprv8Zgx" not in body
+        bad_date = await client.post("/wallets", data={"csrf": csrf, "key": "vpub5",
+                                                       "when": "date", "date": "soon"}, headers=h)
+        assert bad_date.status == 400 and "Pick the date" in await bad_date.text()
+        added = await client.post("/wallets", data={"csrf": csrf, "key": "vpub5 ",
+                                                    "when": "new", "label": "<b>"},
+                                  allow_redirects=False, headers=h)
+        assert added.status == 303 and added.headers["Location"] == "/w/" + "ab" * 8
+        assert box.wallets[0]["birthday"] == 7 and box.wallets[0]["label"] == "<b>"
+        assert "&lt;b&gt;" in await (await client.get("/w/" + "ab" * 8, headers=h)).text()
+        assert (await client.get("/w/nope", headers=h)).status == 404
+        removed = await client.post(f"/wallets/{'ab' * 8}/remove", data={"csrf": csrf},
+                                    allow_redirects=False, headers=h)
+        assert removed.status == 303 and box.wallets == []
+        me = next(iter(box.paired))
+        gone = await client.post(f"/devices/{me}/revoke", data={"csrf": csrf}, headers=h)
+        assert "no longer paired" in await gone.text()
+        assert (await client.get("/", headers=h)).status == 403
+    run(test)
+
+
+def test_every_answer_carries_the_security_headers() -> None:
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        for resp in (await client.get("/"), await client.get("/P/x"),
+                     await client.post("/wallets", data=b"x" * 20000)):
+            assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            assert resp.headers["Cache-Control"] == "no-store"
+    run(test)
