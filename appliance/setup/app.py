@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -105,20 +105,14 @@ def _html(text: str, status: int = 200, headers: dict[str, str] | None = None) -
                         charset="utf-8", headers=headers)
 
 
-@dataclass
-class _State:
-    box: BoxAPI
-    limiter: RedeemLimiter
-    counters: Counters
-    on_change: Callable[[], None] = field(default=lambda: None)
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
              on_change: Callable[[], None] = lambda: None) -> web.Application:
-    st = _State(box, limiter, counters, on_change)
+    def count(name: str) -> None:
+        setattr(counters, name, getattr(counters, name) + 1)
+        on_change()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -126,8 +120,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             response = await _guarded(request, handler)
         except web.HTTPException as exc:  # 404, 405, 413 ...: plain text, same headers
             if exc.status >= 400:
-                st.counters.bad_requests += 1
-                st.on_change()
+                count("bad_requests")
             exc.headers.update(_SECURITY_HEADERS)
             raise
         response.headers.update(_SECURITY_HEADERS)
@@ -137,16 +130,14 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         if request.path.startswith("/P/"):
             return await handler(request)
         session = parse_cookie(request.cookies.get(COOKIE_NAME))
-        if session is None or not st.box.is_paired(session):
-            st.counters.no_session += 1
-            st.on_change()
+        if session is None or not box.is_paired(session):
+            count("no_session")
             return _html(views.forbidden_page(), 403)
         request[_SESSION] = session
         if request.method == "POST":
             form = await _form(request)
             if not session.csrf_ok(form.get("csrf", "")):
-                st.counters.csrf_refused += 1
-                st.on_change()
+                count("csrf_refused")
                 return _html(views.message_page("Refused", "This form is out of date or did "
                                                 "not come from this page. Reload and try "
                                                 "again."), 403)
@@ -154,9 +145,8 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         return await handler(request)
 
     async def redeem(request: web.Request) -> web.StreamResponse:
-        if st.limiter.blocked():
-            st.counters.redeem_limited += 1
-            st.on_change()
+        if limiter.blocked():
+            count("redeem_limited")
             return _html(views.message_page("Wait a minute", "Too many wrong pairing links "
                                             "were tried. Wait a minute, press the box's "
                                             "button and scan again."), 429,
@@ -167,20 +157,18 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         try:
             if token is None:
                 raise ControlError("not a pairing link")
-            await st.box.redeem(token, session, label)
+            await box.redeem(token, session, label)
         except ControlError:
-            st.limiter.failed()
-            st.counters.redeem_failed += 1
-            st.on_change()
+            limiter.failed()
+            count("redeem_failed")
             log.info("refused a pairing link")  # never the token
             return _html(views.message_page(
                 "Link used or expired", "This pairing link was already used, or its "
                 "5 minutes are over. Press the button on the box once and scan the new "
                 "QR code."), 403)
-        st.counters.redeemed += 1
-        st.on_change()
+        count("redeemed")
         log.info("paired a browser (%s)", label)
-        return _html(views.redeemed_page(st.box.fingerprint),
+        return _html(views.redeemed_page(box.fingerprint),
                      headers={"Set-Cookie": cookie_header(session)})
 
     async def home(request: web.Request, error: str | None = None,
@@ -193,26 +181,26 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         return _html(views.home_page(model), status)
 
     async def _box_view() -> views.BoxView:
-        headline, lines = st.box.status_lines()
-        code = await _quiet(st.box.noise_code(), None)
-        return views.BoxView(st.box.network, lines, headline, code, code is not None)
+        headline, lines = box.status_lines()
+        code = await _quiet(box.noise_code(), None)
+        return views.BoxView(box.network, lines, headline, code, code is not None)
 
     async def _wallets() -> list[views.WalletView]:
-        return [_wallet_view(w) for w in await _quiet(st.box.wallet_list(), [])]
+        return [_wallet_view(w) for w in await _quiet(box.wallet_list(), [])]
 
     async def _devices(session: Session) -> list[views.DeviceView]:
         mine = session.key_hash.hex()
         return [views.DeviceView(d["key"], d["label"], d.get("kind", "noise"),
                                  bool(d["connected"]), d["key"] == mine)
-                for d in await _quiet(st.box.devices(), [])]
+                for d in await _quiet(box.devices(), [])]
 
     async def _connect(request: web.Request) -> views.ConnectView:
-        port = await _quiet(st.box.tls_port(), None)
+        port = await _quiet(box.tls_port(), None)
         # The host this browser reached the box at is one the wallet on it can reach too.
         host = request.url.host or "hearth.local"
         server = f"{host}:{port}:s" if port else None
-        return views.ConnectView(server, st.box.fingerprint,
-                                 await _quiet(st.box.watchtower_url(), None))
+        return views.ConnectView(server, box.fingerprint,
+                                 await _quiet(box.watchtower_url(), None))
 
     async def add_wallet(request: web.Request) -> web.StreamResponse:
         form = request[_FORM]
@@ -222,7 +210,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             if not items:
                 raise ControlError("Paste your wallet's public key (xpub, zpub ...) first.")
             birthday = await _birthday(values["when"], values["date"])
-            result = await st.box.wallet_add(items, birthday, values["label"].strip())
+            result = await box.wallet_add(items, birthday, values["label"].strip())
         except ControlError as exc:
             if "private" in str(exc):
                 values["key"] = ""  # never send a secret back into the page
@@ -233,17 +221,17 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         if when == "unknown":
             return None
         if when == "new":
-            return await st.box.birthday_for(None)
+            return await box.birthday_for(None)
         try:
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise ControlError("Pick the date the wallet was made, or choose \"just now\" "
                                "or \"I don't know\".") from None
-        return await st.box.birthday_for(day)
+        return await box.birthday_for(day)
 
     async def wallet(request: web.Request) -> web.Response:
         wid = request.match_info["id"]
-        found = [w for w in await _quiet(st.box.wallet_list(), []) if w["id"] == wid]
+        found = [w for w in await _quiet(box.wallet_list(), []) if w["id"] == wid]
         if not found:
             return _html(views.message_page("No such wallet", "The box has no wallet with "
                                             "this id (removed?)."), 404)
@@ -251,7 +239,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
 
     async def remove_wallet(request: web.Request) -> web.StreamResponse:
         try:
-            await st.box.wallet_remove(request.match_info["id"])
+            await box.wallet_remove(request.match_info["id"])
         except ControlError as exc:
             return _html(views.message_page("Not removed", str(exc)), 400)
         raise web.HTTPSeeOther("/")
@@ -259,7 +247,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
     async def revoke(request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         try:
-            await st.box.revoke(key)
+            await box.revoke(key)
         except ControlError as exc:
             return _html(views.message_page("Not revoked", str(exc)), 400)
         session = request[_SESSION]
@@ -270,7 +258,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
 
     async def open_pairing(request: web.Request) -> web.StreamResponse:
         try:
-            await st.box.pairing_open()
+            await box.pairing_open()
         except ControlError as exc:
             return _html(views.message_page("Pairing not opened", str(exc)), 400)
         raise web.HTTPSeeOther("/")
