@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="unpair every client and reopen pairing (= long button press)")
     psub.add_parser("open", parents=[common],
                     help="open the pairing window (= short button press)")
-    psub.add_parser("show", parents=[common],
-                    help="print the pairing code and the setup link while the window is open")
+    pshow = psub.add_parser("show", parents=[common],
+                            help="print the pairing code while the window is open")
+    pshow.add_argument("--link", action="store_true",
+                       help="the setup page's single-use link (the OLED's QR) instead")
 
     tower = sub.add_parser("tower", help="the watchtower: its address and what it watches")
     tsub = tower.add_subparsers(dest="tower_command", required=True)
@@ -206,9 +208,10 @@ def _pairing(cfg: Config, args: argparse.Namespace) -> int:
             if result["payload"] is None:
                 print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
                 return 1
-            print(result["payload"])
-            if result.get("setup_url"):
-                print(f"setup page (phones, single use): {result['setup_url']}")
+            if args.link and not result.get("setup_url"):
+                print("appliance: the setup page is off ([setup] port)", file=sys.stderr)
+                return 1
+            print(result["setup_url"] if args.link else result["payload"])
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

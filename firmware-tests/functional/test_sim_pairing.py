@@ -68,8 +68,11 @@ def test_pair_from_the_oled_and_use_electrum_through_the_tunnel(tmp_path: Path) 
         link = connect["pairing"]["setup_url"]
         wait_until(lambda: decode_frame(png, tmp_path) == link, timeout=30)
         code = subprocess.run([str(BIN / "appliance"), "pairing", "show", "--config", config],
-                              capture_output=True, text=True, check=True).stdout.splitlines()[0]
+                              capture_output=True, text=True, check=True).stdout.strip()
         assert code == connect["pairing"]["payload"]
+        shown = subprocess.run([str(BIN / "appliance"), "pairing", "show", "--link", "--config",
+                                config], capture_output=True, text=True, check=True)
+        assert shown.stdout.strip() == link
         # It takes turns with the server string stock phone wallets scan (TLS, pinned).
         server = f"127.0.0.1:{connect['electrum']['tls_port']}:s"
         wait_until(lambda: decode_frame(png, tmp_path) == server, timeout=30)
