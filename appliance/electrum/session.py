@@ -10,6 +10,8 @@ Ordering guarantees a wallet relies on:
 
 * ``server.version`` is served before anything else is read, so no request runs under
   the wrong version; anything else first is refused and the connection closed (1.6).
+  It must come within ``version_timeout`` of connecting: until then a connection is
+  nobody, and it holds its slot for no longer than that.
 * A scripthash is registered before its status is computed; a change that lands while
   the answer is being computed is folded into the answer or sent after it, never before.
 * Notifications that fire while a batch is being served are held until the batch's
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .admission import Ticket
 from .backend import BackendError, ElectrumBackend
 from .errors import (
     EXCESSIVE_RESOURCE_USAGE,
@@ -92,7 +95,12 @@ class SessionLimits:
     max_send_buffer: int = 16_000_000
     request_timeout: float = 60.0
     #: The spec lets servers drop clients silent for ~10 minutes (they send server.ping).
+    #: Only requests count: blank lines and unfinished lines keep nobody alive.
     idle_timeout: float = 600.0
+    #: ``server.version`` must arrive this soon after connecting (wallets send it first).
+    version_timeout: float = 10.0
+    #: Once a line has begun it must end within this (a byte a second holds nothing).
+    line_timeout: float = 30.0
     #: Above the soft limit each message waits up to ``throttle_max_delay`` seconds,
     #: growing towards the hard limit; above the hard limit the client is disconnected.
     cost_soft_limit: float = 5_000.0
@@ -114,6 +122,11 @@ class ServerCounters:
     #: Unknown scripts a session asked to watch but its ``max_adhoc_watches`` was spent.
     adhoc_refused: int = 0
     notifications: int = 0
+    #: Requests refused unread or unparsed: too costly (values, depth, bytes in flight),
+    #: oversize lines, lines that never ended, excessive resource usage.
+    requests_refused: int = 0
+    #: Connections closed for not sending ``server.version`` in time.
+    version_timeouts: int = 0
 
 
 class SessionHost(Protocol):
@@ -139,6 +152,9 @@ class SessionHost(Protocol):
 
     def detach(self, session: ElectrumSession) -> None: ...
 
+    def log_refusal(self, msg: str, *args: object) -> None:
+        """Log a refused request or connection (rate-limited: a flood repeats them)."""
+
 
 def _echo(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:80]) + "..."
@@ -157,11 +173,13 @@ class ElectrumSession:
     """Implements :class:`~appliance.electrum.handlers.HandlerContext` for the handlers."""
 
     def __init__(self, host: SessionHost, transport: MessageTransport, *,
-                 name: str = "") -> None:
+                 name: str = "", ticket: Ticket | None = None) -> None:
         self._host = host
         self._transport = transport
         self._limits = host.limits
         self.name = name
+        #: this connection's share (slot, bytes in flight); the manager closes it
+        self.ticket = ticket
         self.client_name = ""
         self._protocol: tuple[int, ...] | None = None
         self._table: Mapping[str, Method] = {}
@@ -180,7 +198,9 @@ class ElectrumSession:
         self._held: list[bytes] = []
         self._disconnect = False
         self.closed = False
-        self.last_activity = time.monotonic()
+        self.last_activity = self.opened_at = time.monotonic()
+        self._version_timer = asyncio.get_running_loop().call_later(
+            self._limits.version_timeout, self._version_deadline)
 
     # --- HandlerContext --------------------------------------------------------------
 
@@ -201,6 +221,7 @@ class ElectrumSession:
         self._cost_at = time.monotonic()
 
     def set_protocol(self, client_name: str, version: tuple[int, ...]) -> None:
+        self._version_timer.cancel()
         self.client_name = client_name
         self._protocol = version
         self._table = self._host.handlers(version)
@@ -319,30 +340,54 @@ class ElectrumSession:
 
         Returns once the message is being served; waits first while the client is
         throttled or has ``max_in_flight`` requests running, which stops the listener
-        reading and so pushes back on the client.
+        reading and so pushes back on the client. The ``len(message)`` bytes the
+        listener charged to the ticket are released once the message is answered.
         """
-        if self.closed:
-            return
-        self.last_activity = time.monotonic()
-        self.bump_cost(0.05 + len(message) / 10_000)
-        if not await self._throttle():
-            return
-        if not message.strip():
-            return  # a blank line (e.g. "\r\n" from a terminal) is no message
-        msg = parse_message(message, require_v2=bool(self._require_v2))
-        if self._require_v2 is None:
-            self._require_v2 = _declared_v2(msg)
-        if self._protocol is None:
-            # Nothing else runs until version negotiation is over.
-            await self._serve(msg)
-            return
-        await self._slots.acquire()
-        if self.closed:
-            self._slots.release()
-            return
-        task = asyncio.create_task(self._serve_in_slot(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        size = len(message)
+        try:
+            if self.closed:
+                return
+            self.bump_cost(0.05 + size / 10_000)
+            if not await self._throttle():
+                return
+            if not message.strip():
+                return  # a blank line (e.g. "\r\n" from a terminal) is no message
+            self.last_activity = time.monotonic()
+            msg = parse_message(message, require_v2=bool(self._require_v2))
+            del message  # the parsed form is all that is kept
+            if self._require_v2 is None:
+                self._require_v2 = _declared_v2(msg)
+            if self._protocol is None:
+                # Nothing else runs until version negotiation is over.
+                await self._serve(msg)
+                return
+            await self._slots.acquire()
+            if self.closed:
+                self._slots.release()
+                return
+            task = asyncio.create_task(self._serve_in_slot(msg, size))
+            size = 0  # the task releases it
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        finally:
+            self._release(size)
+
+    def _release(self, size: int) -> None:
+        if self.ticket is not None and size:
+            self.ticket.release(size)
+
+    def _version_deadline(self) -> None:
+        if self._protocol is None and not self.closed:
+            self._host.counters.version_timeouts += 1
+            self._host.log_refusal("%s: no server.version within %g s, closing",
+                                   self.name, self._limits.version_timeout)
+            self._fatal(RPCError.bad_request("use server.version to identify client"))
+
+    def refuse(self, error: RPCError) -> None:
+        """The listener refuses what the client sent (too large, too slow): answer, close."""
+        self._host.counters.requests_refused += 1
+        self._host.log_refusal("%s: %s", self.name, error.message)
+        self._fatal(error)
 
     async def message_too_large(self, max_size: int) -> None:
         """The listener's framer met an oversize message: finish the requests before it,
@@ -350,15 +395,14 @@ class ElectrumSession:
         running = [t for t in self._tasks if t is not asyncio.current_task()]
         if running:
             await asyncio.wait(running)
-        self._fatal(RPCError.invalid_request(f"message over {max_size:,d} bytes"))
+        self.refuse(RPCError.invalid_request(f"message over {max_size:,d} bytes"))
 
     async def _throttle(self) -> bool:
         """Slow a costly client down; False (and disconnected) past the hard limit."""
         limits = self._limits
         cost = self.cost
         if cost > limits.cost_hard_limit:
-            log.info("%s: disconnecting, excessive resource usage", self.name)
-            self._fatal(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
+            self.refuse(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
             return False
         if cost > limits.cost_soft_limit:
             span = max(limits.cost_hard_limit - limits.cost_soft_limit, 1e-9)
@@ -366,7 +410,7 @@ class ElectrumSession:
                                 * min(1.0, (cost - limits.cost_soft_limit) / span))
         return not self.closed
 
-    async def _serve_in_slot(self, msg: Message) -> None:
+    async def _serve_in_slot(self, msg: Message, size: int) -> None:
         try:
             await self._serve(msg)
         except Exception:  # a bug, not a client error: drop only this connection
@@ -374,6 +418,7 @@ class ElectrumSession:
             self.close()
         finally:
             self._slots.release()
+            self._release(size)
 
     async def _serve(self, msg: Message) -> None:
         if isinstance(msg, Batch):
@@ -424,6 +469,9 @@ class ElectrumSession:
         """The response to one request (None for a notification)."""
         if isinstance(item, Invalid):
             self.bump_cost(_PROTOCOL_ERROR_COST)
+            if item.error.code == EXCESSIVE_RESOURCE_USAGE:  # refused before parsing
+                self._host.counters.requests_refused += 1
+                self._host.log_refusal("%s: %s", self.name, item.error.message)
             return self._error(item.id, item.error)
         self._host.counters.requests += 1
         if self._protocol is None and item.method != "server.version":
@@ -494,6 +542,7 @@ class ElectrumSession:
         if self.closed:
             return
         self.closed = True
+        self._version_timer.cancel()
         try:
             current = asyncio.current_task()
         except RuntimeError:

@@ -145,7 +145,9 @@ def test_SessionManager_counts_requests_errors_and_sessions() -> None:
             assert stats == {"sessions": 1, "sessions_total": 1, "sessions_refused": 0,
                              "subscriptions": 0, "requests": 4, "errors": 1,
                              "unknown_script_queries": 1, "adhoc_refused": 0,
-                             "notifications": 0}
+                             "notifications": 0, "paired_sessions": 0,
+                             "requests_refused": 0, "version_timeouts": 0,
+                             "bytes_in_flight": 0}
     run(main())
 
 

@@ -1,0 +1,149 @@
+"""Who gets a session, and how many request bytes each address may have in flight.
+
+Pure bookkeeping, no I/O. Paired clients (authenticated by their Noise key) draw from
+their own pool, which no unauthenticated client can take; unauthenticated (TCP/TLS)
+clients share ``max_sessions``, at most ``per_address`` of them from one address. Every
+unauthenticated connection gets a :class:`Ticket` that charges the bytes of requests it
+has received but not yet answered (an unfinished line included) to its address and to
+the total: past ``address_inflight`` or ``total_inflight`` the charge is refused and the
+caller drops the request, so memory under a flood is bounded by the budget, not by the
+number of connections.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .. import memtrim
+
+__all__ = ["Admission", "FairShare", "Ticket"]
+
+#: After this many bytes were in flight at once, give freed memory back to the system
+#: when the load has gone (see :mod:`appliance.memtrim`).
+_TRIM_AFTER = 4_000_000
+_TRIM_EVERY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FairShare:
+    """Capacity split between paired and unauthenticated clients."""
+
+    #: unauthenticated (TCP/TLS) sessions, all addresses together
+    max_sessions: int = 100
+    #: sessions kept for paired (Noise) clients; unauthenticated ones never use them
+    paired_sessions: int = 32
+    #: unauthenticated sessions from one address
+    per_address: int = 16
+    #: bytes of unanswered requests (and unfinished lines) one address may hold
+    address_inflight: int = 4_000_000
+    #: the same for every unauthenticated client together
+    total_inflight: int = 32_000_000
+
+
+class Ticket:
+    """One admitted connection's share: its address, its bytes in flight."""
+
+    def __init__(self, admission: Admission, address: str, paired: bool) -> None:
+        self._admission = admission
+        self.address = address
+        self.paired = paired
+        self.held = 0
+        self.closed = False
+
+    def hold(self, size: int) -> bool:
+        """Charge ``size`` more bytes; False (nothing charged) when over a budget."""
+        if self.closed:
+            return False
+        if not self.paired and not self._admission._charge(self.address, size):
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        size = min(size, self.held)
+        if size <= 0:
+            return
+        self.held -= size
+        if not self.paired:
+            self._admission._uncharge(self.address, size)
+
+    def close(self) -> None:
+        """Give back the session slot and every byte still charged. Idempotent."""
+        if self.closed:
+            return
+        self.release(self.held)
+        self.closed = True
+        self._admission._leave(self)
+
+
+class Admission:
+    def __init__(self, share: FairShare) -> None:
+        self.share = share
+        self.paired = 0
+        self.unpaired = 0
+        self._per_address: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+        self.inflight = 0
+        self._peak = 0
+        self._trimmed_at = 0.0
+
+    def refusal(self, address: str, paired: bool) -> str | None:
+        """Why a new session from ``address`` would be refused now, or None."""
+        if paired:
+            if self.paired >= self.share.paired_sessions:
+                return f"{self.paired} paired sessions open"
+            return None
+        if self._per_address.get(address, 0) >= self.share.per_address:
+            return f"{self.share.per_address} sessions open from this address"
+        if self.unpaired >= self.share.max_sessions:
+            return f"{self.unpaired} sessions open"
+        return None
+
+    def open(self, address: str, paired: bool) -> Ticket | None:
+        if self.refusal(address, paired) is not None:
+            return None
+        if paired:
+            self.paired += 1
+        else:
+            self.unpaired += 1
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+        return Ticket(self, address, paired)
+
+    def address_sessions(self, address: str) -> int:
+        return self._per_address.get(address, 0)
+
+    def _leave(self, ticket: Ticket) -> None:
+        if ticket.paired:
+            self.paired -= 1
+            return
+        self.unpaired -= 1
+        left = self._per_address[ticket.address] - 1
+        if left:
+            self._per_address[ticket.address] = left
+        else:
+            del self._per_address[ticket.address]
+
+    def _charge(self, address: str, size: int) -> bool:
+        held = self._bytes.get(address, 0)
+        if (held + size > self.share.address_inflight
+                or self.inflight + size > self.share.total_inflight):
+            return False
+        self._bytes[address] = held + size
+        self.inflight += size
+        self._peak = max(self._peak, self.inflight)
+        return True
+
+    def _uncharge(self, address: str, size: int) -> None:
+        left = self._bytes[address] - size
+        if left:
+            self._bytes[address] = left
+        else:
+            del self._bytes[address]
+        self.inflight -= size
+        if self._peak >= _TRIM_AFTER and self.inflight < _TRIM_AFTER // 4:
+            now = time.monotonic()
+            if now - self._trimmed_at >= _TRIM_EVERY:
+                self._trimmed_at = now
+                self._peak = self.inflight
+                memtrim.trim()
