@@ -8,6 +8,10 @@ has received but not yet answered (an unfinished line included) to its address a
 the total: past ``address_inflight`` or ``total_inflight`` the charge is refused and the
 caller drops the request, so memory under a flood is bounded by the budget, not by the
 number of connections.
+
+An address whose client abused its share (a refused request: too large, too slow, too
+costly, past the cost limit) is kept out for ``penalty`` seconds, so a flood costs the
+server one burst per address per penalty, not one per reconnection.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from .. import memtrim
 
 __all__ = ["Admission", "FairShare", "Ticket"]
 
-#: After this many bytes were in flight at once, give freed memory back to the system
-#: when the load has gone (see :mod:`appliance.memtrim`).
-_TRIM_AFTER = 4_000_000
-_TRIM_EVERY = 1.0
+#: After this many request bytes were received, give freed memory back to the system
+#: once the bytes in flight are low again (see :mod:`appliance.memtrim`): at most every
+#: ``_TRIM_EVERY`` seconds, as a trim walks the heap (~3 ms).
+_TRIM_AFTER = 8_000_000
+_TRIM_BELOW = 1_000_000
+_TRIM_EVERY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,8 @@ class FairShare:
     address_inflight: int = 4_000_000
     #: the same for every unauthenticated client together
     total_inflight: int = 32_000_000
+    #: seconds an abusive address is refused new sessions
+    penalty: float = 30.0
 
 
 class Ticket:
@@ -85,8 +93,9 @@ class Admission:
         self._per_address: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
         self.inflight = 0
-        self._peak = 0
+        self._received = 0  # bytes charged since the last trim
         self._trimmed_at = 0.0
+        self._penalized: dict[str, float] = {}  # address -> refused until (monotonic)
 
     def refusal(self, address: str, paired: bool) -> str | None:
         """Why a new session from ``address`` would be refused now, or None."""
@@ -94,6 +103,11 @@ class Admission:
             if self.paired >= self.share.paired_sessions:
                 return f"{self.paired} paired sessions open"
             return None
+        until = self._penalized.get(address)
+        if until is not None:
+            if time.monotonic() < until:
+                return "this address abused its share recently"
+            del self._penalized[address]
         if self._per_address.get(address, 0) >= self.share.per_address:
             return f"{self.share.per_address} sessions open from this address"
         if self.unpaired >= self.share.max_sessions:
@@ -109,6 +123,13 @@ class Admission:
             self.unpaired += 1
             self._per_address[address] = self._per_address.get(address, 0) + 1
         return Ticket(self, address, paired)
+
+    def penalize(self, address: str) -> None:
+        """Refuse new unpaired sessions from ``address`` for ``share.penalty`` seconds."""
+        if len(self._penalized) > 4096:  # bounded: forget the expired ones
+            now = time.monotonic()
+            self._penalized = {a: t for a, t in self._penalized.items() if t > now}
+        self._penalized[address] = time.monotonic() + self.share.penalty
 
     def address_sessions(self, address: str) -> int:
         return self._per_address.get(address, 0)
@@ -131,7 +152,7 @@ class Admission:
             return False
         self._bytes[address] = held + size
         self.inflight += size
-        self._peak = max(self._peak, self.inflight)
+        self._received += size
         return True
 
     def _uncharge(self, address: str, size: int) -> None:
@@ -141,9 +162,9 @@ class Admission:
         else:
             del self._bytes[address]
         self.inflight -= size
-        if self._peak >= _TRIM_AFTER and self.inflight < _TRIM_AFTER // 4:
+        if self._received >= _TRIM_AFTER and self.inflight < _TRIM_BELOW:
             now = time.monotonic()
             if now - self._trimmed_at >= _TRIM_EVERY:
                 self._trimmed_at = now
-                self._peak = self.inflight
+                self._received = 0
                 memtrim.trim()

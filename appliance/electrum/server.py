@@ -136,6 +136,18 @@ class SessionManager:
     def log_refusal(self, msg: str, *args: object) -> None:
         self._refusals(msg, *args)
 
+    def penalize(self, session: ElectrumSession) -> None:
+        """Keep an abusive client's address out for a while, and close its other
+        unpaired sessions: their next burst would cost as much as this one did."""
+        ticket = session.ticket
+        if ticket is None or ticket.paired:
+            return
+        self.admission.penalize(ticket.address)
+        for other in list(self._sessions):
+            if (other is not session and other.ticket is not None and not other.ticket.paired
+                    and other.ticket.address == ticket.address):
+                other.close()
+
     # --- sessions ----------------------------------------------------------------------
 
     @property

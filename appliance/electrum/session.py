@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 _PROTOCOL_ERROR_COST = 5.0  # unparseable or invalid messages cost more than a ping
+#: Wallets call the methods they know a server has; a batch of 2,000 unknown methods
+#: (junk) reaches the hard cost limit in one go (cost_hard_limit / 2,000).
+_UNKNOWN_METHOD_COST = 25.0
 
 
 class MessageTransport(Protocol):
@@ -154,6 +157,9 @@ class SessionHost(Protocol):
 
     def log_refusal(self, msg: str, *args: object) -> None:
         """Log a refused request or connection (rate-limited: a flood repeats them)."""
+
+    def penalize(self, session: ElectrumSession) -> None:
+        """The client abused its share: refuse its address for a while."""
 
 
 def _echo(value: str) -> str:
@@ -353,17 +359,21 @@ class ElectrumSession:
             if not message.strip():
                 return  # a blank line (e.g. "\r\n" from a terminal) is no message
             self.last_activity = time.monotonic()
-            msg = parse_message(message, require_v2=bool(self._require_v2))
+            negotiated = self._protocol is not None
+            if negotiated:
+                # A slot first, then parse: at most max_in_flight parsed messages per
+                # session; the rest wait as bytes, charged to the client's address.
+                await self._slots.acquire()
+                if self.closed:
+                    self._slots.release()
+                    return
+            msg = self._parse(message)
             del message  # the parsed form is all that is kept
-            if self._require_v2 is None:
-                self._require_v2 = _declared_v2(msg)
-            if self._protocol is None:
-                # Nothing else runs until version negotiation is over.
-                await self._serve(msg)
-                return
-            await self._slots.acquire()
-            if self.closed:
-                self._slots.release()
+            if msg is None or not negotiated:
+                if msg is not None:  # nothing else runs until version negotiation is over
+                    await self._serve(msg)
+                if negotiated:
+                    self._slots.release()
                 return
             task = asyncio.create_task(self._serve_in_slot(msg, size))
             size = 0  # the task releases it
@@ -371,6 +381,16 @@ class ElectrumSession:
             task.add_done_callback(self._tasks.discard)
         finally:
             self._release(size)
+
+    def _parse(self, message: bytes) -> Message | None:
+        """The message, or None when it was refused unparsed (and the client with it)."""
+        msg = parse_message(message, require_v2=bool(self._require_v2))
+        if isinstance(msg, Invalid) and msg.error.code == EXCESSIVE_RESOURCE_USAGE:
+            self.refuse(msg.error)  # no wallet sends such a thing
+            return None
+        if self._require_v2 is None:
+            self._require_v2 = _declared_v2(msg)
+        return msg
 
     def _release(self, size: int) -> None:
         if self.ticket is not None and size:
@@ -384,10 +404,14 @@ class ElectrumSession:
             self._fatal(RPCError.bad_request("use server.version to identify client"))
 
     def refuse(self, error: RPCError) -> None:
-        """The listener refuses what the client sent (too large, too slow): answer, close."""
+        """Refuse what the client sent (too large, too slow, too costly): answer, close,
+        and tell the host, which keeps the client's address out for a while."""
+        if self.closed:
+            return
         self._host.counters.requests_refused += 1
         self._host.log_refusal("%s: %s", self.name, error.message)
         self._fatal(error)
+        self._host.penalize(self)
 
     async def message_too_large(self, max_size: int) -> None:
         """The listener's framer met an oversize message: finish the requests before it,
@@ -463,15 +487,12 @@ class ElectrumSession:
                 for line in held:
                     self._send(line)
         if fatal is not None:
-            self._fatal(fatal)
+            self.refuse(fatal)
 
     async def _answer(self, item: Request | Notification | Invalid) -> dict[str, Any] | None:
         """The response to one request (None for a notification)."""
         if isinstance(item, Invalid):
             self.bump_cost(_PROTOCOL_ERROR_COST)
-            if item.error.code == EXCESSIVE_RESOURCE_USAGE:  # refused before parsing
-                self._host.counters.requests_refused += 1
-                self._host.log_refusal("%s: %s", self.name, item.error.message)
             return self._error(item.id, item.error)
         self._host.counters.requests += 1
         if self._protocol is None and item.method != "server.version":
@@ -486,6 +507,7 @@ class ElectrumSession:
         table = self._table if self._protocol else self._host.handlers(PROTOCOL_MIN)
         method = table.get(item.method)
         if method is None:
+            self.bump_cost(_UNKNOWN_METHOD_COST)
             return self._error(item.id, RPCError(
                 METHOD_NOT_FOUND, f"unknown method {_echo(item.method)}"))
         try:
