@@ -16,6 +16,7 @@ server one burst per address per penalty, not one per reconnection.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ class FairShare:
     address_inflight: int = 4_000_000
     #: the same for every unauthenticated client together
     total_inflight: int = 32_000_000
-    #: seconds an abusive address is refused new sessions
+    #: seconds an abusive address is refused new sessions (up to half as long again, at
+    #: random, so many addresses cannot all come back at the same moment)
     penalty: float = 30.0
 
 
@@ -129,7 +131,8 @@ class Admission:
         if len(self._penalized) > 4096:  # bounded: forget the expired ones
             now = time.monotonic()
             self._penalized = {a: t for a, t in self._penalized.items() if t > now}
-        self._penalized[address] = time.monotonic() + self.share.penalty
+        self._penalized[address] = (time.monotonic()
+                                    + self.share.penalty * random.uniform(1.0, 1.5))
 
     def address_sessions(self, address: str) -> int:
         return self._per_address.get(address, 0)

@@ -66,6 +66,7 @@ _PROTOCOL_ERROR_COST = 5.0  # unparseable or invalid messages cost more than a p
 #: Wallets call the methods they know a server has; a batch of 2,000 unknown methods
 #: (junk) reaches the hard cost limit in one go (cost_hard_limit / 2,000).
 _UNKNOWN_METHOD_COST = 25.0
+_BATCH_YIELD_EVERY = 64  # items served between turns for other clients
 
 
 class MessageTransport(Protocol):
@@ -462,13 +463,19 @@ class ElectrumSession:
             self._send(self._encode_response(self._error(None, RPCError.invalid_request(
                 f"batch of {len(batch.items):,d} exceeds {self._limits.max_batch:,d}"))))
             return
+        if self.cost + self._junk_cost(batch) > self._limits.cost_hard_limit:
+            # Known before serving any of it: this batch alone would cross the limit.
+            self.refuse(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
+            return
         fatal: RPCError | None = None
         self._hold += 1
         try:
             parts: list[bytes] = []
-            for item in batch.items:
+            for n, item in enumerate(batch.items):
                 if self.closed:
                     return
+                if n and not n % _BATCH_YIELD_EVERY:
+                    await asyncio.sleep(0)  # let other clients in between
                 answer = await self._answer(item)
                 if answer is not None:
                     parts.append(self._encode_response(answer))
@@ -488,6 +495,18 @@ class ElectrumSession:
                     self._send(line)
         if fatal is not None:
             self.refuse(fatal)
+
+    def _junk_cost(self, batch: Batch) -> float:
+        """What the batch's invalid items and unknown methods will cost (a dict lookup
+        each), so a junk batch is refused before any of it is served."""
+        table = self._table if self._protocol else self._host.handlers(PROTOCOL_MIN)
+        cost = 0.0
+        for item in batch.items:
+            if isinstance(item, Invalid):
+                cost += _PROTOCOL_ERROR_COST
+            elif isinstance(item, Request) and item.method not in table:
+                cost += _UNKNOWN_METHOD_COST
+        return cost
 
     async def _answer(self, item: Request | Notification | Invalid) -> dict[str, Any] | None:
         """The response to one request (None for a notification)."""
