@@ -165,9 +165,16 @@ class Admission:
         else:
             del self._bytes[address]
         self.inflight -= size
-        if self._received >= _TRIM_AFTER and self.inflight < _TRIM_BELOW:
-            now = time.monotonic()
-            if now - self._trimmed_at >= _TRIM_EVERY:
-                self._trimmed_at = now
-                self._received = 0
-                memtrim.trim()
+        self.maybe_trim()
+
+    def maybe_trim(self) -> bool:
+        """Return freed memory to the system if a burst has come and gone (also called
+        periodically, so the last burst's memory goes back too)."""
+        if self._received < _TRIM_AFTER or self.inflight >= _TRIM_BELOW:
+            return False
+        now = time.monotonic()
+        if now - self._trimmed_at < _TRIM_EVERY:
+            return False
+        self._trimmed_at = now
+        self._received = 0
+        return memtrim.trim()

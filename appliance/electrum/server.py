@@ -304,7 +304,8 @@ class SessionManager:
     async def _sweeper(self) -> None:
         idle = self._limits.idle_timeout
         while True:
-            await asyncio.sleep(min(30.0, max(idle / 4, 0.01)))
+            await asyncio.sleep(min(5.0, max(idle / 4, 0.01)))
+            self.admission.maybe_trim()
             cutoff = time.monotonic() - idle
             for session in list(self._sessions):
                 if session.last_activity < cutoff:
