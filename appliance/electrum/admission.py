@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from .. import memtrim
+from ..peers import AddressCounts
 
 __all__ = ["Admission", "FairShare", "Ticket"]
 
@@ -91,8 +92,7 @@ class Admission:
     def __init__(self, share: FairShare) -> None:
         self.share = share
         self.paired = 0
-        self.unpaired = 0
-        self._per_address: dict[str, int] = {}
+        self._per_address = AddressCounts()  # unpaired sessions
         self._bytes: dict[str, int] = {}
         self.inflight = 0
         self._received = 0  # bytes charged since the last trim
@@ -110,7 +110,7 @@ class Admission:
             if time.monotonic() < until:
                 return "this address abused its share recently"
             del self._penalized[address]
-        if self._per_address.get(address, 0) >= self.share.per_address:
+        if self._per_address[address] >= self.share.per_address:
             return f"{self.share.per_address} sessions open from this address"
         if self.unpaired >= self.share.max_sessions:
             return f"{self.unpaired} sessions open"
@@ -122,9 +122,12 @@ class Admission:
         if paired:
             self.paired += 1
         else:
-            self.unpaired += 1
-            self._per_address[address] = self._per_address.get(address, 0) + 1
+            self._per_address.acquire(address)
         return Ticket(self, address, paired)
+
+    @property
+    def unpaired(self) -> int:
+        return self._per_address.total
 
     def penalize(self, address: str) -> None:
         """Refuse new unpaired sessions from ``address`` for ``share.penalty`` seconds."""
@@ -135,18 +138,13 @@ class Admission:
                                     + self.share.penalty * random.uniform(1.0, 1.5))
 
     def address_sessions(self, address: str) -> int:
-        return self._per_address.get(address, 0)
+        return self._per_address[address]
 
     def _leave(self, ticket: Ticket) -> None:
         if ticket.paired:
             self.paired -= 1
-            return
-        self.unpaired -= 1
-        left = self._per_address[ticket.address] - 1
-        if left:
-            self._per_address[ticket.address] = left
         else:
-            del self._per_address[ticket.address]
+            self._per_address.release(ticket.address)
 
     def _charge(self, address: str, size: int) -> bool:
         held = self._bytes.get(address, 0)

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config import ElectrumSection
+from ..peers import peer_address
 from ..ratelog import RateLimitedLog
 from .admission import Admission, FairShare
 from .backend import ElectrumBackend
@@ -416,7 +417,7 @@ class ElectrumServer:
                                 writer: asyncio.StreamWriter, kind: str) -> None:
         limits = self.manager.limits
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        address = peer_address(peer)
         name = f"{kind} {peer[0]}:{peer[1]}" if isinstance(peer, tuple) else kind
         transport = StreamTransport(writer, max_buffer=limits.max_send_buffer)
         session = self.manager.open_session(transport, name=name, address=address)

@@ -31,6 +31,7 @@ from ..electrum.framing import LineFramer, OversizeLineError
 from ..electrum.server import SessionManager
 from ..identity import NodeKey
 from ..jsonguard import json_cost_error
+from ..peers import AddressCounts, peer_address
 from ..ratelog import RateLimitedLog
 from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
 from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
@@ -120,7 +121,7 @@ class NoiseGate:
     #: False while the owner has not yet acknowledged the recovery phrase on the OLED
     #: (first boot): no QR is shown and no token is redeemed until then.
     pairing_allowed: Callable[[], bool] = lambda: True
-    pairing_attempts: dict[str, int] = field(default_factory=dict)
+    pairing_attempts: AddressCounts = field(default_factory=AddressCounts)
     refusals: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog(log, "refused Noise clients"))
 
@@ -180,8 +181,7 @@ class NoiseGate:
     async def _serve(self, stream: NoiseStream) -> None:
         pubkey = stream.remote_static
         self.counters.connections += 1
-        peer = stream.peername
-        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        address = peer_address(stream.peername)
         framer = LineFramer(self.max_line)
         pending: list[bytes] = []
         if pubkey not in self.whitelist:
@@ -221,18 +221,15 @@ class NoiseGate:
 
     async def _pair_from(self, address: str, stream: NoiseStream, pubkey: bytes,
                          framer: LineFramer, pending: list[bytes]) -> bool:
-        if self.pairing_attempts.get(address, 0) >= _MAX_PAIRING_PER_ADDRESS:
+        if not self.pairing_attempts.acquire(address, _MAX_PAIRING_PER_ADDRESS):
             self.refusals("refused an unpaired client: too many pairing attempts at once")
             return False
-        self.pairing_attempts[address] = self.pairing_attempts.get(address, 0) + 1
         framer.max_size = _PAIR_MAX_LINE  # until the key is paired
         try:
             return await self._pair(stream, pubkey, framer, pending)
         finally:
             framer.max_size = self.max_line
-            left = self.pairing_attempts.pop(address) - 1
-            if left:
-                self.pairing_attempts[address] = left
+            self.pairing_attempts.release(address)
 
     async def _pair(self, stream: NoiseStream, pubkey: bytes, framer: LineFramer,
                     pending: list[bytes]) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from ..jsonguard import json_cost_error
+from ..peers import AddressCounts
 from ..ratelog import RateLimitedLog
 from .api import INVALID_REQUEST_FORMAT, TeosError, TowerAPI
 
@@ -52,7 +53,7 @@ class RequestGuard:
     def __init__(self, *, per_address: int = 8) -> None:
         self.per_address = per_address
         self.refused = 0
-        self._running: dict[str, int] = {}
+        self._running = AddressCounts()
         self._log = RateLimitedLog(log, "refused tower requests")
 
     def refuse(self, request: web.Request, status: int, message: str) -> web.Response:
@@ -71,10 +72,8 @@ class RequestGuard:
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
         address = request.remote or ""
-        running = self._running.get(address, 0)
-        if running >= self.per_address:
+        if not self._running.acquire(address, self.per_address):
             return self.refuse(request, 503, f"more than {self.per_address} requests at once")
-        self._running[address] = running + 1
         try:
             async with asyncio.timeout(_BODY_TIMEOUT):
                 return await handler(request)
@@ -83,9 +82,7 @@ class RequestGuard:
         except TimeoutError:
             return self.refuse(request, 408, f"request not received within {_BODY_TIMEOUT:g} s")
         finally:
-            left = self._running.pop(address) - 1
-            if left:
-                self._running[address] = left
+            self._running.release(address)
 
 
 class BasicAuth:

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
+from ..peers import AddressCounts, peer_address
 from ..ratelog import RateLimitedLog
 from .noise import (
     ACT_ONE_SIZE,
@@ -379,8 +380,7 @@ class NoiseServer:
         self.failed_handshakes = 0
         self._max_handshakes = max_handshakes
         self._max_per_address = max_handshakes_per_address
-        self._handshaking: dict[str, int] = {}
-        self._handshakes = 0
+        self._handshaking = AddressCounts()
         self._failures = RateLimitedLog(log, "failed or refused Noise handshakes")
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -418,17 +418,15 @@ class NoiseServer:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) else ""
-        if (self._handshakes >= self._max_handshakes
-                or self._handshaking.get(address, 0) >= self._max_per_address):
+        address = peer_address(peer)
+        if (self._handshaking.total >= self._max_handshakes
+                or not self._handshaking.acquire(address, self._max_per_address)):
             self.failed_handshakes += 1
             self._failures("noise peer %s refused: too many handshakes in progress", peer)
             writer.transport.abort()
             return
         self._tasks.add(task)
         stream: NoiseStream | None = None
-        self._handshakes += 1
-        self._handshaking[address] = self._handshaking.get(address, 0) + 1
         try:
             try:
                 stream = await accept_handshake(
@@ -436,10 +434,7 @@ class NoiseServer:
                     max_message_size=self._max_message_size, frame_timeout=self._frame_timeout,
                     write_timeout=self._write_timeout)
             finally:
-                self._handshakes -= 1
-                left = self._handshaking.pop(address) - 1
-                if left:
-                    self._handshaking[address] = left
+                self._handshaking.release(address)
             await self._handler(stream)
         except STREAM_ERRORS as exc:
             if stream is None:
