@@ -50,8 +50,9 @@ _INVALID_REQUEST = -32600  # JSON-RPC 2.0
 class RequestGuard:
     """Limits every tower listener shares; ``refused`` counts what they turned away."""
 
-    def __init__(self, *, per_address: int = 8) -> None:
+    def __init__(self, *, per_address: int = 8, body_timeout: float = _BODY_TIMEOUT) -> None:
         self.per_address = per_address
+        self.body_timeout = body_timeout
         self.refused = 0
         self._running = AddressCounts()
         self._log = RateLimitedLog(log, "refused tower requests")
@@ -75,12 +76,13 @@ class RequestGuard:
         if not self._running.acquire(address, self.per_address):
             return self.refuse(request, 503, f"more than {self.per_address} requests at once")
         try:
-            async with asyncio.timeout(_BODY_TIMEOUT):
+            async with asyncio.timeout(self.body_timeout):
                 return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return self.refuse(request, 413, f"body over {_MAX_BODY:,d} bytes")
         except TimeoutError:
-            return self.refuse(request, 408, f"request not received within {_BODY_TIMEOUT:g} s")
+            return self.refuse(request, 408,
+                               f"request not received within {self.body_timeout:g} s")
         finally:
             self._running.release(address)
 
