@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config import ElectrumSection
-from ..peers import peer_address
+from ..peers import AddressCounts, peer_address
 from ..ratelog import RateLimitedLog
 from .admission import Admission, FairShare
 from .backend import ElectrumBackend
@@ -52,7 +52,11 @@ _READ_SIZE = 65_536
 #: StreamReader buffer: reading pauses past twice this, so a client the server is not
 #: reading from (throttled, at its in-flight limit) holds little memory.
 _STREAM_LIMIT = 16_384
-_TLS_HANDSHAKE_TIMEOUT = 15.0  # a socket that never finishes TLS is not a session yet
+_TLS_HANDSHAKE_TIMEOUT = 10.0  # a socket that never finishes TLS is not a session yet
+#: asyncio gives every TLS connection a 256 KiB buffer from its first byte, so the
+#: handshakes in progress are capped, per address and in all, before TLS starts.
+_MAX_TLS_HANDSHAKES = 64
+_MAX_TLS_HANDSHAKES_PER_ADDRESS = 8
 #: A session that has not sent server.version for this long may be replaced by a newer
 #: connection when the pool is full (a wallet sends it within a round trip).
 _EVICTABLE_AFTER = 1.0
@@ -354,21 +358,21 @@ class ElectrumServer:
         self._ssl_context = ssl_context
         self._servers: dict[str, asyncio.Server] = {}
         self._connections: set[asyncio.Task[Any]] = set()
+        self._handshaking = AddressCounts()
 
     async def start(self) -> None:
         await self.manager.start()
         for kind, port in self._ports.items():
             if port is None:
                 continue
-            context = self._ssl_context if kind == "tls" else None
 
             async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             kind: str = kind) -> None:
                 await self._serve(reader, writer, kind)
 
+            # TLS is started per connection (_start_tls), once it is within the limits.
             self._servers[kind] = await asyncio.start_server(
-                serve, self._host, port, ssl=context, reuse_address=True, limit=_STREAM_LIMIT,
-                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if context else None)
+                serve, self._host, port, reuse_address=True, limit=_STREAM_LIMIT)
             log.info("serving Electrum %s on port %d", kind.upper(), self.port(kind))
 
     def port(self, kind: str) -> int:
@@ -408,10 +412,33 @@ class ElectrumServer:
         if task is not None:
             self._connections.add(task)
         try:
+            if kind == "tls" and not await self._start_tls(writer):
+                return
             await self._serve_connection(reader, writer, kind)
         finally:
             if task is not None:
                 self._connections.discard(task)
+
+    async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
+        """The TLS handshake, if this address and the server have room for one."""
+        address = peer_address(writer.get_extra_info("peername"))
+        if (self._handshaking.total >= _MAX_TLS_HANDSHAKES
+                or not self._handshaking.acquire(address, _MAX_TLS_HANDSHAKES_PER_ADDRESS)):
+            self.manager.counters.sessions_refused += 1
+            self.manager.log_refusal("tls %s: refused, too many TLS handshakes at once",
+                                     address)
+            writer.transport.abort()
+            return False
+        try:
+            assert self._ssl_context is not None
+            await writer.start_tls(self._ssl_context,
+                                   ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT)
+        except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
+            writer.transport.abort()  # TimeoutError is an OSError, listed for clarity
+            return False
+        finally:
+            self._handshaking.release(address)
+        return True
 
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter, kind: str) -> None:
