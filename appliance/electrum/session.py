@@ -206,8 +206,12 @@ class ElectrumSession:
         self._disconnect = False
         self.closed = False
         self.last_activity = self.opened_at = time.monotonic()
-        self._version_timer = asyncio.get_running_loop().call_later(
-            self._limits.version_timeout, self._version_deadline)
+        # Paired clients are known by their key (and may use only hearth.* methods);
+        # the deadline is for connections that are nobody until they say who they are.
+        self._version_timer: asyncio.TimerHandle | None = None
+        if ticket is None or not ticket.paired:
+            self._version_timer = asyncio.get_running_loop().call_later(
+                self._limits.version_timeout, self._version_deadline)
 
     # --- HandlerContext --------------------------------------------------------------
 
@@ -228,7 +232,8 @@ class ElectrumSession:
         self._cost_at = time.monotonic()
 
     def set_protocol(self, client_name: str, version: tuple[int, ...]) -> None:
-        self._version_timer.cancel()
+        if self._version_timer is not None:
+            self._version_timer.cancel()
         self.client_name = client_name
         self._protocol = version
         self._table = self._host.handlers(version)
@@ -583,7 +588,8 @@ class ElectrumSession:
         if self.closed:
             return
         self.closed = True
-        self._version_timer.cancel()
+        if self._version_timer is not None:
+            self._version_timer.cancel()
         try:
             current = asyncio.current_task()
         except RuntimeError:
