@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from appliance.electrum.admission import Admission, FairShare
+from appliance.electrum.server import SessionManager
 from appliance.electrum.session import SessionLimits
 
+from .fakes import FakeBackend
 from .util import Client, run, serving
 
 
@@ -139,4 +141,32 @@ def test_bytes_in_flight_are_charged_to_the_address_before_parsing() -> None:
             again = await Client.connect(h.server.tcp_port)
             h.clients.append(again)
             assert await again.recv() is None
+    run(main())
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.closed = False
+
+    def send_line(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def drain(self) -> None:
+        pass
+
+
+def test_paired_sessions_have_no_version_deadline() -> None:
+    """A paired client is known by its key; it may send only hearth.* calls."""
+    async def main() -> None:
+        manager = SessionManager(FakeBackend(), limits=SessionLimits(version_timeout=0.05))
+        paired, stranger = _Sink(), _Sink()
+        assert manager.open_session(paired, paired=True, address="10.0.0.2") is not None
+        assert manager.open_session(stranger, address="10.0.0.3") is not None
+        await asyncio.sleep(0.2)
+        assert stranger.closed and not paired.closed
+        await manager.close()
     run(main())
