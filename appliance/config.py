@@ -101,7 +101,19 @@ class ElectrumSection:
     tls: str = _opt("lan", "The TLS listener for stock phone wallets: lan (on) or off.",
                     choices=("lan", "off"))
     hostname: str = _opt("hearth.local", "Name in the TLS certificate and server.features.")
-    max_sessions: int = _opt(100, "Concurrent Electrum connections accepted.", minimum=1)
+    max_sessions: int = _opt(100, "Concurrent unauthenticated (TCP/TLS) Electrum sessions.",
+                             minimum=1)
+    paired_sessions: int = _opt(32, "Sessions kept for paired (Noise) clients; "
+                                "unauthenticated clients cannot use them.", minimum=1)
+    sessions_per_address: int = _opt(16, "Unauthenticated sessions from one IP address.",
+                                     minimum=1)
+    inflight_per_address_kib: int = _opt(4096, "Bytes of unanswered requests one IP address "
+                                         "may have in flight (unauthenticated), KiB.",
+                                         minimum=1024)
+    inflight_total_kib: int = _opt(32768, "The same for all unauthenticated clients "
+                                   "together, KiB.", minimum=1024)
+    version_timeout_s: float = _opt(10.0, "Seconds a new connection has to send "
+                                    "server.version before it is closed.", minimum=0.5)
     banner: str = _opt("", "server.banner text; empty = a default greeting.")
 
 

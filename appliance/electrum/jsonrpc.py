@@ -17,7 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import INTERNAL_ERROR, PARSE_ERROR, RPCError
+from ..jsonguard import json_cost_error
+from .errors import EXCESSIVE_RESOURCE_USAGE, INTERNAL_ERROR, PARSE_ERROR, RPCError
 
 __all__ = [
     "Batch",
@@ -118,7 +119,14 @@ def _parse_object(obj: Any, require_v2: bool) -> Request | Notification | Invali
 
 
 def parse_message(line: bytes, *, require_v2: bool = False) -> Message:
-    """Read one framed message. Never raises."""
+    """Read one framed message. Never raises.
+
+    Its cost is bounded before it is parsed (:mod:`appliance.jsonguard`): a message with
+    too many values or nested too deep is refused with ``EXCESSIVE_RESOURCE_USAGE``.
+    """
+    too_costly = json_cost_error(line)
+    if too_costly is not None:
+        return Invalid(RPCError(EXCESSIVE_RESOURCE_USAGE, f"message refused: {too_costly}"))
     try:
         payload = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:

@@ -10,6 +10,8 @@ Ordering guarantees a wallet relies on:
 
 * ``server.version`` is served before anything else is read, so no request runs under
   the wrong version; anything else first is refused and the connection closed (1.6).
+  It must come within ``version_timeout`` of connecting: until then a connection is
+  nobody, and it holds its slot for no longer than that.
 * A scripthash is registered before its status is computed; a change that lands while
   the answer is being computed is folded into the answer or sent after it, never before.
 * Notifications that fire while a batch is being served are held until the batch's
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .admission import Ticket
 from .backend import BackendError, ElectrumBackend
 from .errors import (
     EXCESSIVE_RESOURCE_USAGE,
@@ -60,6 +63,10 @@ log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 _PROTOCOL_ERROR_COST = 5.0  # unparseable or invalid messages cost more than a ping
+#: Wallets call the methods they know a server has; a batch of 2,000 unknown methods
+#: (junk) reaches the hard cost limit in one go (cost_hard_limit / 2,000).
+_UNKNOWN_METHOD_COST = 25.0
+_BATCH_YIELD_EVERY = 64  # items served between turns for other clients
 
 
 class MessageTransport(Protocol):
@@ -92,7 +99,12 @@ class SessionLimits:
     max_send_buffer: int = 16_000_000
     request_timeout: float = 60.0
     #: The spec lets servers drop clients silent for ~10 minutes (they send server.ping).
+    #: Only requests count: blank lines and unfinished lines keep nobody alive.
     idle_timeout: float = 600.0
+    #: ``server.version`` must arrive this soon after connecting (wallets send it first).
+    version_timeout: float = 10.0
+    #: Once a line has begun it must end within this (a byte a second holds nothing).
+    line_timeout: float = 30.0
     #: Above the soft limit each message waits up to ``throttle_max_delay`` seconds,
     #: growing towards the hard limit; above the hard limit the client is disconnected.
     cost_soft_limit: float = 5_000.0
@@ -114,6 +126,11 @@ class ServerCounters:
     #: Unknown scripts a session asked to watch but its ``max_adhoc_watches`` was spent.
     adhoc_refused: int = 0
     notifications: int = 0
+    #: Requests refused unread or unparsed: too costly (values, depth, bytes in flight),
+    #: oversize lines, lines that never ended, excessive resource usage.
+    requests_refused: int = 0
+    #: Connections closed for not sending ``server.version`` in time.
+    version_timeouts: int = 0
 
 
 class SessionHost(Protocol):
@@ -139,6 +156,12 @@ class SessionHost(Protocol):
 
     def detach(self, session: ElectrumSession) -> None: ...
 
+    def log_refusal(self, msg: str, *args: object) -> None:
+        """Log a refused request or connection (rate-limited: a flood repeats them)."""
+
+    def penalize(self, session: ElectrumSession) -> None:
+        """The client abused its share: refuse its address for a while."""
+
 
 def _echo(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:80]) + "..."
@@ -157,11 +180,13 @@ class ElectrumSession:
     """Implements :class:`~appliance.electrum.handlers.HandlerContext` for the handlers."""
 
     def __init__(self, host: SessionHost, transport: MessageTransport, *,
-                 name: str = "") -> None:
+                 name: str = "", ticket: Ticket | None = None) -> None:
         self._host = host
         self._transport = transport
         self._limits = host.limits
         self.name = name
+        #: this connection's share (slot, bytes in flight); the manager closes it
+        self.ticket = ticket
         self.client_name = ""
         self._protocol: tuple[int, ...] | None = None
         self._table: Mapping[str, Method] = {}
@@ -180,7 +205,13 @@ class ElectrumSession:
         self._held: list[bytes] = []
         self._disconnect = False
         self.closed = False
-        self.last_activity = time.monotonic()
+        self.last_activity = self.opened_at = time.monotonic()
+        # Paired clients are known by their key (and may use only hearth.* methods);
+        # the deadline is for connections that are nobody until they say who they are.
+        self._version_timer: asyncio.TimerHandle | None = None
+        if ticket is None or not ticket.paired:
+            self._version_timer = asyncio.get_running_loop().call_later(
+                self._limits.version_timeout, self._version_deadline)
 
     # --- HandlerContext --------------------------------------------------------------
 
@@ -201,6 +232,8 @@ class ElectrumSession:
         self._cost_at = time.monotonic()
 
     def set_protocol(self, client_name: str, version: tuple[int, ...]) -> None:
+        if self._version_timer is not None:
+            self._version_timer.cancel()
         self.client_name = client_name
         self._protocol = version
         self._table = self._host.handlers(version)
@@ -319,30 +352,72 @@ class ElectrumSession:
 
         Returns once the message is being served; waits first while the client is
         throttled or has ``max_in_flight`` requests running, which stops the listener
-        reading and so pushes back on the client.
+        reading and so pushes back on the client. The ``len(message)`` bytes the
+        listener charged to the ticket are released once the message is answered.
         """
-        if self.closed:
-            return
-        self.last_activity = time.monotonic()
-        self.bump_cost(0.05 + len(message) / 10_000)
-        if not await self._throttle():
-            return
-        if not message.strip():
-            return  # a blank line (e.g. "\r\n" from a terminal) is no message
+        size = len(message)
+        try:
+            if self.closed:
+                return
+            self.bump_cost(0.05 + size / 10_000)
+            if not await self._throttle():
+                return
+            if not message.strip():
+                return  # a blank line (e.g. "\r\n" from a terminal) is no message
+            self.last_activity = time.monotonic()
+            negotiated = self._protocol is not None
+            if negotiated:
+                # A slot first, then parse: at most max_in_flight parsed messages per
+                # session; the rest wait as bytes, charged to the client's address.
+                await self._slots.acquire()
+                if self.closed:
+                    self._slots.release()
+                    return
+            msg = self._parse(message)
+            del message  # the parsed form is all that is kept
+            if msg is None or not negotiated:
+                if msg is not None:  # nothing else runs until version negotiation is over
+                    await self._serve(msg)
+                if negotiated:
+                    self._slots.release()
+                return
+            task = asyncio.create_task(self._serve_in_slot(msg, size))
+            size = 0  # the task releases it
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        finally:
+            self._release(size)
+
+    def _parse(self, message: bytes) -> Message | None:
+        """The message, or None when it was refused unparsed (and the client with it)."""
         msg = parse_message(message, require_v2=bool(self._require_v2))
+        if isinstance(msg, Invalid) and msg.error.code == EXCESSIVE_RESOURCE_USAGE:
+            self.refuse(msg.error)  # no wallet sends such a thing
+            return None
         if self._require_v2 is None:
             self._require_v2 = _declared_v2(msg)
-        if self._protocol is None:
-            # Nothing else runs until version negotiation is over.
-            await self._serve(msg)
-            return
-        await self._slots.acquire()
+        return msg
+
+    def _release(self, size: int) -> None:
+        if self.ticket is not None and size:
+            self.ticket.release(size)
+
+    def _version_deadline(self) -> None:
+        if self._protocol is None and not self.closed:
+            self._host.counters.version_timeouts += 1
+            self._host.log_refusal("%s: no server.version within %g s, closing",
+                                   self.name, self._limits.version_timeout)
+            self._fatal(RPCError.bad_request("use server.version to identify client"))
+
+    def refuse(self, error: RPCError) -> None:
+        """Refuse what the client sent (too large, too slow, too costly): answer, close,
+        and tell the host, which keeps the client's address out for a while."""
         if self.closed:
-            self._slots.release()
             return
-        task = asyncio.create_task(self._serve_in_slot(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._host.counters.requests_refused += 1
+        self._host.log_refusal("%s: %s", self.name, error.message)
+        self._fatal(error)
+        self._host.penalize(self)
 
     async def message_too_large(self, max_size: int) -> None:
         """The listener's framer met an oversize message: finish the requests before it,
@@ -350,15 +425,14 @@ class ElectrumSession:
         running = [t for t in self._tasks if t is not asyncio.current_task()]
         if running:
             await asyncio.wait(running)
-        self._fatal(RPCError.invalid_request(f"message over {max_size:,d} bytes"))
+        self.refuse(RPCError.invalid_request(f"message over {max_size:,d} bytes"))
 
     async def _throttle(self) -> bool:
         """Slow a costly client down; False (and disconnected) past the hard limit."""
         limits = self._limits
         cost = self.cost
         if cost > limits.cost_hard_limit:
-            log.info("%s: disconnecting, excessive resource usage", self.name)
-            self._fatal(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
+            self.refuse(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
             return False
         if cost > limits.cost_soft_limit:
             span = max(limits.cost_hard_limit - limits.cost_soft_limit, 1e-9)
@@ -366,7 +440,7 @@ class ElectrumSession:
                                 * min(1.0, (cost - limits.cost_soft_limit) / span))
         return not self.closed
 
-    async def _serve_in_slot(self, msg: Message) -> None:
+    async def _serve_in_slot(self, msg: Message, size: int) -> None:
         try:
             await self._serve(msg)
         except Exception:  # a bug, not a client error: drop only this connection
@@ -374,6 +448,7 @@ class ElectrumSession:
             self.close()
         finally:
             self._slots.release()
+            self._release(size)
 
     async def _serve(self, msg: Message) -> None:
         if isinstance(msg, Batch):
@@ -393,13 +468,19 @@ class ElectrumSession:
             self._send(self._encode_response(self._error(None, RPCError.invalid_request(
                 f"batch of {len(batch.items):,d} exceeds {self._limits.max_batch:,d}"))))
             return
+        if self.cost + self._junk_cost(batch) > self._limits.cost_hard_limit:
+            # Known before serving any of it: this batch alone would cross the limit.
+            self.refuse(RPCError(EXCESSIVE_RESOURCE_USAGE, "excessive resource usage"))
+            return
         fatal: RPCError | None = None
         self._hold += 1
         try:
             parts: list[bytes] = []
-            for item in batch.items:
+            for n, item in enumerate(batch.items):
                 if self.closed:
                     return
+                if n and not n % _BATCH_YIELD_EVERY:
+                    await asyncio.sleep(0)  # let other clients in between
                 answer = await self._answer(item)
                 if answer is not None:
                     parts.append(self._encode_response(answer))
@@ -418,7 +499,19 @@ class ElectrumSession:
                 for line in held:
                     self._send(line)
         if fatal is not None:
-            self._fatal(fatal)
+            self.refuse(fatal)
+
+    def _junk_cost(self, batch: Batch) -> float:
+        """What the batch's invalid items and unknown methods will cost (a dict lookup
+        each), so a junk batch is refused before any of it is served."""
+        table = self._table if self._protocol else self._host.handlers(PROTOCOL_MIN)
+        cost = 0.0
+        for item in batch.items:
+            if isinstance(item, Invalid):
+                cost += _PROTOCOL_ERROR_COST
+            elif isinstance(item, Request) and item.method not in table:
+                cost += _UNKNOWN_METHOD_COST
+        return cost
 
     async def _answer(self, item: Request | Notification | Invalid) -> dict[str, Any] | None:
         """The response to one request (None for a notification)."""
@@ -438,6 +531,7 @@ class ElectrumSession:
         table = self._table if self._protocol else self._host.handlers(PROTOCOL_MIN)
         method = table.get(item.method)
         if method is None:
+            self.bump_cost(_UNKNOWN_METHOD_COST)
             return self._error(item.id, RPCError(
                 METHOD_NOT_FOUND, f"unknown method {_echo(item.method)}"))
         try:
@@ -494,6 +588,8 @@ class ElectrumSession:
         if self.closed:
             return
         self.closed = True
+        if self._version_timer is not None:
+            self._version_timer.cancel()
         try:
             current = asyncio.current_task()
         except RuntimeError:

@@ -67,7 +67,7 @@ class IndexerService:
         info = ServerInfo(hosts=hosts)
         if ec.banner:
             info = dataclasses.replace(info, banner=ec.banner)
-        self.sessions = SessionManager(self.backend, info=info, max_sessions=ec.max_sessions)
+        self.sessions = SessionManager.configured(self.backend, info, ec)
         self.backend.is_subscribed = self.sessions.is_subscribed
         ssl_context = None
         tls_port = ec.tls_port if ec.tls == "lan" else None
@@ -187,6 +187,11 @@ class IndexerService:
                                "resyncs": stats.resyncs, "backfill_done": done,
                                "backfill_total": total,
                                "unknown_script_queries": electrum["unknown_script_queries"],
+                               # fair sharing: what a flood was refused (docs/threat-model.md)
+                               "sessions_refused": electrum["sessions_refused"],
+                               "requests_refused": electrum["requests_refused"],
+                               "handshakes_failed": self.gate.server.failed_handshakes
+                               if self.gate is not None and self.gate.server else 0,
                                # the display shows the pairing QR while this is 1
                                "pairing_open": int(self.gate is not None
                                                    and self.gate.window.is_open),

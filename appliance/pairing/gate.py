@@ -6,6 +6,11 @@ registration, status). An unknown key must send ``hearth.pair`` with the window'
 as its first message; anything else, or a wrong or expired token, closes the connection
 without a word, so a scanner learns nothing but that the port speaks BOLT-08.
 
+Paired clients draw from the session pool kept for them (``SessionManager``'s paired
+share), which no unauthenticated client can fill. An unknown key gets one small line
+(``_PAIR_MAX_LINE``) and ``_FIRST_MESSAGE_TIMEOUT`` to pair, with at most
+``_MAX_PAIRING_PER_ADDRESS`` such attempts at once from one address.
+
 Payload over the channel: newline-delimited JSON, exactly as over TCP. A message up to
 65,535 bytes travels as one Noise message; a larger one (a header chunk, a long history)
 is split across several, and the receiver reassembles lines.
@@ -25,6 +30,9 @@ from typing import Any
 from ..electrum.framing import LineFramer, OversizeLineError
 from ..electrum.server import SessionManager
 from ..identity import NodeKey
+from ..jsonguard import json_cost_error
+from ..peers import AddressCounts, peer_address
+from ..ratelog import RateLimitedLog
 from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
 from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
 from .payload import PairingPayload
@@ -39,10 +47,13 @@ log = logging.getLogger("pairing")
 HearthMethod = Callable[[Any, bytes], Awaitable[Any]]
 
 _FIRST_MESSAGE_TIMEOUT = 10.0
+#: hearth.pair with a token and a label is ~200 bytes
+_PAIR_MAX_LINE = 4096
+_MAX_PAIRING_PER_ADDRESS = 4
 #: what a vanished, revoked or misbehaving peer raises
 _GONE: tuple[type[BaseException], ...] = (*STREAM_ERRORS, ConnectionError, OSError)
 _BAD_FIRST_MESSAGE: tuple[type[BaseException], ...] = (
-    *_GONE, ValueError, AttributeError, OversizeLineError)
+    *_GONE, ValueError, AttributeError, RecursionError, OversizeLineError)
 
 
 def detect_lan_ipv4() -> str:
@@ -91,6 +102,7 @@ class GateCounters:
     paired: int = 0
     refused: int = 0  # unknown keys turned away
     connections: int = 0
+    sessions_refused: int = 0  # paired clients turned away: their pool was full
 
 
 @dataclass
@@ -109,6 +121,9 @@ class NoiseGate:
     #: False while the owner has not yet acknowledged the recovery phrase on the OLED
     #: (first boot): no QR is shown and no token is redeemed until then.
     pairing_allowed: Callable[[], bool] = lambda: True
+    pairing_attempts: AddressCounts = field(default_factory=AddressCounts)
+    refusals: RateLimitedLog = field(
+        default_factory=lambda: RateLimitedLog(log, "refused Noise clients"))
 
     async def start(self, host: str, port: int) -> None:
         if not self.whitelist.clients:
@@ -166,19 +181,21 @@ class NoiseGate:
     async def _serve(self, stream: NoiseStream) -> None:
         pubkey = stream.remote_static
         self.counters.connections += 1
+        address = peer_address(stream.peername)
         framer = LineFramer(self.max_line)
         pending: list[bytes] = []
         if pubkey not in self.whitelist:
-            if not await self._pair(stream, pubkey, framer, pending):
+            if not await self._pair_from(address, stream, pubkey, framer, pending):
                 self.counters.refused += 1
                 stream.abort()
                 return
-        self.live.setdefault(pubkey, set()).add(stream)
-        session = self.sessions.open_session(_NoiseTransport(stream),
-                                             name=f"noise {pubkey.hex()[:16]}")
+        session = self.sessions.open_session(_NoiseTransport(stream), paired=True,
+                                             name=f"noise {pubkey.hex()[:16]}", address=address)
         if session is None:
+            self.counters.sessions_refused += 1
             stream.close()
             return
+        self.live.setdefault(pubkey, set()).add(stream)
         try:
             for line in pending:
                 await self._dispatch(stream, session, line, pubkey)
@@ -202,6 +219,18 @@ class NoiseGate:
                 if not streams:
                     self.live.pop(pubkey, None)
 
+    async def _pair_from(self, address: str, stream: NoiseStream, pubkey: bytes,
+                         framer: LineFramer, pending: list[bytes]) -> bool:
+        if not self.pairing_attempts.acquire(address, _MAX_PAIRING_PER_ADDRESS):
+            self.refusals("refused an unpaired client: too many pairing attempts at once")
+            return False
+        framer.max_size = _PAIR_MAX_LINE  # until the key is paired
+        try:
+            return await self._pair(stream, pubkey, framer, pending)
+        finally:
+            framer.max_size = self.max_line
+            self.pairing_attempts.release(address)
+
     async def _pair(self, stream: NoiseStream, pubkey: bytes, framer: LineFramer,
                     pending: list[bytes]) -> bool:
         """An unknown key: its first message must redeem the pairing token."""
@@ -217,7 +246,7 @@ class NoiseGate:
             return False
         if (request.get("method") != "hearth.pair" or not self.pairing_allowed()
                 or not self.window.redeem(token)):
-            log.info("refused an unpaired client")  # no key, no token in the log line
+            self.refusals("refused an unpaired client")  # no key, no token in the log line
             return False
         self.whitelist.add(pubkey, label)
         self.counters.paired += 1
@@ -251,6 +280,8 @@ def _method_of(line: bytes) -> str | None:
     """The method of a single JSON-RPC request (batches go to the Electrum core)."""
     if not line.lstrip().startswith(b"{") or b'"hearth.' not in line:
         return None
+    if json_cost_error(line) is not None:
+        return None  # the Electrum core refuses it, unparsed
     try:
         request = json.loads(line)
     except ValueError:

@@ -11,10 +11,18 @@ Three ways in, one handler set:
 HTTP Basic auth guards the Electrum methods and TEOS registration on the network
 listeners: no ``Authorization`` header gets 401 (with ``WWW-Authenticate``), a wrong one
 403. The other TEOS calls are authenticated by the user's signature.
+
+Request cost is bounded before the API sees a body (:class:`RequestGuard`, shared by the
+listeners): at most ``_MAX_BODY`` bytes (413), read within ``_BODY_TIMEOUT`` (408), at
+most ``per_address`` requests at once from one address (503), and JSON with too many
+values or nested too deep is refused unparsed with 400 and TEOS's
+``INVALID_REQUEST_FORMAT`` (a JSON-RPC error on ``POST /``). Refusals are counted and
+logged at a bounded rate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import ipaddress
@@ -24,13 +32,59 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import TeosError, TowerAPI
+from ..jsonguard import json_cost_error
+from ..peers import AddressCounts
+from ..ratelog import RateLimitedLog
+from .api import INVALID_REQUEST_FORMAT, TeosError, TowerAPI
 
-__all__ = ["BasicAuth", "make_app"]
+__all__ = ["BasicAuth", "RequestGuard", "make_app"]
 
 log = logging.getLogger("tower.http")
 
 _MAX_BODY = 16 * 1024  # the largest request: a 2 KiB blob as hex plus JSON
+_MAX_DEPTH = 8  # TEOS bodies are 1 level deep, Electrum's 2
+_BODY_TIMEOUT = 30.0  # a body trickled in a byte at a time holds nothing for long
+_INVALID_REQUEST = -32600  # JSON-RPC 2.0
+
+
+class RequestGuard:
+    """Limits every tower listener shares; ``refused`` counts what they turned away."""
+
+    def __init__(self, *, per_address: int = 8, body_timeout: float = _BODY_TIMEOUT) -> None:
+        self.per_address = per_address
+        self.body_timeout = body_timeout
+        self.refused = 0
+        self._running = AddressCounts()
+        self._log = RateLimitedLog(log, "refused tower requests")
+
+    def refuse(self, request: web.Request, status: int, message: str) -> web.Response:
+        self.refused += 1
+        self._log("refused %s %s from %s: %s", request.method, request.path,
+                  request.remote or "the relay", message)
+        return web.json_response({"error": message, "error_code": INVALID_REQUEST_FORMAT},
+                                 status=status)
+
+    def check_body(self, body: bytes) -> str | None:
+        """Why a body is too costly to parse, or None."""
+        return json_cost_error(body, max_depth=_MAX_DEPTH)
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        address = request.remote or ""
+        if not self._running.acquire(address, self.per_address):
+            return self.refuse(request, 503, f"more than {self.per_address} requests at once")
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self.refuse(request, 413, f"body over {_MAX_BODY:,d} bytes")
+        except TimeoutError:
+            return self.refuse(request, 408,
+                               f"request not received within {self.body_timeout:g} s")
+        finally:
+            self._running.release(address)
 
 
 class BasicAuth:
@@ -60,8 +114,10 @@ def _is_private(remote: str | None) -> bool:
 
 
 def make_app(api: TowerAPI, *, auth: BasicAuth | None, lan_only: bool,
-             on_change: Callable[[], None] | None = None) -> web.Application:
+             on_change: Callable[[], None] | None = None,
+             guard_with: RequestGuard | None = None) -> web.Application:
     """``auth=None``: every caller is trusted (the Noise relay's socket)."""
+    limits = guard_with or RequestGuard()
 
     def guard(request: web.Request) -> web.Response | None:
         if lan_only and not _is_private(request.remote):
@@ -89,7 +145,14 @@ def make_app(api: TowerAPI, *, auth: BasicAuth | None, lan_only: bool,
         refused = guard(request) or authorize(request)
         if refused is not None:
             return refused
-        reply = api.electrum_rpc(await body_of(request))
+        body = await body_of(request)
+        too_costly = limits.check_body(body)
+        if too_costly is not None:
+            limits.refuse(request, 400, too_costly)
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": {
+                "code": _INVALID_REQUEST, "message": f"request refused: {too_costly}"}},
+                status=400)
+        reply = api.electrum_rpc(body)
         if on_change is not None and "result" in reply:
             on_change()
         return web.json_response(reply)
@@ -100,8 +163,12 @@ def make_app(api: TowerAPI, *, auth: BasicAuth | None, lan_only: bool,
             refused = guard(request) or (authorize(request) if needs_auth else None)
             if refused is not None:
                 return refused
+            body = await body_of(request)
+            too_costly = limits.check_body(body)
+            if too_costly is not None:
+                return limits.refuse(request, 400, f"the body is refused: {too_costly}")
             try:
-                result = handler(await body_of(request))
+                result = handler(body)
             except TeosError as exc:
                 return web.json_response(exc.body(), status=exc.status)
             status, body = result if isinstance(result, tuple) else (200, result)
@@ -114,7 +181,7 @@ def make_app(api: TowerAPI, *, auth: BasicAuth | None, lan_only: bool,
         refused = guard(request)
         return refused if refused is not None else web.json_response(api.ping())
 
-    app = web.Application(client_max_size=_MAX_BODY)
+    app = web.Application(client_max_size=_MAX_BODY, middlewares=[limits.middleware])
     app.router.add_post("/", electrum)
     app.router.add_post("/register", teos(api.register, needs_auth=True))
     app.router.add_post("/add_appointment", teos(api.add_appointment))

@@ -28,7 +28,7 @@ from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
 from ..status import Phase, StatusPublisher
 from .api import TowerAPI, TowerLimits
-from .http import BasicAuth, make_app
+from .http import BasicAuth, RequestGuard, make_app
 from .relay import TowerRelay
 from .store import TowerStore
 from .watcher import BroadcastResult, Watcher, parse_raw_tx
@@ -79,6 +79,7 @@ class TowerService:
         self.ports: dict[str, int] = {}
         self.socket_path = cfg.hearth.run_dir / "tower-http.sock"
         self.relay: TowerRelay | None = None
+        self.http_guard = RequestGuard()  # one per-address budget across the listeners
         self.control = ControlServer(cfg.control_endpoint("tower"), {
             "status": self.cmd_status,
             "url": self.cmd_url,
@@ -197,21 +198,21 @@ class TowerService:
         targets: list[tuple[str, web.Application, dict[str, Any]]] = []
         if tc.http_port:
             targets.append(("http", make_app(self.api, auth=self.auth, lan_only=True,
-                                             on_change=self._report),
+                                             on_change=self._report, guard_with=self.http_guard),
                             {"host": tc.bind, "port": tc.http_port}))
         if tc.https_port:
             tls_dir = self.cfg.service_dir("tower")
             cert, key = tls_dir / "tower-cert.pem", tls_dir / "tower-key.pem"
             ensure_certificate(cert, key, hostname=self.cfg.electrum.hostname)
             targets.append(("https", make_app(self.api, auth=self.auth, lan_only=False,
-                                              on_change=self._report),
+                                              on_change=self._report, guard_with=self.http_guard),
                             {"host": tc.bind, "port": tc.https_port,
                              "ssl_context": server_ssl_context(cert, key)}))
         if tc.noise_port:
             self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.socket_path.unlink(missing_ok=True)
             targets.append(("unix", make_app(self.api, auth=None, lan_only=False,
-                                             on_change=self._report),
+                                             on_change=self._report, guard_with=self.http_guard),
                             {"path": str(self.socket_path)}))
         for name, app, where in targets:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -244,7 +245,10 @@ class TowerService:
 
     # --- status / control ----------------------------------------------------------------
     def _counters(self) -> dict[str, int]:
-        return {**self.store.counters, **self.watcher.stats}
+        return {**self.store.counters, **self.watcher.stats,
+                "http_refused": self.http_guard.refused,
+                "handshakes_failed": self.relay.server.failed_handshakes
+                if self.relay is not None and self.relay.server is not None else 0}
 
     def _last_breach(self) -> tuple[float, bool, str] | None:
         """(when seen, every penalty confirmed, breach txid) of the latest breach."""

@@ -26,6 +26,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
+from ..peers import AddressCounts, peer_address
+from ..ratelog import RateLimitedLog
 from .noise import (
     ACT_ONE_SIZE,
     ACT_THREE_SIZE,
@@ -72,6 +74,11 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_FRAME_TIMEOUT = 30.0
 #: A peer that stops reading makes ``send`` fail after this instead of blocking.
 DEFAULT_WRITE_TIMEOUT = 30.0
+#: Handshakes in progress at once, from one address and in all. Until act three a
+#: client is nobody; past these a new connection is closed unanswered, so a flood of
+#: half-open handshakes costs the server a bounded number of sockets and tasks.
+DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 8
+DEFAULT_MAX_HANDSHAKES = 128
 
 
 class TransportError(Exception):
@@ -357,7 +364,9 @@ class NoiseServer:
 
     def __init__(self, handler: Callable[[NoiseStream], Awaitable[None]], local_key: SecretKey, *,
                  handshake_timeout: float, authorize: Callable[[bytes], bool] | None, max_message_size: int,
-                 frame_timeout: float | None, write_timeout: float | None) -> None:
+                 frame_timeout: float | None, write_timeout: float | None,
+                 max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+                 max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS) -> None:
         self._handler = handler
         self._key = Keypair.of(local_key)
         self._handshake_timeout = handshake_timeout
@@ -365,9 +374,14 @@ class NoiseServer:
         self._max_message_size = max_message_size
         self._frame_timeout = frame_timeout
         self._write_timeout = write_timeout
-        #: handshakes that failed (garbage, time-out, bad key, replayed act one): counted
-        #: so a scan or an attack shows on the status page; the server keeps serving
+        #: handshakes that failed (garbage, time-out, bad key, replayed act one, or
+        #: refused unstarted past the limits): counted so a scan or an attack shows on
+        #: the status page; the server keeps serving
         self.failed_handshakes = 0
+        self._max_handshakes = max_handshakes
+        self._max_per_address = max_handshakes_per_address
+        self._handshaking = AddressCounts()
+        self._failures = RateLimitedLog(log, "failed or refused Noise handshakes")
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -403,20 +417,32 @@ class NoiseServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         peer = writer.get_extra_info("peername")
+        address = peer_address(peer)
+        if (self._handshaking.total >= self._max_handshakes
+                or not self._handshaking.acquire(address, self._max_per_address)):
+            self.failed_handshakes += 1
+            self._failures("noise peer %s refused: too many handshakes in progress", peer)
+            writer.transport.abort()
+            return
+        self._tasks.add(task)
         stream: NoiseStream | None = None
         try:
-            stream = await accept_handshake(
-                reader, writer, self._key, self._handshake_timeout, authorize=self._authorize,
-                max_message_size=self._max_message_size, frame_timeout=self._frame_timeout,
-                write_timeout=self._write_timeout)
+            try:
+                stream = await accept_handshake(
+                    reader, writer, self._key, self._handshake_timeout, authorize=self._authorize,
+                    max_message_size=self._max_message_size, frame_timeout=self._frame_timeout,
+                    write_timeout=self._write_timeout)
+            finally:
+                self._handshaking.release(address)
             await self._handler(stream)
         except STREAM_ERRORS as exc:
             if stream is None:
                 self.failed_handshakes += 1
-            who = f"{stream.remote_static.hex()} ({peer})" if stream is not None else str(peer)
-            log.info("noise peer %s dropped: %s", who, exc)
+                self._failures("noise peer %s dropped: %s", peer, exc)
+            else:  # got in, then broke the protocol or timed out
+                self._failures("noise peer %s (%s) dropped: %s", stream.remote_static.hex(),
+                               peer, exc)
         except asyncio.CancelledError:
             # Server shutdown. Returning (not re-raising) because Python 3.11's asyncio
             # logs a cancelled connection callback as an error; nothing awaits this task.
@@ -435,15 +461,21 @@ async def start_server(handler: Callable[[NoiseStream], Awaitable[None]], host: 
                        authorize: Callable[[bytes], bool] | None = None,
                        max_message_size: int = MAX_MESSAGE_SIZE,
                        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
-                       write_timeout: float | None = DEFAULT_WRITE_TIMEOUT) -> NoiseServer:
+                       write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+                       max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+                       max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+                       ) -> NoiseServer:
     """Listen; run ``handler(stream)`` for each client that completes the handshake.
 
-    Each connection is its own task with its own deadlines. A failed handshake is logged
-    and dropped; the stream is closed when ``handler`` returns or raises.
+    Each connection is its own task with its own deadlines. A failed handshake is
+    dropped and counted (``failed_handshakes``) and logged at a bounded rate (a flood
+    must not rewrite the log files); the stream is closed when ``handler`` returns or
+    raises.
     """
     server = NoiseServer(handler, local_key, handshake_timeout=handshake_timeout, authorize=authorize,
                          max_message_size=max_message_size, frame_timeout=frame_timeout,
-                         write_timeout=write_timeout)
+                         write_timeout=write_timeout, max_handshakes=max_handshakes,
+                         max_handshakes_per_address=max_handshakes_per_address)
     await server.listen(host, port)
     return server
 

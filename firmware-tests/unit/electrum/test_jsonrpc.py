@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.electrum.errors import (
+    EXCESSIVE_RESOURCE_USAGE,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -82,12 +83,27 @@ def test_parse_message_params_must_be_structured() -> None:
 
 
 @pytest.mark.parametrize("line", [b"{", b"nope", b'{"id":1,', b"[1,]", b"NaN",
-                                  b'{"id": Infinity, "method": "m"}', b"\xff\xfe",
-                                  b"[" * 100_000 + b"]" * 100_000])
+                                  b'{"id": Infinity, "method": "m"}', b"\xff\xfe"])
 def test_parse_message_malformed_is_parse_error_with_null_id(line: bytes) -> None:
     msg = parse_message(line)
     assert isinstance(msg, Invalid)
     assert msg.error.code == PARSE_ERROR and msg.id is None
+
+
+@pytest.mark.parametrize("line", [b"[" * 100_000 + b"]" * 100_000, b"[" * 40 + b"]" * 40,
+                                  b"[" + b"1," * 500_000 + b"1]",
+                                  b'[{"id":1,"method":"m","params":[' + b"{}," * 60_000 + b"{}]}]"])
+def test_parse_message_refuses_costly_json_before_parsing(line: bytes) -> None:
+    msg = parse_message(line)
+    assert isinstance(msg, Invalid) and msg.id is None
+    assert msg.error.code == EXCESSIVE_RESOURCE_USAGE
+    assert msg.error.message.startswith("message refused: ")
+
+
+def test_parse_message_commas_and_brackets_inside_strings_cost_nothing() -> None:
+    text = "[{" * 20 + "," * 60_000
+    msg = parse({"id": 1, "method": "m", "params": [text]})
+    assert isinstance(msg, Request) and msg.params == [text]
 
 
 def test_parse_message_non_object_is_invalid_request() -> None:

@@ -145,7 +145,9 @@ def test_SessionManager_counts_requests_errors_and_sessions() -> None:
             assert stats == {"sessions": 1, "sessions_total": 1, "sessions_refused": 0,
                              "subscriptions": 0, "requests": 4, "errors": 1,
                              "unknown_script_queries": 1, "adhoc_refused": 0,
-                             "notifications": 0}
+                             "notifications": 0, "paired_sessions": 0,
+                             "requests_refused": 0, "version_timeouts": 0,
+                             "bytes_in_flight": 0}
     run(main())
 
 
@@ -197,4 +199,29 @@ def test_SessionManager_registers_with_the_backend_once() -> None:
         await manager.start()
         assert len(backend.tip_listeners) == len(backend.scripthash_listeners) == 1
         await manager.close()
+    run(main())
+
+
+def test_ElectrumServer_caps_tls_handshakes_in_progress_per_address(tmp_path: Path) -> None:
+    """asyncio gives a TLS connection 256 KiB from its first byte: half-open handshakes
+    are capped before TLS starts (8 per address)."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    ensure_certificate(cert, key, hostname="hearth-test", ip_addresses=["127.0.0.1"])
+
+    async def main() -> None:
+        async with serving(tls_port=0, ssl_context=server_ssl_context(cert, key)) as h:
+            port = h.server.tls_port
+            lurkers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+            await asyncio.sleep(0.1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(reader.read(100), 5) == b""  # closed unanswered
+            writer.close()
+            assert h.manager.counters.sessions_refused == 1
+            for _, lurker in lurkers:
+                lurker.close()
+            await asyncio.sleep(0.1)
+            client = await Client.connect(port, ssl_context=client_context(cert),
+                                          server_hostname="hearth-test")
+            h.clients.append(client)
+            assert await client.version() == ["Hearth 0.1.0", "1.6"]
     run(main())

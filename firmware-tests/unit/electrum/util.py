@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.electrum.admission import FairShare
 from appliance.electrum.handlers import ServerInfo
 from appliance.electrum.server import ElectrumServer, SessionManager
 from appliance.electrum.session import SessionLimits
@@ -150,11 +151,12 @@ class Harness:
 @contextlib.asynccontextmanager
 async def serving(backend: FakeBackend | None = None, *, limits: SessionLimits | None = None,
                   info: ServerInfo | None = None, max_sessions: int = 100,
-                  tls_port: int | None = None,
+                  tls_port: int | None = None, share: FairShare | None = None,
                   ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Harness]:
     """A real server on 127.0.0.1 (ephemeral ports) around a fake backend."""
     backend = backend or FakeBackend()
-    manager = SessionManager(backend, info=info, limits=limits, max_sessions=max_sessions)
+    manager = SessionManager(backend, info=info, limits=limits, max_sessions=max_sessions,
+                             share=share)
     server = ElectrumServer(manager, host="127.0.0.1", tcp_port=0, tls_port=tls_port,
                             ssl_context=ssl_context)
     await server.start()
