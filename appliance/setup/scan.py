@@ -1,0 +1,80 @@
+"""Read the QR codes in a phone's photo (the "scan the wallet's key" button of the page).
+
+The decoder is zbar (Debian's ``libzbar0``) through ``pyzbar``, a small pure-Python ctypes
+binding. Chosen over ``zxing-cpp`` (which decodes a little more and has aarch64 wheels)
+because the C code that parses untrusted pixels then comes from Debian and gets its
+security fixes with ``apt upgrade`` on the box, instead of being frozen in a wheel we pin;
+it is also the decoder every QR test here already trusts (zbarimg), and there is no
+compiled wheel to build or pin for the Pi.
+
+The photo is untrusted input: only JPEG, PNG and WebP are opened (Pillow's other parsers
+never see it), its pixel count is checked from the header before anything is decoded,
+and JPEGs are decoded at a reduced scale by libjpeg itself (``draft``), so a 12 MP photo
+never becomes a 36 MB bitmap. Decoding is CPU work: callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, UnidentifiedImageError
+from pyzbar import pyzbar
+
+__all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "PhotoError", "read_qr_codes"]
+
+MAX_PHOTO_BYTES = 8 * 1024 * 1024
+# 50 MP: above any phone's main camera in normal mode; refused before decoding.
+MAX_PIXELS = 50_000_000
+_FORMATS = ["JPEG", "PNG", "WEBP"]
+# Long side of the first, cheap try; a QR that fills a fair part of a phone photo reads
+# here. Small QRs in a big photo get a second try at the larger size.
+_SIDES = (1280, 2560)
+
+
+class PhotoError(ValueError):
+    """The upload is not a photo the box can read (the message is for the person)."""
+
+
+def read_qr_codes(data: bytes) -> list[str]:
+    """The distinct texts of the QR codes in the photo, in the order zbar found them
+    (empty when there is none). Raises :class:`PhotoError` for what is not a photo."""
+    if len(data) > MAX_PHOTO_BYTES:
+        raise PhotoError(f"The photo is larger than {MAX_PHOTO_BYTES // 2**20} MB.")
+    with _open(data) as image:
+        width, height = image.size
+    if width * height > MAX_PIXELS or min(width, height) < 21:
+        raise PhotoError("That picture's size is not one of a phone photo.")
+    found: list[str] = []
+    for side in _SIDES:
+        for symbol in pyzbar.decode(_grayscale(data, side),
+                                    symbols=[pyzbar.ZBarSymbol.QRCODE]):
+            text = symbol.data.decode("utf-8", errors="replace")
+            if text not in found:
+                found.append(text)
+        if found or max(width, height) <= side:
+            break
+    return found
+
+
+def _open(data: bytes) -> Image.Image:
+    """Reads only the header; pixels are decoded on first use."""
+    try:
+        return Image.open(io.BytesIO(data), formats=_FORMATS)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise PhotoError("That file is not a photo the box can read (JPEG, PNG or "
+                         "WebP).") from None
+
+
+def _grayscale(data: bytes, side: int) -> Image.Image:
+    """The photo at most ``side`` pixels on its long side, 8-bit gray (what zbar reads).
+    Opened afresh for each size: JPEG's draft() works only before the first decode."""
+    with _open(data) as image:
+        try:
+            if image.format == "JPEG":
+                # libjpeg scales by 1/2, 1/4, 1/8 while decoding: far less memory and time.
+                image.draft("L", (side, side))
+            gray = image.convert("L")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise PhotoError("That photo is damaged and could not be read.") from None
+    gray.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return gray
