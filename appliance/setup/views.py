@@ -199,7 +199,8 @@ def _add_form(csrf: str, error: str | None, values: dict[str, str],
     when = values.get("when", "date")
     checked = {k: " checked" if when == k else "" for k in ("date", "new", "unknown")}
     return (
-        "<h2>Add a wallet</h2>" + err + _scan_form(csrf) +
+        "<h2>Add a wallet</h2>" + err
+        + ('<p><a href="/">Scan another photo</a></p>' if scanned else _scan_form(csrf)) +
         '<form method="post" action="/wallets">' + _csrf(csrf) +
         '<label for=key>Your wallet\'s public key (xpub, ypub, zpub; tpub, upub, vpub on '
         "test networks) or output descriptor</label>"
