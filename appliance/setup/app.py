@@ -6,7 +6,7 @@ token. Bodies are small forms: anything over 16 KiB is refused with 413 before i
 read, a form without its fields gets 400. The one exception is the photo of a wallet's QR
 code (``POST /wallets/scan``, multipart): its CSRF field must come first and is checked
 before the photo is read, the photo is capped at 8 MB (413), and photos are decoded one at
-a time in a thread. Errors the box gives (a wrong key, a closed window) are shown in
+a time in a limited child process. Errors the box gives (a wrong key, a closed window) are shown in
 words, never as a traceback.
 """
 
@@ -24,7 +24,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from ..control import ControlError
 from ..pairing.window import decode_web_token
 from . import views
-from .scan import MAX_PHOTO_BYTES, PhotoError, read_qr_codes
+from .scan import MAX_PHOTO_BYTES, PhotoError, read_qr_codes_isolated
 from .sessions import COOKIE_NAME, RedeemLimiter, Session, cookie_header, new_session, parse_cookie
 from .walletqr import ScanRefused, wallet_from_qr_texts
 
@@ -240,7 +240,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
                 raise ScanRefused("Take a photo of the wallet's QR code first (the "
                                   "\"photo\" button), then press \"Read the QR code\".")
             async with decoding:
-                texts = await asyncio.to_thread(read_qr_codes, photo)
+                texts = await read_qr_codes_isolated(photo)
             found = wallet_from_qr_texts(texts)
         except PhotoError as exc:
             return await home(request, str(exc), status=400)

@@ -10,17 +10,28 @@ compiled wheel to build or pin for the Pi.
 The photo is untrusted input: only JPEG, PNG and WebP are opened (Pillow's other parsers
 never see it), its pixel count is checked from the header before anything is decoded,
 and JPEGs are decoded at a reduced scale by libjpeg itself (``draft``), so a 12 MP photo
-never becomes a 36 MB bitmap. Decoding is CPU work: callers run it in a thread.
+never becomes a 36 MB bitmap. The page decodes in a child process
+(:func:`read_qr_codes_isolated`: ``python -I -m appliance.setup.scan``) whose address
+space and CPU time are limited before it reads the photo, so a decoder bug or a
+pathological photo costs that child, not the web server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import logging
+import resource
+import sys
 
 from PIL import Image, UnidentifiedImageError
 from pyzbar import pyzbar
 
-__all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "PhotoError", "read_qr_codes"]
+__all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "PhotoError", "read_qr_codes",
+           "read_qr_codes_isolated"]
+
+log = logging.getLogger("setup")
 
 MAX_PHOTO_BYTES = 8 * 1024 * 1024
 # 50 MP: above any phone's main camera in normal mode; refused before decoding.
@@ -29,6 +40,11 @@ _FORMATS = ["JPEG", "PNG", "WEBP"]
 # Long side of the first, cheap try; a QR that fills a fair part of a phone photo reads
 # here. Small QRs in a big photo get a second try at the larger size.
 _SIDES = (1280, 2560)
+# The child's limits: a 2560 px retry needs ~40 MiB above the interpreter; CPU seconds
+# well above a Pi's worst case (~1.5 s), wall time a little more.
+_CHILD_MEMORY = 512 * 2**20
+_CHILD_CPU_S = 20
+_CHILD_TIMEOUT_S = 30.0
 
 
 class PhotoError(ValueError):
@@ -78,3 +94,46 @@ def _grayscale(data: bytes, side: int) -> Image.Image:
             raise PhotoError("That photo is damaged and could not be read.") from None
     gray.thumbnail((side, side), Image.Resampling.BILINEAR)
     return gray
+
+
+async def read_qr_codes_isolated(data: bytes, timeout: float = _CHILD_TIMEOUT_S) -> list[str]:
+    """:func:`read_qr_codes` in a fresh, limited child process (see the module's doc)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-m", __name__, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(data), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        log.warning("photo decoder killed after %.0f s", timeout)
+        raise PhotoError("Reading that photo took too long. Try a closer, sharper "
+                         "photo of the code.") from None
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = None
+    if proc.returncode != 0 or not isinstance(answer, dict):
+        log.warning("photo decoder failed (exit %s)", proc.returncode)
+        raise PhotoError("The box could not read that photo. Try another photo.")
+    if "error" in answer:
+        raise PhotoError(str(answer["error"]))
+    return [str(t) for t in answer["texts"]]
+
+
+def _child() -> None:
+    """``python -m appliance.setup.scan``: limits first, then the photo on stdin; the
+    texts (or the refusal) as JSON on stdout."""
+    resource.setrlimit(resource.RLIMIT_AS, (_CHILD_MEMORY, _CHILD_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (_CHILD_CPU_S, _CHILD_CPU_S))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no photo on disk
+    data = sys.stdin.buffer.read(MAX_PHOTO_BYTES + 1)
+    try:
+        answer: dict[str, object] = {"texts": read_qr_codes(data)}
+    except PhotoError as exc:
+        answer = {"error": str(exc)}
+    sys.stdout.write(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    _child()

@@ -3,6 +3,7 @@ segno and Pillow make: turned, blurred, noisy, on a larger canvas; and what is r
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -11,7 +12,7 @@ import pytest
 from functional.framework.qrphoto import qr_photo
 from PIL import Image
 
-from appliance.setup.scan import MAX_PHOTO_BYTES, PhotoError, read_qr_codes
+from appliance.setup.scan import MAX_PHOTO_BYTES, PhotoError, read_qr_codes, read_qr_codes_isolated
 
 VPUB = ("vpub5Xzfrm6ouSBPEvS1a3ZWBePKFrvz2XEJC82RaNGNvCrcm4t7xL3Tfad4aDNuzs1wPnuSJm7n973r5"
         "xyXXpyVdowWfyor2od9C5kMDfifEZH")
@@ -80,3 +81,12 @@ def test_a_huge_pixel_count_is_refused_before_decoding() -> None:
         read_qr_codes(_png_header(60000, 60000))  # Pillow's own bomb limit
     with pytest.raises(PhotoError, match="size"):
         read_qr_codes(_png_header(10, 10))
+
+
+def test_the_page_decodes_in_a_limited_child_process() -> None:
+    photo = qr_photo(VPUB, size=SMALL)
+    assert asyncio.run(read_qr_codes_isolated(photo)) == [VPUB]
+    with pytest.raises(PhotoError, match="not a photo"):  # the child's words come through
+        asyncio.run(read_qr_codes_isolated(b"garbage"))
+    with pytest.raises(PhotoError, match="took too long"):  # killed, not waited for
+        asyncio.run(read_qr_codes_isolated(photo, timeout=0.001))
