@@ -26,7 +26,6 @@ import resource
 import sys
 
 from PIL import Image, UnidentifiedImageError
-from pyzbar import pyzbar
 
 __all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "PhotoError", "read_qr_codes",
            "read_qr_codes_isolated"]
@@ -60,6 +59,9 @@ def read_qr_codes(data: bytes) -> list[str]:
         width, height = image.size
     if width * height > MAX_PIXELS or min(width, height) < 21:
         raise PhotoError("That picture's size is not one of a phone photo.")
+    # Imported here: pyzbar loads libzbar when imported, and only the child needs it.
+    from pyzbar import pyzbar
+
     found: list[str] = []
     for side in _SIDES:
         for symbol in pyzbar.decode(_grayscale(data, side),
