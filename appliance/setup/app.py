@@ -24,7 +24,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from ..control import ControlError
 from ..pairing.window import decode_web_token
 from . import views
-from .scan import MAX_PHOTO_BYTES, PhotoError, read_qr_codes_isolated
+from .scan import MAX_PHOTO_BYTES, DecoderFailed, PhotoError, read_qr_codes_isolated
 from .sessions import COOKIE_NAME, RedeemLimiter, Session, cookie_header, new_session, parse_cookie
 from .walletqr import ScanRefused, wallet_from_qr_texts
 
@@ -79,6 +79,9 @@ class Counters:
     csrf_refused: int = 0
     no_session: int = 0
     bad_requests: int = 0
+    photos_read: int = 0  # a wallet key found and shown for confirmation
+    photos_refused: int = 0  # not a photo, no QR, or nothing to add in it
+    photo_decoder_failed: int = 0  # the decoding child crashed or was killed
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -242,10 +245,16 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             async with decoding:
                 texts = await read_qr_codes_isolated(photo)
             found = wallet_from_qr_texts(texts)
+        except DecoderFailed as exc:
+            count("photo_decoder_failed")
+            return await home(request, str(exc), status=422)
         except PhotoError as exc:
+            count("photos_refused")
             return await home(request, str(exc), status=400)
         except ScanRefused as exc:
+            count("photos_refused")
             return await home(request, str(exc), status=422)
+        count("photos_read")
         values = {"key": found.key, "label": found.label[:64], "when": "date"}
         return await home(request, values=values, scanned=views.ScanView(found.key, found.note))
 

@@ -27,7 +27,7 @@ import sys
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "PhotoError", "read_qr_codes",
+__all__ = ["MAX_PHOTO_BYTES", "MAX_PIXELS", "DecoderFailed", "PhotoError", "read_qr_codes",
            "read_qr_codes_isolated"]
 
 log = logging.getLogger("setup")
@@ -48,6 +48,10 @@ _CHILD_TIMEOUT_S = 30.0
 
 class PhotoError(ValueError):
     """The upload is not a photo the box can read (the message is for the person)."""
+
+
+class DecoderFailed(PhotoError):
+    """The decoding child crashed or ran out of time (counted on the status bus)."""
 
 
 def read_qr_codes(data: bytes) -> list[str]:
@@ -109,7 +113,7 @@ async def read_qr_codes_isolated(data: bytes, timeout: float = _CHILD_TIMEOUT_S)
         proc.kill()
         await proc.wait()
         log.warning("photo decoder killed after %.0f s", timeout)
-        raise PhotoError("Reading that photo took too long. Try a closer, sharper "
+        raise DecoderFailed("Reading that photo took too long. Try a closer, sharper "
                          "photo of the code.") from None
     try:
         answer = json.loads(out)
@@ -117,7 +121,7 @@ async def read_qr_codes_isolated(data: bytes, timeout: float = _CHILD_TIMEOUT_S)
         answer = None
     if proc.returncode != 0 or not isinstance(answer, dict):
         log.warning("photo decoder failed (exit %s)", proc.returncode)
-        raise PhotoError("The box could not read that photo. Try another photo.")
+        raise DecoderFailed("The box could not read that photo. Try another photo.")
     if "error" in answer:
         raise PhotoError(str(answer["error"]))
     return [str(t) for t in answer["texts"]]

@@ -31,6 +31,7 @@ class FakeBox:
         self.paired: dict[str, str] = {}  # key hash hex -> label
         self.wallets: list[dict[str, Any]] = []
         self.opened = 0
+        self.counters = Counters()  # what the app publishes on the status bus
 
     def is_paired(self, session: Session) -> bool:
         return session.key_hash.hex() in self.paired
@@ -86,7 +87,7 @@ class FakeBox:
 def run(test: Callable[[TestClient[Any, Any], FakeBox], Awaitable[None]]) -> None:
     async def main() -> None:
         box = FakeBox()
-        app = make_app(box, RedeemLimiter(limit=3), Counters())
+        app = make_app(box, RedeemLimiter(limit=3), box.counters)
         async with TestClient(TestServer(app)) as client:
             await test(client, box)
     asyncio.run(main())
@@ -195,6 +196,7 @@ def test_a_photo_of_the_key_qr_fills_the_form_for_confirmation() -> None:
         garbage = await client.post("/wallets/scan", data=_photo_form(csrf, b"\0garbage" * 99),
                                     headers=h)
         assert garbage.status == 400 and "not a photo" in await garbage.text()
+        assert (box.counters.photos_read, box.counters.photos_refused) == (1, 4)
     run(test)
 
 
