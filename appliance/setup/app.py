@@ -3,24 +3,30 @@
 Only ``GET /P/<TOKEN>`` (redeeming the OLED's pairing link) answers without a session;
 everything else needs the session cookie of a paired browser, and every POST its CSRF
 token. Bodies are small forms: anything over 16 KiB is refused with 413 before it is
-read, a form without its fields gets 400. Errors the box gives (a wrong key, a closed
-window) are shown in words, never as a traceback.
+read, a form without its fields gets 400. The one exception is the photo of a wallet's QR
+code (``POST /wallets/scan``, multipart): its CSRF field must come first and is checked
+before the photo is read, the photo is capped at 8 MB (413), and photos are decoded one at
+a time in a limited child process. Errors the box gives (a wrong key, a closed window) are shown in
+words, never as a traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from ..control import ControlError
 from ..pairing.window import decode_web_token
 from . import views
+from .scan import MAX_PHOTO_BYTES, DecoderFailed, PhotoError, read_qr_codes_isolated
 from .sessions import COOKIE_NAME, RedeemLimiter, Session, cookie_header, new_session, parse_cookie
+from .walletqr import ScanRefused, wallet_from_qr_texts
 
 __all__ = ["MAX_BODY", "BoxAPI", "Counters", "make_app", "human_wallet_error"]
 
@@ -29,6 +35,8 @@ log = logging.getLogger("setup")
 MAX_BODY = 16 * 1024
 _SESSION = web.RequestKey("session", Session)
 _FORM = web.RequestKey("form", dict[str, str])
+_UPLOAD = web.RequestKey("upload", MultipartReader)
+SCAN_PATH = "/wallets/scan"
 _SECURITY_HEADERS = {
     # No script at all, styles only inline, images only the inline QR; not framable.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -71,6 +79,9 @@ class Counters:
     csrf_refused: int = 0
     no_session: int = 0
     bad_requests: int = 0
+    photos_read: int = 0  # a wallet key found and shown for confirmation
+    photos_refused: int = 0  # not a photo, no QR, or nothing to add in it
+    photo_decoder_failed: int = 0  # the decoding child crashed or was killed
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -135,7 +146,10 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             return _html(views.forbidden_page(), 403)
         request[_SESSION] = session
         if request.method == "POST":
-            form = await _form(request)
+            if request.path == SCAN_PATH:
+                form, request[_UPLOAD] = await _upload_csrf(request)
+            else:
+                form = await _form(request)
             if not session.csrf_ok(form.get("csrf", "")):
                 count("csrf_refused")
                 return _html(views.message_page("Refused", "This form is out of date or did "
@@ -172,12 +186,13 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
                      headers={"Set-Cookie": cookie_header(session)})
 
     async def home(request: web.Request, error: str | None = None,
-                   values: dict[str, str] | None = None, status: int = 200) -> web.Response:
+                   values: dict[str, str] | None = None, status: int = 200,
+                   scanned: views.ScanView | None = None) -> web.Response:
         session = request[_SESSION]
         model = views.HomeModel(
             csrf=session.csrf, box=await _box_view(), wallets=await _wallets(),
             devices=await _devices(session), connect=await _connect(request),
-            form_error=error, form_values=values or {})
+            form_error=error, form_values=values or {}, scanned=scanned)
         return _html(views.home_page(model), status)
 
     async def _box_view() -> views.BoxView:
@@ -216,6 +231,32 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
                 values["key"] = ""  # never send a secret back into the page
             return await home(request, human_wallet_error(str(exc)), values, 400)
         raise web.HTTPSeeOther(f"/w/{result['id']}")
+
+    decoding = asyncio.Semaphore(1)  # one photo in memory and on the CPU at a time
+
+    async def scan_wallet(request: web.Request) -> web.StreamResponse:
+        """The photo of a wallet's QR code -> the add form filled in, for the person to
+        check and confirm (nothing is added before they press "Add wallet")."""
+        photo = await _upload_photo(request[_UPLOAD])
+        try:
+            if not photo:
+                raise ScanRefused("Take a photo of the wallet's QR code first (the "
+                                  "\"photo\" button), then press \"Read the QR code\".")
+            async with decoding:
+                texts = await read_qr_codes_isolated(photo)
+            found = wallet_from_qr_texts(texts)
+        except DecoderFailed as exc:
+            count("photo_decoder_failed")
+            return await home(request, str(exc), status=422)
+        except PhotoError as exc:
+            count("photos_refused")
+            return await home(request, str(exc), status=400)
+        except ScanRefused as exc:
+            count("photos_refused")
+            return await home(request, str(exc), status=422)
+        count("photos_read")
+        values = {"key": found.key, "label": found.label[:64], "when": "date"}
+        return await home(request, values=values, scanned=views.ScanView(found.key, found.note))
 
     async def _birthday(when: str, date: str) -> int | None:
         if when == "unknown":
@@ -268,6 +309,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
     app.router.add_get("/P/{token}", redeem, allow_head=False)
     app.router.add_get("/", home)
     app.router.add_post("/wallets", add_wallet)
+    app.router.add_post(SCAN_PATH, scan_wallet)
     app.router.add_get("/w/{id}", wallet)
     app.router.add_post("/wallets/{id}/remove", remove_wallet)
     app.router.add_post("/devices/{key}/revoke", revoke)
@@ -286,6 +328,42 @@ async def _form(request: web.Request) -> dict[str, str]:
     except ValueError:
         raise web.HTTPBadRequest(text="malformed form") from None
     return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+async def _upload_csrf(request: web.Request) -> tuple[dict[str, str], MultipartReader]:
+    """The photo form's first part, its CSRF token; the photo is read only once it passed."""
+    if request.content_length is not None and request.content_length > MAX_PHOTO_BYTES + MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_PHOTO_BYTES + MAX_BODY,
+                                            actual_size=request.content_length)
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "csrf":
+            raise web.HTTPBadRequest(text="expected the photo form (csrf first, then photo)")
+        csrf = (await _read_capped(part, 256)).decode("ascii", errors="replace")
+    except (ValueError, AssertionError, KeyError):  # not multipart, or broken
+        raise web.HTTPBadRequest(text="expected the photo form (multipart/form-data)") from None
+    return {"csrf": csrf}, reader
+
+
+async def _upload_photo(reader: MultipartReader) -> bytes:
+    """The ``photo`` part's bytes (empty if no file was chosen); 413 past 8 MB."""
+    try:
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "photo":
+            raise web.HTTPBadRequest(text="expected the photo form (csrf first, then photo)")
+        return await _read_capped(part, MAX_PHOTO_BYTES)
+    except (ValueError, AssertionError, KeyError):
+        raise web.HTTPBadRequest(text="malformed photo upload") from None
+
+
+async def _read_capped(part: BodyPartReader, cap: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > cap:
+            raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=len(data))
+    return bytes(data)
 
 
 async def _quiet(call: Awaitable[Any], default: Any) -> Any:

@@ -20,6 +20,7 @@ __all__ = [
     "DeviceView",
     "WalletView",
     "HomeModel",
+    "ScanView",
     "forbidden_page",
     "home_page",
     "message_page",
@@ -38,7 +39,7 @@ button{font:inherit;padding:10px 16px;margin:6px 0}.err{background:#fdd;padding:
 .big{font-size:18px;background:#fff;border:1px solid #999;padding:8px;display:block}
 ul{padding-left:18px}li{margin:4px 0}progress{width:100%;height:20px}
 .muted{color:#555;font-size:14px}details{margin:6px 0}summary{font-weight:600}
-form.inline{display:inline}
+form.inline{display:inline}input[type=file]{font:inherit;margin:6px 0;max-width:100%}
 """
 
 
@@ -128,6 +129,13 @@ class BoxView:
 
 
 @dataclass(frozen=True)
+class ScanView:
+    """What a photo's QR code held, shown for the person to check before adding."""
+    key: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class HomeModel:
     csrf: str
     box: BoxView
@@ -136,6 +144,7 @@ class HomeModel:
     connect: ConnectView
     form_error: str | None = None
     form_values: dict[str, str] = field(default_factory=dict)
+    scanned: ScanView | None = None
 
 
 def _duration(seconds: float) -> str:
@@ -163,12 +172,35 @@ def _wallet_line(w: WalletView, csrf: str) -> str:
             f"{state} {_button_form(f'/wallets/{w.id}/remove', 'Remove', csrf)}</li>")
 
 
-def _add_form(csrf: str, error: str | None, values: dict[str, str]) -> str:
+def _scan_form(csrf: str) -> str:
+    # No JavaScript: the phone's own camera (or a file) through a plain multipart form.
+    # The CSRF field comes first: the box checks it before reading the photo.
+    return ('<form method="post" action="/wallets/scan" enctype="multipart/form-data">'
+            + _csrf(csrf) +
+            "<label for=photo>Scan your wallet's public key QR code (take a photo of it), "
+            "or paste the key below.</label><br>"
+            '<input type=file id=photo name=photo accept="image/*" capture=environment>'
+            '<br><button id="scan">Read the QR code</button></form>')
+
+
+def _scanned(s: ScanView) -> str:
+    note = f"<br><span class=muted>{_e(s.note)}</span>" if s.note else ""
+    return ('<div class=ok id="scanned"><b>Read from the photo:</b>'
+            f'<code class=big>{_e(s.key)}</code>Check that it is the key your wallet shows '
+            "(the first and last characters), choose when the wallet was made, then press "
+            f"<i>Add wallet</i>.{note}</div>")
+
+
+def _add_form(csrf: str, error: str | None, values: dict[str, str],
+              scanned: ScanView | None = None) -> str:
     err = f'<p class=err id="form-error">{_e(error)}</p>' if error else ""
+    if scanned:
+        err += _scanned(scanned)
     when = values.get("when", "date")
     checked = {k: " checked" if when == k else "" for k in ("date", "new", "unknown")}
     return (
-        "<h2>Add a wallet</h2>" + err +
+        "<h2>Add a wallet</h2>" + err
+        + ('<p><a href="/">Scan another photo</a></p>' if scanned else _scan_form(csrf)) +
         '<form method="post" action="/wallets">' + _csrf(csrf) +
         '<label for=key>Your wallet\'s public key (xpub, ypub, zpub; tpub, upub, vpub on '
         "test networks) or output descriptor</label>"
@@ -252,7 +284,7 @@ def _box(b: BoxView, csrf: str) -> str:
 def home_page(m: HomeModel) -> str:
     wallets = "".join(_wallet_line(w, m.csrf) for w in m.wallets) or "<li>none yet</li>"
     body = (f"<h1>Hearth</h1><p class=muted>Your box on {_e(m.box.network)}.</p>"
-            + _add_form(m.csrf, m.form_error, m.form_values)
+            + _add_form(m.csrf, m.form_error, m.form_values, m.scanned)
             + f"<h2>Wallets</h2><ul id=wallets>{wallets}</ul>"
             + _connect(m.connect) + _box(m.box, m.csrf) + _devices(m.devices, m.csrf))
     return _page("Hearth", body)

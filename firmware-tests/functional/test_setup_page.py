@@ -34,6 +34,7 @@ from appliance.electrum.tls import certificate_fingerprint
 from appliance.setup.views import forbidden_page
 from functional.framework.browser import Phone, chromium_path
 from functional.framework.electrum_wallet import ElectrumWallet, electrum_available, vpub_of
+from functional.framework.qrphoto import qr_photo
 from functional.framework.util import free_port, wait_until
 
 pytestmark = [pytest.mark.node, pytest.mark.slow,
@@ -186,13 +187,21 @@ def test_a_phone_sets_up_a_stock_wallet(sim: Sim) -> None:
         assert "That is a private key" in phone.text() and "none yet" in phone.text()
         assert phone.eval("document.getElementById('key').value") == ""  # not echoed back
         phone.screenshot("4-private-key-refused")
-        # 5. Paste the vpub instead, give the date it was made, add it.
+        # 5. Photograph the vpub's QR instead (the file input the camera fills): the box
+        # reads it and shows it for confirmation; give the date it was made, add it.
+        photo = sim.tmp / "IMG_0001.jpg"
+        photo.write_bytes(qr_photo(vpub, size=(3000, 2250), angle=6))
+        phone.choose_file("#photo", photo)
+        phone.click_and_wait("#scan")
+        assert "Read from the photo" in phone.text(), phone.text()
+        assert phone.eval("document.getElementById('key').value") == vpub
+        assert "none yet" in phone.text()  # nothing added before the person confirms
+        phone.screenshot("5-scanned")
         phone.eval("document.querySelector('input[value=date]').checked = true")
-        phone.paste("#key", vpub)
         phone.eval("document.querySelector('input[name=label]').value = 'Phone wallet'")
         phone.eval(f"document.querySelector('input[name=date]').value = "
                    f"'{dt.date.today().isoformat()}'")
-        phone.screenshot("5-pasted")
+        phone.screenshot("5-filled")
         phone.click_and_wait("#add")
         assert urlsplit(phone.url()).path.startswith("/w/"), phone.text()
         # 6. Progress, then ready (the page refreshes itself).

@@ -129,6 +129,13 @@ class Phone:
         self.eval(f"document.querySelector({json.dumps(selector)}).focus()")
         self.cmd("Input.insertText", text=text)
 
+    def choose_file(self, selector: str, path: Path) -> None:
+        """What picking a photo in a file input does (the phone's camera, here a file)."""
+        found = self.cmd("Runtime.evaluate",
+                         expression=f"document.querySelector({json.dumps(selector)})")
+        self.cmd("DOM.setFileInputFiles", files=[str(path)],
+                 objectId=found["result"]["objectId"])
+
     def click_and_wait(self, selector: str) -> None:
         before = self.eval("performance.timeOrigin")
         self.eval(f"document.querySelector({json.dumps(selector)}).click()")

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
+from functional.framework.qrphoto import qr_photo
 
 from appliance.control import ControlError
 from appliance.setup.app import Counters, make_app
+from appliance.setup.scan import MAX_PHOTO_BYTES
 from appliance.setup.sessions import COOKIE_NAME, RedeemLimiter, Session
+
+VPUB = ("vpub5Xzfrm6ouSBPEvS1a3ZWBePKFrvz2XEJC82RaNGNvCrcm4t7xL3Tfad4aDNuzs1wPnuSJm7n973r5"
+        "xyXXpyVdowWfyor2od9C5kMDfifEZH")
 
 
 class FakeBox:
@@ -24,6 +31,7 @@ class FakeBox:
         self.paired: dict[str, str] = {}  # key hash hex -> label
         self.wallets: list[dict[str, Any]] = []
         self.opened = 0
+        self.counters = Counters()  # what the app publishes on the status bus
 
     def is_paired(self, session: Session) -> bool:
         return session.key_hash.hex() in self.paired
@@ -79,7 +87,7 @@ class FakeBox:
 def run(test: Callable[[TestClient[Any, Any], FakeBox], Awaitable[None]]) -> None:
     async def main() -> None:
         box = FakeBox()
-        app = make_app(box, RedeemLimiter(limit=3), Counters())
+        app = make_app(box, RedeemLimiter(limit=3), box.counters)
         async with TestClient(TestServer(app)) as client:
             await test(client, box)
     asyncio.run(main())
@@ -138,4 +146,91 @@ def test_every_answer_carries_the_security_headers() -> None:
                      await client.post("/wallets", data=b"x" * 20000)):
             assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
             assert resp.headers["Cache-Control"] == "no-store"
+    run(test)
+
+
+def _photo_form(csrf: str | None, photo: bytes | None, *, photo_first: bool = False) -> FormData:
+    form = FormData()
+    fields: list[tuple[str, Any]] = []
+    if csrf is not None:
+        fields.append(("csrf", csrf))
+    if photo is not None:
+        fields.append(("photo", photo))
+    for name, value in reversed(fields) if photo_first else fields:
+        if name == "photo":
+            # A file object: aiohttp warns about (and here refuses) large bytes bodies.
+            form.add_field(name, io.BytesIO(value), filename="IMG_0001.jpg",
+                           content_type="image/jpeg")
+        else:
+            form.add_field(name, value)
+    return form
+
+
+async def _csrf_of(client: TestClient[Any, Any], h: dict[str, str]) -> str:
+    page = await (await client.get("/", headers=h)).text()
+    return page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_a_photo_of_the_key_qr_fills_the_form_for_confirmation() -> None:
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        h = await _pair(client)
+        csrf = await _csrf_of(client, h)
+        page = await (await client.get("/", headers=h)).text()
+        assert 'enctype="multipart/form-data"' in page and 'capture=environment' in page
+        photo = qr_photo(VPUB, size=(2000, 1500), angle=6)
+        read = await client.post("/wallets/scan", data=_photo_form(csrf, photo), headers=h)
+        body = await read.text()
+        assert read.status == 200, body
+        assert 'id="scanned"' in body and f"{VPUB}</textarea>" in body
+        assert box.wallets == []  # nothing added before the person confirms
+        # An address's QR: refused in words, nothing filled in.
+        address = qr_photo("bitcoin:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+                           size=(1200, 900))
+        refused = await client.post("/wallets/scan", data=_photo_form(csrf, address), headers=h)
+        assert refused.status == 422 and "That is an address" in await refused.text()
+        blank = await client.post("/wallets/scan", data=_photo_form(csrf, qr_photo(
+            size=(1200, 900))), headers=h)
+        assert blank.status == 422 and "No QR code was found" in await blank.text()
+        none = await client.post("/wallets/scan", data=_photo_form(csrf, b""), headers=h)
+        assert none.status == 422 and "Take a photo" in await none.text()
+        garbage = await client.post("/wallets/scan", data=_photo_form(csrf, b"\0garbage" * 99),
+                                    headers=h)
+        assert garbage.status == 400 and "not a photo" in await garbage.text()
+        assert (box.counters.photos_read, box.counters.photos_refused) == (1, 4)
+    run(test)
+
+
+def test_the_photo_upload_is_guarded_and_capped() -> None:
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        h = await _pair(client)
+        csrf = await _csrf_of(client, h)
+        photo = qr_photo(VPUB, size=(800, 600))
+        assert (await client.post("/wallets/scan", data=_photo_form(csrf, photo))).status == 403
+        forged = await client.post("/wallets/scan", data=_photo_form("forged", photo), headers=h)
+        assert forged.status == 403 and "out of date" in await forged.text()
+        missing = await client.post("/wallets/scan", data=_photo_form(None, photo), headers=h)
+        assert missing.status == 400
+        # The CSRF field must come first: a photo is never read before it is checked.
+        late = await client.post("/wallets/scan", data=_photo_form(csrf, photo, photo_first=True),
+                                 headers=h)
+        assert late.status == 400
+        not_multipart = await client.post("/wallets/scan", data={"csrf": csrf}, headers=h)
+        assert not_multipart.status == 400
+        # Over 8 MB: a clear 413, whether the length is announced or not.
+        big = b"\xff\xd8" + b"\0" * MAX_PHOTO_BYTES
+        over = await client.post("/wallets/scan", data=_photo_form(csrf, big), headers=h)
+        assert over.status == 413
+        async def chunks() -> Any:
+            yield b"--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n"
+            yield csrf.encode() + b"\r\n--b\r\nContent-Disposition: form-data; "
+            yield b'name="photo"; filename="a.jpg"\r\n\r\n'
+            for _ in range(MAX_PHOTO_BYTES // 2**20 + 2):
+                yield b"\0" * 2**20
+            yield b"\r\n--b--\r\n"
+        streamed = await client.post("/wallets/scan", data=chunks(), headers={
+            **h, "Content-Type": "multipart/form-data; boundary=b"})
+        assert streamed.status == 413
+        # The service is still up and the form still works.
+        read = await client.post("/wallets/scan", data=_photo_form(csrf, photo), headers=h)
+        assert read.status == 200 and VPUB in await read.text()
     run(test)
