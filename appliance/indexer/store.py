@@ -279,7 +279,8 @@ class IndexStore:
 
     def put_wallet(self, wallet_id: bytes, record: dict[str, Any],
                    scripts: dict[tuple[int, int], bytes] | None = None) -> None:
-        with self.db.write_batch(transaction=True) as wb:
+        # Synced: `wallet add` is acknowledged once this returns (the durability contract).
+        with self.db.write_batch(transaction=True, sync=True) as wb:
             wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
             for (branch, index), script in (scripts or {}).items():
                 wb.put(wallet_script_key(wallet_id, branch, index), script)
