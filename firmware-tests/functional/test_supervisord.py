@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +126,8 @@ autorestart=true
 stdout_logfile={d}/flappy.log
 
 [program:cure]
-command=sh -c 'if [ -e {d}/cause-gone ]; then exec sleep 1000; fi; echo starting; echo "Error: Disk space is too low!" >&2; exit 1'
+command=sh -c 'if [ -e {d}/cause-gone ]; then exec sleep 1000; fi; echo starting;
+    echo "Error: Disk space is too low!" >&2; exit 1'
 startsecs=1
 startretries=1
 autorestart=true

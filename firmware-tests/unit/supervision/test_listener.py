@@ -26,8 +26,8 @@ from appliance.supervision import (
     parse_process_state,
 )
 from appliance.supervision.listener import SupervisionListener, run_listener
-from appliance.supervision.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 from appliance.supervision.logtail import last_error_line
+from appliance.supervision.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 from appliance.supervision.tracker import counter_suffix
 
 _serial = 0
@@ -222,7 +222,8 @@ def test_last_error_line() -> None:
     tb = ("2026-12-04T11:00:00 INFO tower: opening\nTraceback (most recent call last):\n"
           '  File "x.py", line 1, in <module>\n'
           "plyvel._plyvel.IOError: b'IO error: /d/000004.log: No space left on device'\n")
-    assert last_error_line(tb) == "plyvel._plyvel.IOError: b'IO error: /d/000004.log: No space left on device'"
+    assert last_error_line(tb) == (
+        "plyvel._plyvel.IOError: b'IO error: /d/000004.log: No space left on device'")
     assert last_error_line("2026-12-04T11:00:00Z Error: Disk space is too low!\nShutdown: done\n") == (
         "Error: Disk space is too low!")
     assert last_error_line("all fine\nbye\n") == "bye"
