@@ -85,6 +85,7 @@ class TowerService:
         self.control = ControlServer(cfg.control_endpoint("tower"), {
             "status": self.cmd_status,
             "url": self.cmd_url,
+            "audit": self.cmd_audit,
         })
         self.live = asyncio.Event()
 
@@ -293,6 +294,11 @@ class TowerService:
     async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {"height": self.watcher.height, "live": self.live.is_set(), "ports": self.ports,
                 "tower_id": self.api.tower_id.hex(), **self._counters()}
+
+    async def cmd_audit(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """The counters next to a count of what is stored (a full scan: tests, the soak)."""
+        return {"counters": dict(self.store.counters), "stored": self.store.stored_counts(),
+                "writable": self.store.failed is None}
 
     async def cmd_url(self, _args: dict[str, Any]) -> dict[str, Any]:
         """What to paste into Electrum's ``watchtower_url`` (the password is in it: this
