@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 
-from appliance.client.backup import BackupClient, BackupRefused, BoxAddress
+from appliance.client.backup import GONE, BackupClient, BackupRefused, BoxAddress
 from appliance.config import load_config
 from appliance.control import ControlError, control_request
 from appliance.identity import derive_secp256k1, load_or_create_hsm_secret
@@ -199,7 +199,7 @@ class Workload:
         for op in (self.transact, self.appointment, self.backup_write):
             try:
                 op(mine=mine)
-            except (OSError, RPCError, ValueError, TimeoutError, BackupRefused, ControlError):
+            except (*GONE, RPCError, ValueError, BackupRefused, ControlError):
                 pass  # the box (or bitcoind) is down or refusing: only acks count
 
     def transact(self, *, mine: bool) -> None:
@@ -369,10 +369,16 @@ class Checker:
                 return dict((await c.read(SID)).records)
             finally:
                 c.close()
-        try:
-            stored = asyncio.run(asyncio.wait_for(read(), 60))
-        except (OSError, BackupRefused, TimeoutError) as exc:
-            return [f"backup unreadable: {exc}"]
+        deadline = time.monotonic() + 60 * self.box.factor
+        while True:  # RUNNING is a few seconds before the listener is up
+            try:
+                stored = asyncio.run(asyncio.wait_for(read(), 60))
+                break
+            except (*GONE, BackupRefused) as exc:
+                if time.monotonic() > deadline:
+                    return [f"backup unreadable: {exc} "
+                            f"(log: {self.box.log_tail('hearth-backup')})"]
+                time.sleep(1)
         lost = [v for v, rec in self.ledger.backup.items() if stored.get(v) != rec]
         return [f"backup lost {len(lost)} of {len(self.ledger.backup)} acknowledged records"
                 ] if lost else []
@@ -401,6 +407,8 @@ def sim(tmp_path: Path, bitcoind_bindir: Path, timeout_factor: float) -> Iterato
             finally:
                 disk.release()
                 subprocess.run([*SIM, "down", "--dir", str(d)], capture_output=True, timeout=180)
+                # The programs' logs outlive the run (pytest keeps tmp_path) for a post-mortem.
+                subprocess.run(["cp", "-r", str(d / "log"), str(tmp_path / "log")], check=False)
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=False)
 
