@@ -149,29 +149,7 @@ class SupervisionListener:
                 self._publish()
 
     def _start(self, name: str) -> None:
-        if self.rpc is None:
-            log.warning("%s: due for a restart, but supervisord's RPC is unknown", name)
-            return
-        rpc = self.rpc
-        log.warning("%s: starting it again", name)
-
-        def call() -> None:
-            rpc().startProcess(name, False)
-
-        fut = asyncio.ensure_future(asyncio.to_thread(call))
-        self._stops.add(fut)
-        fut.add_done_callback(lambda f: self._started(name, f))
-
-    def _started(self, name: str, fut: asyncio.Future[None]) -> None:
-        self._stops.discard(fut)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            # ALREADY_STARTED is fine (its events tell); anything else: later, again.
-            log.info("%s: start not done: %s", name, exc)
-            self.tracker.retry_later(name, self.clock())
-            self._publish()
+        self._control(name, "start", "starting it again")
 
     def _read_error(self, name: str) -> None:
         """Fetch the dead program's log tail for its last error (one read at a time)."""
@@ -215,28 +193,38 @@ class SupervisionListener:
             self.publisher.event(kind, detail)
 
     def _stop(self, name: str) -> None:
+        self._control(name, "stop", "restarting too often; pausing it")
+
+    def _control(self, name: str, action: str, why: str) -> None:
+        """``startProcess``/``stopProcess`` in a worker thread, without waiting for the
+        program (bitcoind may take minutes to stop; its events tell us)."""
         if self.rpc is None:
-            log.warning("%s: flood control would stop it, but supervisord's RPC is unknown", name)
+            log.warning("%s: would %s it, but supervisord's RPC is unknown", name, action)
             return
         rpc = self.rpc
-        log.warning("%s: restarting too often; pausing it", name)
+        log.warning("%s: %s", name, why)
 
         def call() -> None:
-            # wait=False: bitcoind may take minutes to stop; the STOPPED event tells us.
-            rpc().stopProcess(name, False)
+            proxy = rpc()
+            (proxy.startProcess if action == "start" else proxy.stopProcess)(name, False)
 
         fut = asyncio.ensure_future(asyncio.to_thread(call))
         self._stops.add(fut)
-        fut.add_done_callback(lambda f: self._stopped(name, f))
+        fut.add_done_callback(lambda f: self._controlled(name, action, f))
 
-    def _stopped(self, name: str, fut: asyncio.Future[None]) -> None:
+    def _controlled(self, name: str, action: str, fut: asyncio.Future[None]) -> None:
         self._stops.discard(fut)
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None:
-            # NOT_RUNNING: it was between EXITED and STARTING; we ask again on its next event.
-            log.info("%s: stop not done yet: %s", name, exc)
+        if exc is None:
+            return
+        # stop: NOT_RUNNING, it was between EXITED and STARTING; asked again on its next
+        # event. start: ALREADY_STARTED is fine; anything else, later again.
+        log.info("%s: %s not done yet: %s", name, action, exc)
+        if action == "start":
+            self.tracker.retry_later(name, self.clock())
+            self._publish()
 
 
 class _StdinProtocol(asyncio.Protocol):
