@@ -11,8 +11,17 @@ code, JSON-RPC error, backup ``disk-full`` code) and never into an acknowledgeme
 from __future__ import annotations
 
 import errno
+import os
+from pathlib import Path
 
-__all__ = ["DISK_FULL_TEXT", "DiskFull", "WriteFailed", "is_disk_full", "write_error"]
+__all__ = ["DISK_FULL_TEXT", "REOPEN_FREE_BYTES", "DiskFull", "WriteFailed", "has_room",
+           "is_disk_full", "write_error"]
+
+#: Free bytes a LevelDB needs before it is reopened after a failed write: the reopen writes
+#: the old log out as a table (up to its write buffer, a few MiB) and a new manifest.
+#: (After a failed append LevelDB's log writer is out of step with its file, and records
+#: appended later can be lost at the next open: a store reopens on a fresh log first.)
+REOPEN_FREE_BYTES = 8 << 20
 
 #: What the owner reads (OLED, client messages): the cause and the cure in one line.
 DISK_FULL_TEXT = "the box's disk is full: nothing new is stored until space is freed"
@@ -36,6 +45,11 @@ class DiskFull(WriteFailed):
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(errno.ENOSPC, f"{DISK_FULL_TEXT}{f' ({detail})' if detail else ''}")
+
+
+def has_room(path: Path, need: int) -> bool:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize >= need
 
 
 def is_disk_full(exc: BaseException) -> bool:

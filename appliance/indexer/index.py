@@ -13,10 +13,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import plyvel
-
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
-from ..durability import write_error
 from ..electrum.backend import Utxo
 from .adhoc import AdhocEntry, AdhocWatches
 from .matcher import TxMatch, match_txs, outpoint
@@ -368,10 +365,8 @@ class Indexer:
         wallet = Wallet(wid, branches, gap, birthday, label=label, change_gap=change_gap)
         wallet.backfill_height = birthday - 1
         scripts = await self.derive_wallet(wallet)
-        try:  # on disk first: a failed write leaves memory as it was
-            self.store.put_wallet(wid, wallet.to_record(), scripts)
-        except plyvel.Error as exc:
-            raise write_error(exc, "the wallet") from None
+        # On disk first: a failed write (DiskFull) leaves memory as it was.
+        self.store.put_wallet(wid, wallet.to_record(), scripts)
         self.wallets[wid] = wallet
         self._register_scripts(wallet, scripts)
         log.info("wallet %s registered: %d branches, birthday %d", wallet.id_hex,

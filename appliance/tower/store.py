@@ -34,7 +34,6 @@ before the next write; until there is room for that, writes are refused and read
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,15 +42,12 @@ from typing import Any
 
 import plyvel
 
-from ..durability import DiskFull, WriteFailed, write_error
+from ..durability import REOPEN_FREE_BYTES, DiskFull, WriteFailed, has_room, write_error
 
 __all__ = ["Appointment", "Sweep", "TowerStore", "User"]
 
 _TIP = b"T"
 _COUNTERS = b"N"
-#: Free bytes needed before a failed database is reopened: the reopen writes the old log
-#: out as a table (up to the 2 MiB write buffer) and a new manifest.
-REOPEN_FREE_BYTES = 4 << 20
 _Batch = Callable[[Any], None]
 
 
@@ -171,8 +167,7 @@ class TowerStore:
     def _ready_to_write(self, what: str) -> None:
         if self.failed is None:
             return
-        st = os.statvfs(self.path)
-        if st.f_bavail * st.f_frsize < self.reopen_free_bytes:
+        if not has_room(self.path, self.reopen_free_bytes):
             raise DiskFull(what) if isinstance(self.failed, DiskFull) else self.failed
         # Reads keep the old handle until here; a reopen that fails even with room
         # leaves no handle, and the service's restart opens the database again.

@@ -97,7 +97,7 @@ def test_acknowledged_appointments_survive_a_full_disk_and_kill_9(tmp_path: Path
 
 
 def test_full_disk_is_an_explicit_error_and_memory_agrees(tmp_path: Path) -> None:
-    with small_disk(tmp_path / "disk", 8) as disk:
+    with small_disk(tmp_path / "disk", 16) as disk:
         store = TowerStore(disk.path / "db")
         api = TowerAPI(store, PrivateKey(), lambda: 100, TowerLimits(slots=1000),
                        on_failed=lambda exc: failures.append(exc))
