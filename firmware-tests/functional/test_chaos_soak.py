@@ -19,7 +19,7 @@ RUNNING, the indexer's Electrum answers equal bitcoind's truth for the wallet, t
 is at bitcoind's tip and still has every appointment it acknowledged, its counters equal
 what it stores, and every acknowledged backup record reads back.
 
-Bounded: ``HEARTH_SOAK_KILLS`` kills (default 6) or ``HEARTH_SOAK_MINUTES`` (default 2)
+Bounded: ``HEARTH_SOAK_KILLS`` kills (default 6) or ``HEARTH_SOAK_MINUTES`` (default 1.5)
 of storms, whichever comes first; ``HEARTH_SOAK_SEED`` replays a run and
 ``HEARTH_SOAK_STORMS=behind,disk`` picks the kinds. The figures go to
 stdout (run with ``-s``) and, with ``HEARTH_SOAK_REPORT=path``, to a JSON file.
@@ -62,7 +62,7 @@ from functional.framework.truth import Truth
 from functional.framework.util import wait_until
 
 KILLS = int(os.environ.get("HEARTH_SOAK_KILLS", "6"))
-MINUTES = float(os.environ.get("HEARTH_SOAK_MINUTES", "2"))
+MINUTES = float(os.environ.get("HEARTH_SOAK_MINUTES", "1.5"))
 # bitcoind's chainstate is flushed after every block (see Workload.flush); 0 shows why.
 FLUSH = os.environ.get("HEARTH_SOAK_FLUSH", "1") != "0"
 # Start-up, the storms' time budget, and the last storm's checks.
