@@ -482,7 +482,10 @@ def test_chaos_soak(sim: Box) -> None:
         "storms_by_kind": {k: sum(s["kind"] == k for s in ledger.storms) for k in set(STORMS)},
         "failed_storms": [(i + 1, s["kind"], s["failures"]) for i, s in enumerate(ledger.storms)
                           if s["failures"]],
+        "failures_by_invariant": _by_invariant(ledger.storms),
         "max_recovery_s": max((s["recovered_s"] for s in ledger.storms), default=0),
+        "median_recovery_s": sorted(s["recovered_s"] for s in ledger.storms)[
+            len(ledger.storms) // 2] if ledger.storms else 0,
         "appointments_acked": len(ledger.appointments),
         "appointment_refusals": ledger.appointment_refusals,
         "backup_records_acked": len(ledger.backup), "backup_refusals": ledger.backup_refusals,
@@ -495,6 +498,19 @@ def test_chaos_soak(sim: Box) -> None:
         Path(os.environ["HEARTH_SOAK_REPORT"]).write_text(json.dumps(report, indent=2) + "\n")
     assert kills >= min(kills_wanted, 1)
     assert not failed, f"storms that broke an invariant (seed {seed}): {report['failed_storms']}"
+
+
+_INVARIANTS = ("every program RUNNING", "bitcoind answers", "indexer at", "electrum differs",
+               "tower live", "tower audit", "tower counter", "tower lost", "backup")
+
+
+def _by_invariant(storms: list[dict[str, Any]]) -> dict[str, int]:
+    """How many storms broke each invariant."""
+    out: dict[str, int] = {}
+    for s in storms:
+        for name in {i for f in s["failures"] for i in _INVARIANTS if f.startswith(i)}:
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def storm(kind: str, box: Box, work: Workload, ledger: Ledger, rng: random.Random) -> int:
