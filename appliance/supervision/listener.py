@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import stat
@@ -73,7 +74,8 @@ class SupervisionListener:
 
     def __init__(self, publisher: StatusPublisher, tracker: SupervisionTracker,
                  write: Callable[[bytes], None], rpc: RpcFactory | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 paused_file: Path | None = None) -> None:
         self.publisher = publisher
         self.tracker = tracker
         self.reader = EventReader()
@@ -85,6 +87,9 @@ class SupervisionListener:
         self._published_error: str | None = None
         self._stops: set[asyncio.Future[None]] = set()
         self._tails: dict[str, asyncio.Future[str | None]] = {}
+        self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
+        self._saved_paused: set[str] | None = None
+        self._inherited = self._read_paused()  # before our first publish rewrites it
 
     def start(self) -> None:
         self._publish()
@@ -132,11 +137,34 @@ class SupervisionListener:
         except Exception as exc:  # best effort: events will fill the picture in
             log.warning("could not list programs: %s", exc)
             return
+        paused = self._inherited
         for info in infos:
             group, name = str(info["group"]), str(info["name"])
-            self.tracker.seed(group if group == name else f"{group}:{name}", str(info["statename"]),
-                              self.clock())
+            spec = group if group == name else f"{group}:{name}"
+            self.tracker.seed(spec, str(info["statename"]), self.clock(), paused=spec in paused)
         self._publish()
+
+    def _read_paused(self) -> set[str]:
+        if self.paused_file is None:
+            return set()
+        try:
+            return set(json.loads(self.paused_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _save_paused(self) -> None:
+        """Which programs are paused, for a listener that replaces us (kill -9): a paused
+        program looks merely STOPPED to supervisord, and would stay so."""
+        paused = self.tracker.paused()
+        if self.paused_file is None or paused == self._saved_paused:
+            return
+        self._saved_paused = paused
+        tmp = self.paused_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(sorted(paused)))
+            tmp.replace(self.paused_file)
+        except OSError as exc:
+            log.warning("cannot record paused programs: %s", exc)
 
     async def tick(self) -> None:
         """Start the programs whose retry delay is over, for as long as we run."""
@@ -191,6 +219,7 @@ class SupervisionListener:
                               last_error=s.last_error if new_error else KEEP)
         for kind, detail in self.tracker.take_events():
             self.publisher.event(kind, detail)
+        self._save_paused()
 
     def _stop(self, name: str) -> None:
         self._control(name, "stop", "restarting too often; pausing it")
@@ -272,7 +301,8 @@ async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
         retry_base_s=retry_base_s or sc.retry_base_s,
         retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
-        listener = SupervisionListener(publisher, tracker, write, rpc)
+        listener = SupervisionListener(publisher, tracker, write, rpc,
+                                       paused_file=cfg.hearth.run_dir / "supervision-paused.json")
         transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener), stdin)
         tick = asyncio.create_task(listener.tick(), name="retries")
         try:

@@ -121,13 +121,20 @@ class SupervisionTracker:
         self._events: list[tuple[str, str]] = []
 
     # --- input -------------------------------------------------------------------------
-    def seed(self, name: str, state: str, now: float = 0.0) -> None:
-        """A program's state from ``getAllProcessInfo`` at start; events seen already win."""
+    def seed(self, name: str, state: str, now: float = 0.0, *, paused: bool = False) -> None:
+        """A program's state from ``getAllProcessInfo`` at start; events seen already win.
+        ``paused``: a listener before us paused it (it is STOPPED, but not for good)."""
         if name == self.ignore or name in self.programs:
             return
         p = self.programs[name] = ProgramState(name, state=state, fatal=state == "FATAL")
-        if p.fatal:
+        if paused and state == "STOPPED":
+            p.flood = "stopped"
+        if p.fatal or p.flood:
             self._schedule(p, now)
+
+    def paused(self) -> set[str]:
+        """Programs flood control stopped and will start again (kept across our restarts)."""
+        return {p.name for p in self.programs.values() if p.flood}
 
     def note_error(self, name: str, error: str | None) -> None:
         """The last error line of a program that died (read from its log)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -216,6 +217,31 @@ def test_tracker_never_gives_up_backoff_doubles_caps_and_resets() -> None:
     # Stopped on purpose (operator, shutdown): left alone.
     t.apply(ev("STOPPED", "bitcoind"), now + 100)
     assert t.due(now + 10_000) == []
+
+
+def test_a_paused_program_is_not_forgotten_by_a_new_listener(run_dir: Path) -> None:
+    """Killed while a program is paused, the next listener still starts it again."""
+    paused_file = run_dir / "paused.json"
+
+    async def body() -> None:
+        async with StatusPublisher(run_dir, "supervisor") as pub:
+            first = SupervisionListener(pub, SupervisionTracker(flood_restarts=1), lambda b: None,
+                                        lambda: FakeRpc(), clock=lambda: 0.0,
+                                        paused_file=paused_file)
+            first.start()
+            first.feed(frame("EXITED", "loop") + frame("STARTING", "loop") + frame("EXITED", "loop"))
+            first.feed(frame("STOPPED", "loop"))
+            await first.drain()
+            assert json.loads(paused_file.read_text()) == ["loop"]
+            rpc = FakeRpc([{"group": "loop", "name": "loop", "statename": "STOPPED"},
+                           {"group": "off", "name": "off", "statename": "STOPPED"}])
+            second = SupervisionListener(pub, SupervisionTracker(retry_base_s=1), lambda b: None,
+                                         lambda: rpc, clock=lambda: 5.0, paused_file=paused_file)
+            second.start()
+            await second.seed()
+            assert second.tracker.due(5.0) == [] and second.tracker.due(6.0) == ["loop"]
+
+    asyncio.run(asyncio.wait_for(body(), 20))
 
 
 def test_last_error_line() -> None:
