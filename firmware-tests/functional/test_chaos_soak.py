@@ -426,7 +426,9 @@ def sim(tmp_path: Path, bitcoind_bindir: Path, timeout_factor: float) -> Iterato
                              "flood_restarts = 5\nflood_window_s = 60.0\n")
                 subprocess.run([SUPERVISORCTL, "-c", str(d / "supervisord.conf"), "restart",
                                 "hearth-supervision"], capture_output=True, timeout=60)
-                yield Box(d, disk, timeout_factor)
+                box = Box(d, disk, timeout_factor)
+                yield box
+                box.node._close()  # its keep-alive RPC connection
             finally:
                 disk.release()
                 subprocess.run([*SIM, "down", "--dir", str(d)], capture_output=True, timeout=180)
