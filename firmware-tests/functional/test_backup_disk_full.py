@@ -104,13 +104,7 @@ def test_full_disk_refuses_explicitly_and_loses_nothing(tmp_path: Path,
     box.kill9()
     box.start()
 
-    async def read_back() -> dict[int, bytes]:
-        c = await BackupClient.connect(BoxAddress("127.0.0.1", box.port, box.key), key)
-        data = await c.read(SID)
-        c.close()
-        return dict(data.records)
-
-    stored = asyncio.run(read_back())
+    stored = box.read_records(key, SID)
     assert len(acked) >= 15
     for v, record in acked.items():
         assert stored.get(v) == record, f"acknowledged record {v} lost"
