@@ -226,6 +226,19 @@ class UsbSection:
 
 
 @dataclass(frozen=True)
+class SupervisionSection:
+    flood_restarts: int = _opt(5, "A program dying more often than this within flood_window_s is "
+                               "paused (stopped, then started again after retry_base_s...).",
+                               minimum=1)
+    flood_window_s: float = _opt(300.0, "The flood-control window; up this long also counts as "
+                                 "recovered (the retry delay starts over).", minimum=1.0)
+    retry_base_s: float = _opt(10.0, "First delay before a FATAL or paused program is started "
+                               "again; it doubles each time ...", minimum=0.1)
+    retry_max_s: float = _opt(300.0, "... up to this, and retries go on at this pace for ever.",
+                              minimum=0.1)
+
+
+@dataclass(frozen=True)
 class Config:
     hearth: HearthSection = field(default_factory=HearthSection)
     node: NodeSection = field(default_factory=NodeSection)
@@ -239,6 +252,7 @@ class Config:
     backup: BackupSection = field(default_factory=BackupSection)
     log: LogSection = field(default_factory=LogSection)
     usb: UsbSection = field(default_factory=UsbSection)
+    supervision: SupervisionSection = field(default_factory=SupervisionSection)
     path: Path | None = None
 
     @property

@@ -40,7 +40,8 @@ class BackupCounters:
     appends: int = 0
     snapshots: int = 0
     reads: int = 0
-    errors: int = 0  # refused requests (quota, gap, bad input)
+    errors: int = 0  # refused requests (quota, gap, bad input, disk full)
+    disk_full: int = 0  # writes refused because the disk was full
     bytes_in: int = 0
 
 
@@ -157,8 +158,7 @@ class BackupServer:
         try:
             result = self.store.append(owner, _stream_id(req), _u32(req.get("version")), payload)
         except StoreError as exc:
-            self.counters.errors += 1
-            log.info("append refused for %s: %s", owner[:16], exc)
+            self._refused("append", owner, exc)
             await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
             return True
         self.counters.appends += 1
@@ -167,35 +167,48 @@ class BackupServer:
                                    "snapshot_wanted": result.snapshot_wanted})
         return True
 
+    def _refused(self, op: str, owner: str, exc: StoreError) -> None:
+        self.counters.errors += 1
+        if exc.code == "disk-full":
+            self.counters.disk_full += 1
+            self.on_change()  # the status (and the OLED) say so now, not at the next write
+        log.info("%s refused for %s: %s", op, owner[:16], exc)
+
     async def _snapshot(self, stream: NoiseStream, owner: str, req: dict[str, Any], size: int) -> bool:
         try:
             writer: SnapshotWriter | None = self.store.begin_snapshot(
                 owner, _stream_id(req), str(req.get("kind")), _u32(req.get("version")), size,
                 takeover=bool(req.get("takeover")), carry=bool(req.get("carry")))
         except StoreError as exc:
-            self.counters.errors += 1
-            log.info("snapshot refused for %s: %s", owner[:16], exc)
+            self._refused("snapshot", owner, exc)
             await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
             if size > 4 * self.store.quota_bytes:
                 return False  # not worth reading gigabytes just to throw them away
             await self._drain(stream, size)
             return True
         assert writer is not None
+        refused: StoreError | None = None
         try:
             async for part in recv_payload(stream, size):
-                writer.write(part)
+                if refused is None:
+                    try:
+                        writer.write(part)
+                    except StoreError as exc:  # the disk filled up mid-upload
+                        refused = exc  # read the rest: the next request follows it
             self.counters.bytes_in += size
-            try:
-                info = writer.commit()
-            except StoreError as exc:  # a carried snapshot that went stale meanwhile
-                writer = None
-                self.counters.errors += 1
-                await self._reply(stream, {"ok": False, "code": exc.code, "error": str(exc)})
-                return True
+            if refused is None:
+                try:
+                    info = writer.commit()
+                except StoreError as exc:  # stale carry, or the disk is full
+                    refused = exc
             writer = None
         finally:
             if writer is not None:
                 writer.abort()
+        if refused is not None:
+            self._refused("snapshot", owner, refused)
+            await self._reply(stream, {"ok": False, "code": refused.code, "error": str(refused)})
+            return True
         self.counters.snapshots += 1
         self.on_change()
         await self._reply(stream, {"ok": True, **info.as_dict()})

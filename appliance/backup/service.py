@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import Config
 from ..control import ControlServer
+from ..durability import DISK_FULL_TEXT
 from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..status import Phase, StatusPublisher
 from .export import capture_all, write_export
@@ -26,6 +27,9 @@ from .store import Store
 __all__ = ["BackupService", "main"]
 
 log = logging.getLogger("backup")
+
+_ROOM_CHECK_S = 10.0
+_ROOM_BYTES = 1 << 20  # free again: a record fits (most are a few KiB)
 
 
 class BackupService:
@@ -48,6 +52,9 @@ class BackupService:
             "status": self.cmd_status,
         })
         self._export_lock = asyncio.Lock()
+        self._shown_full = False
+        bc_port = cfg.backup.port
+        self._ready_detail = f"backups on port {bc_port}" if bc_port else "listener off"
         self.last_export: float | None = None
 
     @property
@@ -73,22 +80,40 @@ class BackupService:
     def _publish(self) -> None:
         c = self.server.counters
         last = self.store.last_write
+        full = self.store.disk_full
         self.status.update(counters={
             "clients": len(self.store.owners()), "connected": len(self.server.live),
             "streams": len(self.store.streams()), "bytes": self.store.total_bytes,
             "last_write": int(last), "appends": c.appends, "snapshots": c.snapshots,
-            "refused": c.refused, "errors": c.errors})
+            "refused": c.refused, "errors": c.errors, "disk_full": int(full),
+            "disk_full_refused": c.disk_full})
+        if full != self._shown_full:  # phase and last_error only on a change (restamps)
+            self._shown_full = full
+            if full:
+                self.status.update(phase=Phase.DEGRADED, detail="not storing: disk full",
+                                   last_error=DISK_FULL_TEXT)
+            else:
+                self.status.update(phase=Phase.READY, detail=self._ready_detail)
+
+    async def _watch_room(self) -> None:
+        """A refusal for a full disk stays shown until there is room again."""
+        while True:
+            await asyncio.sleep(_ROOM_CHECK_S)
+            if self.store.disk_full and self.store.room() >= _ROOM_BYTES:
+                self.store.disk_full = False
+                self._publish()
 
     async def run(self) -> None:
         bc = self.cfg.backup
         if bc.port:
             await self.server.start(bc.bind, bc.port)
         self._publish()
-        self.status.update(phase=Phase.READY,
-                           detail=f"backups on port {bc.port}" if bc.port else "listener off")
+        self.status.update(phase=Phase.READY, detail=self._ready_detail)
+        room = asyncio.create_task(self._watch_room(), name="watch-room")
         try:
             await self.control.serve()
         finally:
+            room.cancel()
             await self.server.close()
             self.store.close()
 

@@ -32,9 +32,11 @@ immutable snapshot files and a log prefix from other threads, see :meth:`Store.c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import struct
 import time
 import zlib
@@ -42,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..durability import DISK_FULL_TEXT, is_disk_full
 from ..identity import write_secret_file
 
 __all__ = [
@@ -78,6 +81,13 @@ class StoreError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until done: a short write is followed by one that says why (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 @dataclass(frozen=True)
@@ -220,7 +230,12 @@ class SnapshotWriter:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tmp = self.path / f".upload-{os.getpid()}-{id(self):x}"
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.write(self._fd, SNAP_HEADER.pack(SNAP_MAGIC, version, 0))
+        try:
+            _write_all(self._fd, SNAP_HEADER.pack(SNAP_MAGIC, version, 0))
+        except OSError:
+            os.close(self._fd)
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._crc = 0
         self.received = 0
         self._done = False
@@ -228,22 +243,35 @@ class SnapshotWriter:
     def write(self, data: bytes) -> None:
         if self.received + len(data) > self.size:
             raise StoreError("bad-request", f"snapshot longer than the announced {self.size} bytes")
-        os.write(self._fd, data)
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            self.abort()
+            raise self._store._failed(exc, "a snapshot") from None
         self._crc = zlib.crc32(data, self._crc)
         self.received += len(data)
 
     def commit(self) -> StreamInfo:
         if self.received != self.size:
             raise StoreError("bad-request", f"snapshot has {self.received} of {self.size} bytes")
-        os.pwrite(self._fd, SNAP_HEADER.pack(SNAP_MAGIC, self.version, self._crc), 0)
-        os.fsync(self._fd)
+        try:
+            os.pwrite(self._fd, SNAP_HEADER.pack(SNAP_MAGIC, self.version, self._crc), 0)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.abort()
+            raise self._store._failed(exc, "a snapshot") from None
         os.close(self._fd)
         self._done = True
         try:
-            return self._store._install(self, self._tmp)
+            info = self._store._install(self, self._tmp)
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise self._store._failed(exc, "a snapshot") from None
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
+        self._store.disk_full = False
+        return info
 
     def abort(self) -> None:
         if not self._done:
@@ -262,6 +290,8 @@ class Store:
         (root / "streams").mkdir(mode=0o700, parents=True, exist_ok=True)
         self._streams: dict[str, _Stream] = {}
         self.repaired = 0  # torn log tails truncated at open
+        #: the last write failed for a full disk (cleared by the next one that lands)
+        self.disk_full = False
         for entry in sorted((root / "streams").iterdir()):
             if _STREAM_RE.fullmatch(entry.name) and entry.is_dir():
                 stream = self._load(entry)
@@ -378,18 +408,29 @@ class Store:
         cur = stream.current
         data = LOG_HEADER.pack(len(payload), version, _record_crc(len(payload), version, payload)) + payload
         try:
-            written = os.write(stream.log_fd, data)
-            if written != len(data):
-                raise OSError(f"short write ({written} of {len(data)} bytes)")
+            _write_all(stream.log_fd, data)
             os.fdatasync(stream.log_fd)
-        except OSError:
-            # Leave no partial record behind to confuse the next append.
+        except OSError as exc:
+            # Leave no partial record behind to confuse the next append: the file ends
+            # where memory says it does.
             os.truncate(stream.path / _name("log", cur.number), cur.log_size)
-            raise
+            raise self._failed(exc, "a record") from None
+        self.disk_full = False
         cur.records.append(Record(version, cur.log_size + LOG_HEADER.size, len(payload)))
         cur.log_size += len(data)
         stream.last_write = time.time()
         return AppendResult(version, replaced, self._wants_snapshot(stream))
+
+    def _failed(self, exc: OSError, what: str) -> StoreError:
+        """A failed write as the refusal the client reads; nothing of it was kept."""
+        if is_disk_full(exc):
+            self.disk_full = True
+            return StoreError("disk-full", f"{DISK_FULL_TEXT} ({what} was not stored)")
+        return StoreError("write-failed", f"{what} was not stored: {exc}")
+
+    def room(self) -> int:
+        """Free bytes on the filesystem that holds the backups."""
+        return shutil.disk_usage(self.root).free
 
     def _wants_snapshot(self, stream: _Stream) -> bool:
         cur = stream.current
@@ -431,31 +472,35 @@ class Store:
         if used + SNAP_HEADER.size + size > self.quota_bytes:
             raise StoreError("quota", f"quota exceeded: a {size}-byte snapshot needs "
                              f"{used + SNAP_HEADER.size + size} of {self.quota_bytes} bytes")
-        return SnapshotWriter(self, stream, sid, owner, kind, version, size, carry)
+        try:
+            return SnapshotWriter(self, stream, sid, owner, kind, version, size, carry)
+        except OSError as exc:
+            raise self._failed(exc, "a snapshot") from None
 
     def _install(self, w: SnapshotWriter, tmp: Path) -> StreamInfo:
         stream = self._streams.get(w.sid)
         number = stream.current.number + 1 if stream is not None else 1
-        if stream is None or stream.owner != w.owner:
-            write_secret_file(w.path / "meta.json",
-                              json.dumps({"owner": w.owner, "kind": w.kind}).encode())
         carried = self._carried(stream, w) if w.carry else []
         log_path = w.path / _name("log", number)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        records: list[Record] = []
-        log_size = 0
-        if carried:
-            assert stream is not None
-            src = os.open(stream.path / _name("log", stream.current.number), os.O_RDONLY)
-            try:
-                for rec in carried:  # header and sealed payload, byte for byte
-                    raw = os.pread(src, LOG_HEADER.size + rec.size, rec.offset - LOG_HEADER.size)
-                    os.write(fd, raw)
-                    records.append(Record(rec.version, log_size + LOG_HEADER.size, rec.size))
-                    log_size += len(raw)
-            finally:
-                os.close(src)
-        os.fsync(fd)
+        owner_changes = stream is None or stream.owner != w.owner
+        fd = -1
+        try:
+            if owner_changes:
+                write_secret_file(w.path / "meta.json",
+                                  json.dumps({"owner": w.owner, "kind": w.kind}).encode())
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            records, log_size = self._copy_carried(stream, carried, fd)
+            os.fsync(fd)
+        except OSError:
+            # Nothing changed: the new log goes, and the owner on disk is the one in memory.
+            if fd >= 0:
+                os.close(fd)
+            log_path.unlink(missing_ok=True)
+            if owner_changes and stream is not None:
+                with contextlib.suppress(OSError):
+                    write_secret_file(w.path / "meta.json", json.dumps(
+                        {"owner": stream.owner, "kind": stream.kind}).encode())
+            raise
         os.rename(tmp, w.path / _name("snap", number))
         _fsync_dir(w.path)  # from here the new generation is the current one
         gen = _Generation(number, w.version, w.size, log_size, records)
@@ -476,6 +521,25 @@ class Store:
             _fsync_dir(w.path)
         stream.last_write = time.time()
         return self._info(stream)
+
+    @staticmethod
+    def _copy_carried(stream: _Stream | None, carried: list[Record], fd: int
+                      ) -> tuple[list[Record], int]:
+        """The carried records, byte for byte, into the new log ``fd``."""
+        records: list[Record] = []
+        log_size = 0
+        if carried:
+            assert stream is not None
+            src = os.open(stream.path / _name("log", stream.current.number), os.O_RDONLY)
+            try:
+                for rec in carried:  # header and sealed payload, byte for byte
+                    raw = os.pread(src, LOG_HEADER.size + rec.size, rec.offset - LOG_HEADER.size)
+                    _write_all(fd, raw)
+                    records.append(Record(rec.version, log_size + LOG_HEADER.size, rec.size))
+                    log_size += len(raw)
+            finally:
+                os.close(src)
+        return records, log_size
 
     def _carried(self, stream: _Stream | None, w: SnapshotWriter) -> list[Record]:
         """The current log's records after version ``w.version`` (checked at commit time:

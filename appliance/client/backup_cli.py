@@ -84,7 +84,11 @@ def run(state: Path, args: argparse.Namespace) -> int:
     try:
         return int(asyncio.run(_run(state, args)))
     except BackupRefused as exc:
-        print(f"appliance-client: the box refused: {exc} ({exc.code})", file=sys.stderr)
+        if exc.code == "disk-full":
+            print("appliance-client: the box's disk is full: this backup was NOT stored. "
+                  "Free space on the box, then run the same command again.", file=sys.stderr)
+        else:
+            print(f"appliance-client: the box refused: {exc} ({exc.code})", file=sys.stderr)
     except GONE as exc:
         print(f"appliance-client: backup box unreachable on port {args.port}: {exc}", file=sys.stderr)
     except (RestoreError, SealedError, ValueError) as exc:

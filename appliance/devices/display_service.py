@@ -75,6 +75,11 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
             return ErrorPage(f"{name} silent", f"no news for {st.age_s:.0f} s"), st.age_s, True
         if st is not None and st.status is not None and st.status.phase == Phase.ERROR:
             return ErrorPage.service_fatal(name, st.status.last_error or ""), st.age_s, False
+    full = [name for name in ("tower", "backup") if (st := states.get(name)) is not None
+            and st.status is not None and st.status.counters.get("disk_full")]
+    if full:
+        # Before "service down": a full disk is why services fail, and what to fix.
+        return ErrorPage.disk_full(full), None, False
     sup = states.get("supervisor")
     if sup is not None and sup.status is not None and sup.status.phase == Phase.DEGRADED:
         # A program supervisord gave up on (FATAL) or stopped for restarting in a loop.

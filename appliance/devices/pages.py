@@ -229,6 +229,12 @@ class ErrorPage:
         return cls("Unknown wallet", "Press the button to add it, then scan the QR.")
 
     @classmethod
+    def disk_full(cls, services: Sequence[str]) -> ErrorPage:
+        """A write was refused for a full disk: nothing new is stored (tower, backups)."""
+        return cls("Disk full", f"{' and '.join(services)} cannot store anything new. "
+                                "Free space on the box.")
+
+    @classmethod
     def under_voltage(cls) -> ErrorPage:
         return cls("Under-voltage", "Power supply too weak: use the official Pi supply and cable.")
 

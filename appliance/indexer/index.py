@@ -365,9 +365,10 @@ class Indexer:
         wallet = Wallet(wid, branches, gap, birthday, label=label, change_gap=change_gap)
         wallet.backfill_height = birthday - 1
         scripts = await self.derive_wallet(wallet)
+        # On disk first: a failed write (DiskFull) leaves memory as it was.
+        self.store.put_wallet(wid, wallet.to_record(), scripts)
         self.wallets[wid] = wallet
         self._register_scripts(wallet, scripts)
-        self.store.put_wallet(wid, wallet.to_record(), scripts)
         log.info("wallet %s registered: %d branches, birthday %d", wallet.id_hex,
                  len(branches), birthday)
         return wallet, True

@@ -17,6 +17,7 @@ from typing import Any
 from ..chain import double_sha256
 from ..config import Config
 from ..control import ControlError, ControlServer
+from ..durability import WriteFailed
 from ..electrum.handlers import ServerInfo
 from ..electrum.server import ElectrumServer, SessionManager
 from ..electrum.tls import ensure_certificate, server_ssl_context
@@ -232,6 +233,8 @@ class IndexerService:
                 label=str(req.get("label") or ""))
         except WalletError as exc:
             raise ControlError(str(exc)) from None
+        except WriteFailed as exc:  # e.g. a full disk: not added, and it says why
+            raise ControlError(f"wallet not added: {exc.text}") from None
         self.backfiller.wakeup.set()
         await self.indexer.refresh_lookahead()
         return {"new": new, **self._summary(wallet)}

@@ -22,6 +22,7 @@ from typing import Any
 import plyvel
 
 from ..chain import double_sha256
+from ..durability import REOPEN_FREE_BYTES, DiskFull, has_room, write_error
 from .adhoc import AdhocEntry
 from .schema import (
     DB_FORMAT,
@@ -144,6 +145,8 @@ class IndexStore:
 
     def __init__(self, path: Path, genesis_hash: bytes, *, cache_mib: int = 16) -> None:
         self.path = path
+        self.cache_mib = cache_mib
+        self._stale_log = False  # a write failed: reopen before the next one
         path.mkdir(parents=True, exist_ok=True)
         self.db = self._open(path, cache_mib)
         stored = self.db.get(P_FORMAT)
@@ -279,10 +282,24 @@ class IndexStore:
 
     def put_wallet(self, wallet_id: bytes, record: dict[str, Any],
                    scripts: dict[tuple[int, int], bytes] | None = None) -> None:
-        with self.db.write_batch(transaction=True) as wb:
-            wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
-            for (branch, index), script in (scripts or {}).items():
-                wb.put(wallet_script_key(wallet_id, branch, index), script)
+        # Synced: `wallet add` is acknowledged once this returns (the durability contract).
+        if self._stale_log:
+            # After a failed append LevelDB's log writer is out of step with its file:
+            # later records could be lost at the next open. A fresh log first, once
+            # there is room for it (docs/reliability.md).
+            if not has_room(self.path, REOPEN_FREE_BYTES):
+                raise DiskFull("the wallet")
+            self.db.close()
+            self.db = self._open(self.path, self.cache_mib)
+            self._stale_log = False
+        try:
+            with self.db.write_batch(transaction=True, sync=True) as wb:
+                wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
+                for (branch, index), script in (scripts or {}).items():
+                    wb.put(wallet_script_key(wallet_id, branch, index), script)
+        except plyvel.Error as exc:
+            self._stale_log = True
+            raise write_error(exc, "the wallet") from None
 
     def wallet_scripts(self, wallet_id: bytes) -> Iterator[tuple[int, int, bytes]]:
         for key, value in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id):

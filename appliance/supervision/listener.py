@@ -6,8 +6,10 @@ Run by supervisord as ``[eventlistener:hearth-supervision]`` with ``events=PROCE
 
 One asyncio loop does everything: stdin is read with ``connect_read_pipe`` (so the status
 publisher's heartbeats go on while supervisord is quiet), each event is answered with
-``RESULT 2\\nOK`` and ``READY`` at once, and flood-control stops go to supervisord's
-XML-RPC interface in a worker thread (a slow answer must not stall the heartbeats).
+``RESULT 2\\nOK`` and ``READY`` at once, and the calls to supervisord's XML-RPC
+interface (flood-control pauses, restarts of FATAL or paused programs after their
+backoff, reading a dead program's log tail for its last error) run in worker threads
+(a slow answer must not stall the heartbeats).
 
 stdout belongs to the protocol: anything else written there would be read by supervisord
 as a malformed token. Logs therefore go to **stderr** (its own rotated log file).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import stat
@@ -30,14 +33,18 @@ from ..config import Config, ConfigError, load_config
 from ..logs import LOG_FORMAT
 from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
+from .logtail import last_error_line
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
-from .tracker import DEFAULT_FLOOD_RESTARTS, DEFAULT_FLOOD_WINDOW_S, SupervisionTracker
+from .tracker import SupervisionTracker
 
 __all__ = ["SERVICE", "SupervisionListener", "cli", "main", "run_listener"]
 
 SERVICE = "supervisor"  # the status-bus name (docs/status-bus.md)
 
 log = logging.getLogger("supervision")
+
+_TICK_S = 1.0  # how often due restarts are looked for
+_TAIL_BYTES = 4096  # of a dead program's log, for its last error line
 
 
 # Makes a ``supervisor`` XML-RPC namespace (supervisor's proxy has no type hints).
@@ -67,7 +74,8 @@ class SupervisionListener:
 
     def __init__(self, publisher: StatusPublisher, tracker: SupervisionTracker,
                  write: Callable[[bytes], None], rpc: RpcFactory | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 paused_file: Path | None = None) -> None:
         self.publisher = publisher
         self.tracker = tracker
         self.reader = EventReader()
@@ -78,6 +86,10 @@ class SupervisionListener:
         self.handled = 0
         self._published_error: str | None = None
         self._stops: set[asyncio.Future[None]] = set()
+        self._tails: dict[str, asyncio.Future[str | None]] = {}
+        self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
+        self._saved_paused: set[str] | None = None
+        self._inherited = self._read_paused()  # before our first publish rewrites it
 
     def start(self) -> None:
         self._publish()
@@ -100,6 +112,8 @@ class SupervisionListener:
                 log.info("%s: %s -> %s", ev.namespec, ev.from_state or "?", ev.state)
                 for name in self.tracker.apply(ev, self.clock()):
                     self._stop(name)
+                if ev.state in ("EXITED", "BACKOFF", "FATAL"):
+                    self._read_error(ev.namespec)
                 self._publish()
             self.handled += 1
             # Answer at once: supervisord holds the next event (buffer_size) until we do.
@@ -123,15 +137,78 @@ class SupervisionListener:
         except Exception as exc:  # best effort: events will fill the picture in
             log.warning("could not list programs: %s", exc)
             return
+        paused = self._inherited
         for info in infos:
             group, name = str(info["group"]), str(info["name"])
-            self.tracker.seed(group if group == name else f"{group}:{name}", str(info["statename"]))
+            spec = group if group == name else f"{group}:{name}"
+            self.tracker.seed(spec, str(info["statename"]), self.clock(), paused=spec in paused)
+        self._publish()
+
+    def _read_paused(self) -> set[str]:
+        if self.paused_file is None:
+            return set()
+        try:
+            return set(json.loads(self.paused_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _save_paused(self) -> None:
+        """Which programs are paused, for a listener that replaces us (kill -9): a paused
+        program looks merely STOPPED to supervisord, and would stay so."""
+        paused = self.tracker.paused()
+        if self.paused_file is None or paused == self._saved_paused:
+            return
+        self._saved_paused = paused
+        tmp = self.paused_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(sorted(paused)))
+            tmp.replace(self.paused_file)
+        except OSError as exc:
+            log.warning("cannot record paused programs: %s", exc)
+
+    async def tick(self) -> None:
+        """Start the programs whose retry delay is over, for as long as we run."""
+        while True:
+            await asyncio.sleep(_TICK_S)
+            due = self.tracker.due(self.clock())
+            for name in due:
+                self._start(name)
+            if due:
+                self._publish()
+
+    def _start(self, name: str) -> None:
+        self._control(name, "start", "starting it again")
+
+    def _read_error(self, name: str) -> None:
+        """Fetch the dead program's log tail for its last error (one read at a time)."""
+        if self.rpc is None or name in self._tails:
+            return
+        rpc = self.rpc
+
+        def call() -> str | None:
+            proxy = rpc()
+            text = str(proxy.tailProcessStdoutLog(name, 0, _TAIL_BYTES)[0])
+            found = last_error_line(text)
+            if found is None:  # a program whose stderr has its own log
+                found = last_error_line(str(proxy.tailProcessStderrLog(name, 0, _TAIL_BYTES)[0]))
+            return found
+
+        fut = asyncio.ensure_future(asyncio.to_thread(call))
+        self._tails[name] = fut
+        fut.add_done_callback(lambda f: self._error_read(name, f))
+
+    def _error_read(self, name: str, fut: asyncio.Future[str | None]) -> None:
+        self._tails.pop(name, None)
+        if fut.cancelled() or fut.exception() is not None:
+            return  # no log (stdout_logfile=NONE) or supervisord busy: the state says enough
+        self.tracker.note_error(name, fut.result())
         self._publish()
 
     async def drain(self) -> None:
         """Wait for stops still in flight (on exit)."""
-        if self._stops:
-            await asyncio.wait(self._stops, timeout=5)
+        pending: set[asyncio.Future[Any]] = {*self._stops, *self._tails.values()}
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
     def _publish(self) -> None:
         s = self.tracker.summary()
@@ -142,30 +219,41 @@ class SupervisionListener:
                               last_error=s.last_error if new_error else KEEP)
         for kind, detail in self.tracker.take_events():
             self.publisher.event(kind, detail)
+        self._save_paused()
 
     def _stop(self, name: str) -> None:
+        self._control(name, "stop", "restarting too often; pausing it")
+
+    def _control(self, name: str, action: str, why: str) -> None:
+        """``startProcess``/``stopProcess`` in a worker thread, without waiting for the
+        program (bitcoind may take minutes to stop; its events tell us)."""
         if self.rpc is None:
-            log.warning("%s: flood control would stop it, but supervisord's RPC is unknown", name)
+            log.warning("%s: would %s it, but supervisord's RPC is unknown", name, action)
             return
         rpc = self.rpc
-        log.warning("%s: restarting too often; stopping it", name)
+        log.warning("%s: %s", name, why)
 
         def call() -> None:
-            # wait=False: bitcoind may take minutes to stop; the STOPPED event tells us.
-            rpc().stopProcess(name, False)
+            proxy = rpc()
+            (proxy.startProcess if action == "start" else proxy.stopProcess)(name, False)
 
         fut = asyncio.ensure_future(asyncio.to_thread(call))
         self._stops.add(fut)
-        fut.add_done_callback(lambda f: self._stopped(name, f))
+        fut.add_done_callback(lambda f: self._controlled(name, action, f))
 
-    def _stopped(self, name: str, fut: asyncio.Future[None]) -> None:
+    def _controlled(self, name: str, action: str, fut: asyncio.Future[None]) -> None:
         self._stops.discard(fut)
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None:
-            # NOT_RUNNING: it was between EXITED and STARTING; we ask again on its next event.
-            log.info("%s: stop not done yet: %s", name, exc)
+        if exc is None:
+            return
+        # stop: NOT_RUNNING, it was between EXITED and STARTING; asked again on its next
+        # event. start: ALREADY_STARTED is fine; anything else, later again.
+        log.info("%s: %s not done yet: %s", name, action, exc)
+        if action == "start":
+            self.tracker.retry_later(name, self.clock())
+            self._publish()
 
 
 class _StdinProtocol(asyncio.Protocol):
@@ -190,11 +278,15 @@ def _write_stdout(data: bytes) -> None:
         view = view[os.write(1, view):]
 
 
-async def run_listener(cfg: Config, *, flood_restarts: int = DEFAULT_FLOOD_RESTARTS,
-                       flood_window_s: float = DEFAULT_FLOOD_WINDOW_S,
+async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
+                       flood_window_s: float | None = None,
+                       retry_base_s: float | None = None,
+                       retry_max_s: float | None = None,
                        stdin: Any = None, write: Callable[[bytes], None] = _write_stdout,
                        rpc: RpcFactory | None = None) -> None:
-    """Serve supervisord on stdin/stdout until EOF or cancellation."""
+    """Serve supervisord on stdin/stdout until EOF or cancellation (limits: the arguments,
+    else ``[supervision]`` in the config)."""
+    sc = cfg.supervision
     loop = asyncio.get_running_loop()
     stdin = stdin if stdin is not None else sys.stdin.buffer
     mode = os.fstat(stdin.fileno()).st_mode
@@ -203,16 +295,22 @@ async def run_listener(cfg: Config, *, flood_restarts: int = DEFAULT_FLOOD_RESTA
         # supervisord (which gives us a pipe) can talk this protocol anyway.
         raise RuntimeError("stdin is not a pipe: run this as a supervisord [eventlistener:x]")
     own = os.environ.get("SUPERVISOR_PROCESS_NAME")
-    tracker = SupervisionTracker(flood_restarts=flood_restarts, flood_window_s=flood_window_s,
-                                 ignore=own)
+    tracker = SupervisionTracker(
+        flood_restarts=flood_restarts or sc.flood_restarts,
+        flood_window_s=flood_window_s or sc.flood_window_s,
+        retry_base_s=retry_base_s or sc.retry_base_s,
+        retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
-        listener = SupervisionListener(publisher, tracker, write, rpc)
+        listener = SupervisionListener(publisher, tracker, write, rpc,
+                                       paused_file=cfg.hearth.run_dir / "supervision-paused.json")
         transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener), stdin)
+        tick = asyncio.create_task(listener.tick(), name="retries")
         try:
             listener.start()
             await listener.seed()
             await listener.done
         finally:
+            tick.cancel()
             transport.close()
             await listener.drain()
 
@@ -239,13 +337,19 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m appliance.supervision.listener",
                                 description="supervisord event listener for the status bus")
     p.add_argument("--config", type=Path, default=Path("/etc/hearth/hearth.toml"))
-    p.add_argument("--flood-restarts", type=int, default=DEFAULT_FLOOD_RESTARTS,
-                   help="stop a program that restarts more often than this ... (default %(default)s)")
-    p.add_argument("--flood-window", type=float, default=DEFAULT_FLOOD_WINDOW_S,
-                   help="... within this many seconds (default %(default)s)")
+    p.add_argument("--flood-restarts", type=int,
+                   help="pause a program that restarts more often than this ... "
+                        "(default: [supervision] flood_restarts)")
+    p.add_argument("--flood-window", type=float, help="... within this many seconds")
+    p.add_argument("--retry-base", type=float,
+                   help="first delay before a FATAL or paused program is started again; "
+                        "doubles each time ...")
+    p.add_argument("--retry-max", type=float, help="... up to this, for ever")
     args = p.parse_args(argv)
-    if args.flood_restarts < 1 or not args.flood_window > 0:
-        p.error("--flood-restarts must be >= 1 and --flood-window > 0")
+    for name in ("flood_restarts", "flood_window", "retry_base", "retry_max"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0")
     try:
         cfg = load_config(args.config)
     except (ConfigError, OSError) as exc:
@@ -255,7 +359,7 @@ def cli(argv: list[str] | None = None) -> int:
 
     return run_until_signal(lambda: run_listener(
         cfg, flood_restarts=args.flood_restarts, flood_window_s=args.flood_window,
-        rpc=supervisor_rpc()), log)
+        retry_base_s=args.retry_base, retry_max_s=args.retry_max, rpc=supervisor_rpc()), log)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,24 @@ Electrum (JSON-RPC 2.0 on ``POST /``, what Electrum's ``watchtower_url`` speaks)
 TEOS (rust-teos's HTTP JSON API): ``/register``, ``/add_appointment``,
 ``/get_appointment``, ``/get_subscription_info``, ``/ping``; bytes as hex, signatures
 zbase32, errors ``{"error": ..., "error_code": ...}`` with rust-teos's codes.
+
+A write that fails is never acknowledged: a full disk is TEOS ``SERVICE_UNAVAILABLE``
+(32) with HTTP 507 (another failed write: 503), and JSON-RPC error -32001 (-32002) for
+Electrum; the store has already made memory agree with the disk again.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from coincurve import PrivateKey, PublicKey
 
 from ..chain import ChainParseError, parse_tx
+from ..durability import DiskFull, WriteFailed
 from .crypto import (
     LOCATOR_SIZE,
     SUBSCRIPTION_INFO_MESSAGE,
@@ -43,6 +49,7 @@ WRONG_FIELD_SIZE = 4
 WRONG_FIELD_FORMAT = 5
 INVALID_REQUEST_FORMAT = 6
 INVALID_SIGNATURE_OR_SUBSCRIPTION_ERROR = 7
+SERVICE_UNAVAILABLE = 32
 APPOINTMENT_FIELD_TOO_BIG = 34
 APPOINTMENT_ALREADY_TRIGGERED = 35
 APPOINTMENT_NOT_FOUND = 36
@@ -53,6 +60,8 @@ _INVALID_REQUEST = -32600
 _METHOD_NOT_FOUND = -32601
 _INVALID_PARAMS = -32602
 _TOWER_FULL = -32000  # JSON-RPC's "server error" range
+DISK_FULL_RPC = -32001
+WRITE_FAILED_RPC = -32002
 
 _OUTPOINT = re.compile(r"^([0-9a-fA-F]{64}):(\d{1,6})$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
@@ -76,6 +85,17 @@ class _ParamError(ValueError):
 
 class _TowerFull(Exception):
     """A quota is reached: the request was fine, the tower keeps no more."""
+
+
+@contextmanager
+def _teos_storage() -> Iterator[None]:
+    """A failed write as rust-teos's "service unavailable", with a status that says why."""
+    try:
+        yield
+    except DiskFull as exc:
+        raise TeosError(507, SERVICE_UNAVAILABLE, exc.text) from None
+    except WriteFailed as exc:
+        raise TeosError(503, SERVICE_UNAVAILABLE, exc.text) from None
 
 
 class TowerLimits:
@@ -145,10 +165,13 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 class TowerAPI:
     def __init__(self, store: TowerStore, tower_key: PrivateKey, height: Callable[[], int],
-                 limits: TowerLimits, on_stored: Callable[[bytes], None] | None = None) -> None:
+                 limits: TowerLimits, on_stored: Callable[[bytes], None] | None = None,
+                 on_failed: Callable[[WriteFailed], None] | None = None) -> None:
         #: called with the locator of every stored sweep or appointment (the watcher
         #: checks whether that breach already happened)
         self.on_stored = on_stored
+        #: called when a write failed (the service shows it: status, OLED)
+        self.on_failed = on_failed
         self.store = store
         self.tower_key = tower_key
         self.height = height
@@ -186,7 +209,25 @@ class TowerAPI:
             return _rpc_error(rid, _INVALID_PARAMS, f"{method}: {exc}")
         except _TowerFull as exc:
             return _rpc_error(rid, _TOWER_FULL, f"{method}: {exc}")
+        except WriteFailed as exc:
+            self._failed(exc)
+            code = DISK_FULL_RPC if isinstance(exc, DiskFull) else WRITE_FAILED_RPC
+            return _rpc_error(rid, code, f"{method}: not stored: {exc.text}")
         return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+    def _failed(self, exc: WriteFailed) -> None:
+        if self.on_failed is not None:
+            self.on_failed(exc)
+
+    @contextmanager
+    def _teos_write(self) -> Iterator[None]:
+        try:
+            with _teos_storage():
+                yield
+        except TeosError as exc:
+            if exc.code == SERVICE_UNAVAILABLE and self.store.failed is not None:
+                self._failed(self.store.failed)
+            raise
 
     def get_ctn(self, funding_outpoint: Any, funding_address: Any) -> int:
         funding = parse_outpoint(funding_outpoint, "funding_outpoint")
@@ -238,6 +279,10 @@ class TowerAPI:
 
     # --- TEOS ---------------------------------------------------------------------------------
     def register(self, body: bytes) -> dict[str, Any]:
+        with self._teos_write():
+            return self._register(body)
+
+    def _register(self, body: bytes) -> dict[str, Any]:
         obj = _json_object(body)
         user_id = _hex_field(obj, "user_id", size=33)
         try:
@@ -270,6 +315,10 @@ class TowerAPI:
         return user
 
     def add_appointment(self, body: bytes) -> dict[str, Any]:
+        with self._teos_write():
+            return self._add_appointment(body)
+
+    def _add_appointment(self, body: bytes) -> dict[str, Any]:
         obj = _json_object(body)
         if "appointment" not in obj:
             raise TeosError(400, MISSING_FIELD, "missing field `appointment`")

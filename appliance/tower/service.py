@@ -20,13 +20,14 @@ from coincurve import PrivateKey
 from ..chain import Block, parse_block, parse_header
 from ..config import Config
 from ..control import ControlServer
+from ..durability import DiskFull
 from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
 from ..node.rpc import BitcoinRPC, NodeError, RPCError
 from ..node.zmq_sub import Notification, ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
-from ..status import Phase, StatusPublisher
+from ..status import KEEP, Phase, StatusPublisher
 from .api import TowerAPI, TowerLimits
 from .http import BasicAuth, RequestGuard, make_app
 from .relay import TowerRelay
@@ -40,6 +41,7 @@ log = logging.getLogger("tower")
 # Recent block hashes kept for finding a fork point; deeper reorgs than this are not
 # something a pruned node (288 blocks) could replay anyway.
 _KEEP_HASHES = 300
+_WRITE_RETRY_S = 10.0  # how often a store whose write failed looks for room again
 
 
 def tower_password(cfg: Config) -> str:
@@ -72,8 +74,9 @@ class TowerService:
                                         max_channels=tc.max_channels, max_sweeps=tc.max_sweeps,
                                         max_users=tc.max_users,
                                         max_appointments=tc.max_appointments),
-                            on_stored=self._stored)
+                            on_stored=self._stored, on_failed=lambda _exc: self._report())
         self._checks: set[asyncio.Task[int]] = set()
+        self._shown_error: str | None = None
         self.auth = BasicAuth(tc.user, tower_password(cfg))
         self.runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
@@ -83,6 +86,7 @@ class TowerService:
         self.control = ControlServer(cfg.control_endpoint("tower"), {
             "status": self.cmd_status,
             "url": self.cmd_url,
+            "audit": self.cmd_audit,
         })
         self.live = asyncio.Event()
 
@@ -271,11 +275,34 @@ class TowerService:
             # Counters, not events: the display must still show it after a restart.
             counters |= {"last_breach_ts": last[0], "last_breach_stopped": int(last[1])}
             detail = f"breach {last[2][:16]} {'stopped' if last[1] else 'penalty sent'}"
-        self.status.update(phase=phase, counters=counters, detail=detail)
+        failed = self.store.failed
+        counters["disk_full"] = int(isinstance(failed, DiskFull))
+        if failed is not None:
+            # Nothing new is acknowledged until the store can write again: say so.
+            phase, detail = Phase.DEGRADED, f"not storing: {failed.text}"
+        # last_error only when it changes: each update with one restamps its time.
+        error = failed.text if failed is not None else None
+        new_error = error is not None and error != self._shown_error
+        self._shown_error = error
+        self.status.update(phase=phase, counters=counters, detail=detail,
+                           last_error=error if new_error else KEEP)
+
+    async def _retry_writes(self) -> None:
+        """After a failed write, reopen the store once there is room (space freed)."""
+        while True:
+            await asyncio.sleep(_WRITE_RETRY_S)
+            if self.store.failed is not None and self.store.recover():
+                log.info("the tower store writes again")
+                self._report()
 
     async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {"height": self.watcher.height, "live": self.live.is_set(), "ports": self.ports,
                 "tower_id": self.api.tower_id.hex(), **self._counters()}
+
+    async def cmd_audit(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """The counters next to a count of what is stored (a full scan: tests, the soak)."""
+        return {"counters": dict(self.store.counters), "stored": self.store.stored_counts(),
+                "writable": self.store.failed is None}
 
     async def cmd_url(self, _args: dict[str, Any]) -> dict[str, Any]:
         """What to paste into Electrum's ``watchtower_url`` (the password is in it: this
@@ -289,6 +316,7 @@ class TowerService:
 
     async def run(self) -> None:
         control = asyncio.create_task(self.control.serve(), name="control")
+        retry = asyncio.create_task(self._retry_writes(), name="retry-writes")
         try:
             self.status.update(phase=Phase.SYNCING, detail="checking recent blocks")
             await self.catch_up()
@@ -310,6 +338,7 @@ class TowerService:
                     log.debug("block handled in %.3f s", time.monotonic() - started)
         finally:
             control.cancel()
+            retry.cancel()
             await self.stop_http()
 
 

@@ -21,23 +21,34 @@ Locators are the first 16 bytes of a txid in internal byte order, for both kinds
 watcher does one point lookup (``L``, helped by LevelDB's bloom filter) per transaction
 and only reads further on a hit. Every write that a client is told succeeded is synced
 to disk first: a kill -9 (or a power cut) loses nothing acknowledged.
+
+A failed write (a full disk) raises :class:`~appliance.durability.DiskFull` or
+:class:`~appliance.durability.WriteFailed` and changes nothing in memory: the counters
+are stored in the same batch as what they count and updated in memory only once that
+batch is on disk. LevelDB's log writer is out of step with its file after a failed
+append (records written after it can be lost at the next open: the issue-12 "10
+acknowledged, 0 readable"), so the database is closed and reopened, on a fresh log,
+before the next write; until there is room for that, writes are refused and reads go on.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import plyvel
 
+from ..durability import REOPEN_FREE_BYTES, DiskFull, WriteFailed, has_room, write_error
+
 __all__ = ["Appointment", "Sweep", "TowerStore", "User"]
 
 _TIP = b"T"
 _COUNTERS = b"N"
+_Batch = Callable[[Any], None]
 
 
 def _sweep_key(funding: bytes, ctn: int, prevout_: bytes) -> bytes:
@@ -96,19 +107,74 @@ def slots_for(blob: bytes) -> int:
 
 
 class TowerStore:
-    def __init__(self, path: Path, *, cache_mib: int = 8) -> None:
+    def __init__(self, path: Path, *, cache_mib: int = 8,
+                 reopen_free_bytes: int = REOPEN_FREE_BYTES) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self.cache_mib = cache_mib
+        self.reopen_free_bytes = reopen_free_bytes
+        self.db: Any = self._open()
+        self.counters: dict[str, int] = self._stored_counters()
+        #: the last write failed: reopen before the next one
+        self.failed: WriteFailed | None = None
+
+    def _open(self) -> Any:
         # bloom_filter_bits: the per-transaction miss lookup (almost every lookup is a
         # miss) then reads no data block. Small write buffer: few writes, SD card.
-        self.db: Any = plyvel.DB(str(path), create_if_missing=True, bloom_filter_bits=10,
-                                 lru_cache_size=cache_mib << 20, write_buffer_size=2 << 20,
-                                 compression="snappy")
+        try:
+            return plyvel.DB(str(self.path), create_if_missing=True, bloom_filter_bits=10,
+                             lru_cache_size=self.cache_mib << 20, write_buffer_size=2 << 20,
+                             compression="snappy")
+        except plyvel.IOError as exc:
+            raise write_error(exc, "the tower database") from None
+
+    def _stored_counters(self) -> dict[str, int]:
         raw = self.db.get(_COUNTERS)
-        self.counters: dict[str, int] = json.loads(raw) if raw else {
-            "sweeps": 0, "appointments": 0, "channels": 0, "users": 0, "trackers": 0}
+        counters: dict[str, int] = {"sweeps": 0, "appointments": 0, "channels": 0, "users": 0,
+                                    "trackers": 0}
+        return {**counters, **json.loads(raw)} if raw else counters
 
     def close(self) -> None:
         self.db.close()
+
+    # --- the one write path --------------------------------------------------------------
+    def _write(self, what: str, fill: _Batch, deltas: Mapping[str, int] | None = None) -> None:
+        """One atomic synced batch (and the counters moved by ``deltas``, in the same
+        batch). Memory changes only after the batch is on disk."""
+        self._ready_to_write(what)
+        counters = dict(self.counters)
+        for name, delta in (deltas or {}).items():
+            counters[name] = max(0, counters.get(name, 0) + delta)
+        wb = self.db.write_batch(sync=True)
+        fill(wb)
+        if deltas:
+            wb.put(_COUNTERS, json.dumps(counters, sort_keys=True).encode())
+        try:
+            wb.write()
+        except plyvel.Error as exc:
+            self.failed = write_error(exc, what)
+            raise self.failed from None
+        self.counters = counters
+
+    def recover(self) -> bool:
+        """After a failed write: reopen if there is room now. True when writable."""
+        try:
+            self._ready_to_write("the tower database")
+        except WriteFailed:
+            return False
+        return True
+
+    def _ready_to_write(self, what: str) -> None:
+        if self.failed is None:
+            return
+        if not has_room(self.path, self.reopen_free_bytes):
+            raise DiskFull(what) if isinstance(self.failed, DiskFull) else self.failed
+        # Reads keep the old handle until here; a reopen that fails even with room
+        # leaves no handle, and the service's restart opens the database again.
+        self.db.close()
+        self.db = self._open()
+        self.counters = self._stored_counters()  # a batch whose sync failed may be there
+        self.failed = None
 
     # --- chain position ------------------------------------------------------------
     def tip(self) -> tuple[int, bytes] | None:
@@ -122,17 +188,19 @@ class TowerStore:
         return result
 
     def set_tip(self, height: int, block_hash: bytes, *, keep: int) -> None:
-        with self.db.write_batch(sync=True) as wb:
+        def fill(wb: Any) -> None:
             wb.put(_TIP, struct.pack(">I", height) + block_hash)
             wb.put(b"H" + struct.pack(">I", height), block_hash)
             if height >= keep:
                 wb.delete(b"H" + struct.pack(">I", height - keep))
+        self._write("the tower's tip", fill)
 
     def drop_tip(self, height: int, parent_hash: bytes) -> None:
         """Forget the block at ``height`` (reorged out); the tip becomes its parent."""
-        with self.db.write_batch(sync=True) as wb:
+        def fill(wb: Any) -> None:
             wb.delete(b"H" + struct.pack(">I", height))
             wb.put(_TIP, struct.pack(">I", height - 1) + parent_hash)
+        self._write("the tower's tip", fill)
 
     # --- lookups the watcher makes per transaction -----------------------------------
     def has_locator(self, locator: bytes) -> bool:
@@ -162,10 +230,9 @@ class TowerStore:
     def register_channel(self, funding: bytes, address: str) -> None:
         if self.db.get(b"c" + funding) is not None:
             return
-        self._count("channels", 1)
-        with self.db.write_batch(sync=True) as wb:
-            wb.put(b"c" + funding, json.dumps({"address": address, "max_ctn": 0}).encode())
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("a channel", lambda wb: wb.put(
+            b"c" + funding, json.dumps({"address": address, "max_ctn": 0}).encode()),
+            {"channels": 1})
 
     def max_ctn(self, funding: bytes) -> int:
         channel = self.channel(funding)
@@ -176,30 +243,28 @@ class TowerStore:
 
     def count_refusal(self) -> None:
         """A request refused for a full quota (shown by `appliance tower status`)."""
-        self._count("refused_full", 1)
-        self.db.put(_COUNTERS, self._counters_raw(), sync=True)
+        self._write("a counter", lambda wb: None, {"refused_full": 1})
 
     def add_sweep(self, funding: bytes, ctn: int, prevout_: bytes, raw_tx: bytes) -> None:
-        channel = self.channel(funding) or {"address": "", "max_ctn": 0}
-        if self.db.get(b"c" + funding) is None:
-            self._count("channels", 1)
+        channel = self.channel(funding)
         key = _sweep_key(funding, ctn, prevout_)
-        if self.db.get(key) is None:
-            self._count("sweeps", 1)
+        deltas = {"channels": int(channel is None), "sweeps": int(self.db.get(key) is None)}
+        channel = channel or {"address": "", "max_ctn": 0}
         channel["max_ctn"] = max(int(channel["max_ctn"]), ctn)
-        with self.db.write_batch(sync=True) as wb:
+
+        def fill(wb: Any) -> None:
             wb.put(key, raw_tx)
             wb.put(b"S" + funding + prevout_ + struct.pack(">Q", ctn), b"")
             wb.put(b"L" + prevout_[:16], b"")
             wb.put(b"c" + funding, json.dumps(channel).encode())
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("a sweep", fill, deltas)
 
     def update_channel(self, funding: bytes, **fields: Any) -> None:
         channel = self.channel(funding)
         if channel is None:
             return
         channel.update(fields)
-        self.db.put(b"c" + funding, json.dumps(channel).encode(), sync=True)
+        self._write("a channel", lambda wb: wb.put(b"c" + funding, json.dumps(channel).encode()))
 
     def channels(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
         for key, value in self.db.iterator(prefix=b"c"):
@@ -207,20 +272,18 @@ class TowerStore:
 
     def drop_channel(self, funding: bytes) -> int:
         """Delete a closed channel and its sweeps; returns how many sweeps went."""
-        gone = 0
-        with self.db.write_batch(sync=True) as wb:
-            for key, _ in self.db.iterator(prefix=b"S" + funding):
+        keys = [key for key, _ in self.db.iterator(prefix=b"S" + funding)]
+
+        def fill(wb: Any) -> None:
+            for key in keys:
                 prevout_, ctn = key[37:73], key[73:81]
                 wb.delete(key)
                 wb.delete(b"s" + prevout_ + funding + ctn)
-                gone += 1
                 if not self._other_waiters(prevout_[:16], skip_funding=funding):
                     wb.delete(b"L" + prevout_[:16])
             wb.delete(b"c" + funding)
-            self._count("sweeps", -gone)
-            self._count("channels", -1)
-            wb.put(_COUNTERS, self._counters_raw())
-        return gone
+        self._write("a closed channel", fill, {"sweeps": -len(keys), "channels": -1})
+        return len(keys)
 
     def _other_waiters(self, locator: bytes, *, skip_funding: bytes | None = None,
                        skip_user: bytes | None = None) -> bool:
@@ -239,11 +302,9 @@ class TowerStore:
         return None if raw is None else _user_of(user_id, raw)
 
     def put_user(self, user: User) -> None:
-        if self.db.get(b"u" + user.user_id) is None:
-            self._count("users", 1)
-        with self.db.write_batch(sync=True) as wb:
-            wb.put(b"u" + user.user_id, _user_value(user))
-            wb.put(_COUNTERS, self._counters_raw())
+        new = self.db.get(b"u" + user.user_id) is None
+        self._write("a user", lambda wb: wb.put(b"u" + user.user_id, _user_value(user)),
+                    {"users": int(new)})
 
     def appointment(self, locator: bytes, user_id: bytes) -> Appointment | None:
         raw = self.db.get(b"a" + locator + user_id)
@@ -258,13 +319,12 @@ class TowerStore:
 
     def put_appointment(self, appointment: Appointment, user: User) -> None:
         """Store (or replace) an appointment and the user's new slot count, atomically."""
-        key = b"a" + appointment.locator + appointment.user
-        if self.db.get(key) is None:
-            self._count("appointments", 1)
-        with self.db.write_batch(sync=True) as wb:
+        new = self.db.get(b"a" + appointment.locator + appointment.user) is None
+
+        def fill(wb: Any) -> None:
             self._put_appointment(wb, appointment)
             wb.put(b"u" + user.user_id, _user_value(user))
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("an appointment", fill, {"appointments": int(new)})
 
     def import_appointments(self, appointments: Iterable[Appointment], user: User) -> int:
         """Many new appointments of one user in batches of 10,000 (a restore, or the
@@ -273,11 +333,10 @@ class TowerStore:
         batch: list[Appointment] = []
 
         def flush() -> None:
-            with self.db.write_batch(sync=True) as wb:
+            def fill(wb: Any) -> None:
                 for a in batch:
                     self._put_appointment(wb, a)
-                self._count("appointments", len(batch))
-                wb.put(_COUNTERS, self._counters_raw())
+            self._write("appointments", fill, {"appointments": len(batch)})
             batch.clear()
 
         for appointment in appointments:
@@ -292,13 +351,13 @@ class TowerStore:
     def delete_appointment(self, locator: bytes, user_id: bytes) -> None:
         if self.db.get(b"a" + locator + user_id) is None:
             return
-        self._count("appointments", -1)
-        with self.db.write_batch(sync=True) as wb:
+
+        def fill(wb: Any) -> None:
             wb.delete(b"a" + locator + user_id)
             wb.delete(b"x" + user_id + locator)
             if not self._other_waiters(locator, skip_user=user_id):
                 wb.delete(b"L" + locator)
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("an appointment's removal", fill, {"appointments": -1})
 
     def user_locators(self, user_id: bytes) -> list[bytes]:
         return [key[34:] for key, _ in self.db.iterator(prefix=b"x" + user_id)]
@@ -311,10 +370,7 @@ class TowerStore:
         locators = self.user_locators(user_id)
         for locator in locators:
             self.delete_appointment(locator, user_id)
-        self._count("users", -1)
-        with self.db.write_batch(sync=True) as wb:
-            wb.delete(b"u" + user_id)
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("a user's removal", lambda wb: wb.delete(b"u" + user_id), {"users": -1})
         return len(locators)
 
     # --- trackers (responses) ---------------------------------------------------------
@@ -323,13 +379,13 @@ class TowerStore:
         return json.loads(raw) if raw else None
 
     def put_tracker(self, breach_txid: bytes, tracker: dict[str, Any]) -> None:
-        if self.db.get(b"k" + breach_txid) is None:
-            self._count("trackers", 1)
-        with self.db.write_batch(sync=True) as wb:
+        new = self.db.get(b"k" + breach_txid) is None
+
+        def fill(wb: Any) -> None:
             wb.put(b"k" + breach_txid, json.dumps(tracker).encode())
             for penalty in tracker["penalties"]:
                 wb.put(b"P" + bytes.fromhex(penalty["txid"])[::-1], breach_txid)
-            wb.put(_COUNTERS, self._counters_raw())
+        self._write("a tracker", fill, {"trackers": int(new)})
 
     def trackers(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
         for key, value in self.db.iterator(prefix=b"k"):
@@ -341,8 +397,10 @@ class TowerStore:
             yield key[1:], json.loads(value)
 
     # --- counters ------------------------------------------------------------------------
-    def _count(self, name: str, delta: int) -> None:
-        self.counters[name] = max(0, self.counters.get(name, 0) + delta)
-
-    def _counters_raw(self) -> bytes:
-        return json.dumps(self.counters, sort_keys=True).encode()
+    def stored_counts(self) -> dict[str, int]:
+        """What the counters count, counted by scanning the keys (the soak and tests
+        check the counters against it; a full scan, not for the request path)."""
+        prefixes = {"sweeps": b"s", "appointments": b"a", "channels": b"c", "users": b"u",
+                    "trackers": b"k"}
+        return {name: sum(1 for _ in self.db.iterator(prefix=p, include_value=False))
+                for name, p in prefixes.items()}

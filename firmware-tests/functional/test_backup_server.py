@@ -187,13 +187,7 @@ def test_kill_9_mid_write_loses_no_acknowledged_write(box: BackupBox) -> None:
     asyncio.run(scenario())
     box.start()
 
-    async def check() -> dict[int, bytes]:
-        c = await _open(box, key)
-        data = await c.read(SID)
-        c.close()
-        return dict(data.records)
-
-    stored = asyncio.run(check())
+    stored = box.read_records(key, SID)
     assert len(acked) >= 200
     for version, payload in acked.items():
         assert stored[version] == payload, f"acknowledged write {version} lost"

@@ -15,6 +15,7 @@ data_version is the u32 of the stored counter, so it wraps at 2^32.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -100,6 +101,18 @@ class BackupBox:
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = control_request(self.endpoint, "status", timeout=10)
         return result
+
+    def read_records(self, key: Any, sid: str) -> dict[int, bytes]:
+        """Every record of stream ``sid`` as the box returns it now (version -> bytes)."""
+        from appliance.client.backup import BackupClient, BoxAddress
+
+        async def read() -> dict[int, bytes]:
+            c = await BackupClient.connect(BoxAddress("127.0.0.1", self.port, self.key), key)
+            try:
+                return dict((await c.read(sid)).records)
+            finally:
+                c.close()
+        return asyncio.run(read())
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from appliance.supervision import (
     parse_process_state,
 )
 from appliance.supervision.listener import SupervisionListener, run_listener
+from appliance.supervision.logtail import last_error_line
 from appliance.supervision.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 from appliance.supervision.tracker import counter_suffix
 
@@ -125,15 +127,17 @@ def test_tracker_ready_then_fatal_then_recovered() -> None:
     t.apply(ev("FATAL", "bad"), 3)
     s = t.summary()
     assert s.phase == Phase.DEGRADED
-    assert s.detail == "bad FATAL; 1 of 2 programs running"
+    assert s.detail == "bad FATAL, retry in 10 s; 1 of 2 programs running"
     assert s.last_error == "bad entered FATAL: exited too quickly (2 retries)"
     assert s.counters["fatal_bad"] == 1 and s.counters["restarts_bad"] == 2
     assert s.counters["fatal"] == 1 and s.counters["fatal_total"] == 1
     assert s.counters["restarts_good"] == 0 and s.counters["running"] == 1
     assert t.take_events() == [("program_fatal", "bad")]
     assert t.take_events() == []
-    t.apply(ev("STARTING", "bad"), 10)  # supervisorctl start bad
-    t.apply(ev("RUNNING", "bad"), 11)
+    assert t.due(12.9) == []
+    assert t.due(13) == ["bad"] and t.due(14) == []  # the listener starts it: not given up
+    t.apply(ev("STARTING", "bad"), 13)
+    t.apply(ev("RUNNING", "bad"), 14)
     s = t.summary()
     assert s.phase == Phase.READY and s.counters["fatal_bad"] == 0 and s.counters["fatal_total"] == 1
     assert s.last_error is not None  # the passing error stays visible (docs/status-bus.md)
@@ -159,15 +163,17 @@ def test_tracker_flood_control() -> None:
     assert t.apply(ev("BACKOFF", "loop"), 62) == ["loop"]  # 4 in (2, 62]
     s = t.summary()
     assert s.phase == Phase.DEGRADED
-    assert s.detail.startswith("loop stopped after 4 restarts in 60 s")
-    assert s.last_error == "loop stopped after 4 restarts in 60 s"
+    assert s.detail.startswith("loop paused after 4 restarts in 60 s")
+    assert s.last_error == "loop paused after 4 restarts in 60 s"
     assert t.take_events() == [("program_flood_stopped", "loop")]
     # The stop raced with a restart: asked again on the next sign of life, until STOPPED.
     assert t.apply(ev("STARTING", "loop"), 63) == ["loop"]
     assert t.apply(ev("STOPPED", "loop"), 63) == []
     s = t.summary()
     assert s.phase == Phase.DEGRADED and s.counters["flood_stopped"] == 1
-    # Started by hand: a fresh chance.
+    assert "retry in 10 s" in s.detail
+    assert t.due(72) == [] and t.due(73) == ["loop"]  # a pause, not an end
+    # Started again: a fresh chance.
     assert t.apply(ev("STARTING", "loop"), 100) == []
     assert t.apply(ev("RUNNING", "loop"), 101) == []
     assert t.summary().phase == Phase.READY
@@ -180,7 +186,75 @@ def test_tracker_fatal_wins_over_flood() -> None:
     assert t.apply(ev("BACKOFF", "x", tries=2), 1) == ["x"]
     t.apply(ev("FATAL", "x"), 2)  # supervisord gave up before our stop landed
     s = t.summary()
-    assert s.detail == "x FATAL; 0 of 1 programs running" and s.counters["flood_stopped"] == 0
+    assert s.detail == "x FATAL, retry in 10 s; 0 of 1 programs running"
+    assert s.counters["flood_stopped"] == 0
+
+
+def test_tracker_never_gives_up_backoff_doubles_caps_and_resets() -> None:
+    t = SupervisionTracker(retry_base_s=10, retry_max_s=40, flood_window_s=60)
+    now = 0.0
+    delays = []
+    for _ in range(5):  # FATAL, wait, start, FATAL again ...
+        t.apply(ev("FATAL", "bitcoind"), now)
+        delays.append(t.programs["bitcoind"].delay_s)
+        now += delays[-1]
+        assert t.due(now) == ["bitcoind"]
+        t.apply(ev("STARTING", "bitcoind"), now)
+    assert delays == [10, 20, 40, 40, 40]
+    assert t.summary().counters["retries"] == 5
+    t.apply(ev("RUNNING", "bitcoind"), now)
+    assert t.summary().phase == Phase.READY
+    t.note_error("bitcoind", "Error: Disk space is too low!")
+    t.apply(ev("FATAL", "bitcoind"), now + 61)  # up longer than the window: start over
+    s = t.summary()
+    assert t.programs["bitcoind"].delay_s == 10
+    assert s.detail.startswith("bitcoind FATAL, retry in 10 s: Error: Disk space is too low!")
+    assert s.counters["failing"] == 1
+    # A start that supervisord refused is tried again later.
+    assert t.due(now + 71) == ["bitcoind"]
+    t.retry_later("bitcoind", now + 71)
+    assert t.due(now + 71 + 20) == ["bitcoind"]
+    # Stopped on purpose (operator, shutdown): left alone.
+    t.apply(ev("STOPPED", "bitcoind"), now + 100)
+    assert t.due(now + 10_000) == []
+
+
+def test_a_paused_program_is_not_forgotten_by_a_new_listener(run_dir: Path) -> None:
+    """Killed while a program is paused, the next listener still starts it again."""
+    paused_file = run_dir / "paused.json"
+
+    async def body() -> None:
+        async with StatusPublisher(run_dir, "supervisor") as pub:
+            first = SupervisionListener(pub, SupervisionTracker(flood_restarts=1), lambda b: None,
+                                        lambda: FakeRpc(), clock=lambda: 0.0,
+                                        paused_file=paused_file)
+            first.start()
+            first.feed(frame("EXITED", "loop") + frame("STARTING", "loop") + frame("EXITED", "loop"))
+            first.feed(frame("STOPPED", "loop"))
+            await first.drain()
+            assert json.loads(paused_file.read_text()) == ["loop"]
+            rpc = FakeRpc([{"group": "loop", "name": "loop", "statename": "STOPPED"},
+                           {"group": "off", "name": "off", "statename": "STOPPED"}])
+            second = SupervisionListener(pub, SupervisionTracker(retry_base_s=1), lambda b: None,
+                                         lambda: rpc, clock=lambda: 5.0, paused_file=paused_file)
+            second.start()
+            await second.seed()
+            assert second.tracker.due(5.0) == [] and second.tracker.due(6.0) == ["loop"]
+
+    asyncio.run(asyncio.wait_for(body(), 20))
+
+
+def test_last_error_line() -> None:
+    tb = ("2026-12-04T11:00:00 INFO tower: opening\nTraceback (most recent call last):\n"
+          '  File "x.py", line 1, in <module>\n'
+          "plyvel._plyvel.IOError: b'IO error: /d/000004.log: No space left on device'\n")
+    assert last_error_line(tb) == (
+        "plyvel._plyvel.IOError: b'IO error: /d/000004.log: No space left on device'")
+    assert last_error_line("2026-12-04T11:00:00Z Error: Disk space is too low!\nShutdown: done\n") == (
+        "Error: Disk space is too low!")
+    assert last_error_line("all fine\nbye\n") == "bye"
+    assert last_error_line("\n\n") is None
+    assert len(last_error_line("OSError: " + "x" * 500) or "") == 160
 
 
 def test_tracker_ignores_itself_and_seeds() -> None:
@@ -225,6 +299,7 @@ def run_dir() -> Iterator[Path]:
 class FakeRpc:
     def __init__(self, infos: list[dict[str, Any]] | None = None) -> None:
         self.stopped: list[tuple[str, bool]] = []
+        self.started: list[str] = []
         self.infos = infos or []
 
     def stopProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
@@ -233,6 +308,20 @@ class FakeRpc:
 
     def getAllProcessInfo(self) -> list[dict[str, Any]]:  # noqa: N802
         return self.infos
+
+    def startProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
+        self.started.append(name)
+        if len(self.started) == 1:
+            raise RuntimeError("SHUTDOWN_STATE")  # refused once: must be retried
+        return True
+
+    def tailProcessStdoutLog(self, name: str, offset: int, length: int  # noqa: N802
+                             ) -> tuple[str, int, bool]:
+        return (f"starting {name}\nOSError: [Errno 28] No space left on device\n", 0, False)
+
+    def tailProcessStderrLog(self, name: str, offset: int, length: int  # noqa: N802
+                             ) -> tuple[str, int, bool]:
+        return ("", 0, False)
 
 
 def test_listener_answers_publishes_and_stops(run_dir: Path) -> None:
@@ -265,6 +354,39 @@ def test_listener_answers_publishes_and_stops(run_dir: Path) -> None:
                 await listener.done
 
     asyncio.run(asyncio.wait_for(body(), 20))
+
+
+def test_listener_restarts_a_fatal_program_and_shows_its_last_error(run_dir: Path) -> None:
+    rpc = FakeRpc()
+    now = [0.0]
+
+    async def body() -> None:
+        async with StatusPublisher(run_dir, "supervisor") as pub:
+            tracker = SupervisionTracker(retry_base_s=5, retry_max_s=5)
+            listener = SupervisionListener(pub, tracker, lambda b: None, lambda: rpc,
+                                           clock=lambda: now[0])
+            tick = asyncio.ensure_future(listener.tick())
+            listener.start()
+            listener.feed(frame("BACKOFF", "tower", tries=1) + frame("FATAL", "tower"))
+            await listener.drain()
+            st = pub.status
+            assert st.phase == Phase.DEGRADED
+            assert ("tower FATAL, retry in 5 s: OSError: [Errno 28] No space left on device"
+                    in st.detail)
+            await asyncio.sleep(1.5)
+            assert rpc.started == []  # not before its delay
+            now[0] = 5.0
+            for _ in range(60):
+                if len(rpc.started) == 2:
+                    break
+                await asyncio.sleep(0.1)
+                now[0] += 1.0  # the refused start is retried after another delay
+            assert rpc.started == ["tower", "tower"]
+            listener.feed(frame("STARTING", "tower") + frame("RUNNING", "tower", pid=3))
+            assert pub.status.phase == Phase.READY
+            tick.cancel()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
 
 
 def test_run_listener_over_a_pipe(run_dir: Path, tmp_path: Path) -> None:
