@@ -174,7 +174,10 @@ class ChainFollower:
             self.synced.set()
             while True:
                 try:
-                    note = await asyncio.wait_for(self._queue.get(), self.poll_s)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancel (SIGTERM) that races with a notification arriving.
+                    async with asyncio.timeout(self.poll_s):
+                        note = await self._queue.get()
                 except TimeoutError:
                     if reader.done():
                         reader.result()
@@ -194,7 +197,8 @@ class ChainFollower:
                                 note.topic if note else "a poll", exc)
                     await self._resync_until_ok()
         finally:
-            reader.cancel()
+            reader.cancel()  # and wait: the subscriber may be closed right after us
+            await asyncio.gather(reader, return_exceptions=True)
 
     async def _read(self) -> None:
         async for note in self.sub:
@@ -398,9 +402,10 @@ class ChainFollower:
         if event.label == SequenceLabel.BLOCK_DISCONNECTED:
             tip = self.listener.chain_tip()
             if tip is not None and tip.hash == block_or_txid:
+                # Its transactions go back to bitcoind's mempool with no "A" event:
+                # read the mempool too.
                 log.info("bitcoind disconnected our tip %d without a new block", tip.height)
-                await self.sync_blocks()
-                await self._caught_up()
+                await self.resync()
         elif event.label == SequenceLabel.TX_ADDED:
             tx = self._bodies.pop(block_or_txid, None)
             if tx is None:
