@@ -11,7 +11,6 @@ listener that cannot undo that deep, and pruned blocks.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -227,26 +226,13 @@ def test_preciousblock_switches_between_equal_work_branches(
         wait_until(lambda w=want: rec.tip() == (base + 1, w))  # type: ignore[misc]
 
 
-def snapshot(node: TestNode, dest: Path) -> None:
-    """A copy of the regtest datadir, taken with bitcoind stopped cleanly."""
-    node.stop()
-    shutil.copytree(node.regtest_dir, dest)
-    node.start()
-
-
-def restore(node: TestNode, src: Path) -> None:
-    shutil.rmtree(node.regtest_dir)
-    shutil.copytree(src, node.regtest_dir)
-    node.start()
-
-
 def test_bitcoind_restarted_behind_the_listener(tmp_path: Path, node: TestNode,
                                                 following: list[Following]) -> None:
     """Power cut: bitcoind comes back at height H without the 5 blocks it had not
     flushed. The listener that can undo rewinds to H and is in step there (never in
     step above H meanwhile); the one whose records stop at H+3 waits, out of step,
     until bitcoind regains the blocks (submitblock, as from a peer), then both are back."""
-    snapshot(node, tmp_path / "at-H")
+    node.snapshot(tmp_path / "at-H")
     h = node.getblockcount()
     node.mine(5)
     lost_blocks = [node.getblock(node.getblockhash(x), 0) for x in range(h + 1, h + 6)]
@@ -256,7 +242,7 @@ def test_bitcoind_restarted_behind_the_listener(tmp_path: Path, node: TestNode,
     # Waiting: bitcoind gone is noticed by the poll, both are out of step.
     wait_until(lambda: not full.in_step and not shallow.in_step)
     steps_before = len(full.steps)
-    restore(node, tmp_path / "at-H")
+    node.restore(tmp_path / "at-H")
     assert node.getblockcount() == h
     wait_until(lambda: at_tip(node, full) and full.in_step)
     assert all(height <= h for height, _ in full.steps[steps_before:])

@@ -11,7 +11,6 @@ are gone; reproduced with a datadir snapshot) never crash-loops and never says
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -28,33 +27,21 @@ from functional.test_indexer_wallet import compare, fund, setup_watched
 pytestmark = pytest.mark.node
 
 
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[TowerProcess]:
-    t = TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor)
-    t.start()
-    yield t
-    t.stop()
-
-
-@pytest.fixture
-def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[IndexerProcess]:
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
+def running(proc: ServiceProcess) -> Iterator[Any]:
     proc.start()
     yield proc
     proc.stop()
 
 
-def snapshot(node: TestNode, dest: Path) -> None:
-    """A copy of the regtest datadir, taken with bitcoind stopped cleanly."""
-    node.stop()
-    shutil.copytree(node.regtest_dir, dest)
-    node.start()
+@pytest.fixture
+def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[TowerProcess]:
+    yield from running(TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor))
 
 
-def restore(node: TestNode, src: Path) -> None:
-    shutil.rmtree(node.regtest_dir)
-    shutil.copytree(src, node.regtest_dir)
-    node.start()
+@pytest.fixture
+def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[IndexerProcess]:
+    yield from running(IndexerProcess(tmp_path / "appliance", node,
+                                      timeout_factor=timeout_factor))
 
 
 def bus(proc: ServiceProcess, service: str) -> tuple[str, int]:
@@ -94,14 +81,14 @@ class Sampler:
 
 def test_tower_follows_bitcoind_restarted_behind_it(tmp_path: Path, node: TestNode,
                                                     tower: TowerProcess) -> None:
-    snapshot(node, tmp_path / "at-h")
+    node.snapshot(tmp_path / "at-h")
     h = node.getblockcount()
     node.mine(5)
     wait_until(lambda: tower_at(tower, node))
     node.stop()
     wait_until(lambda: bus(tower, "tower")[0] == "syncing")  # bitcoind gone: not ready
     sampler = Sampler(tower)
-    restore(node, tmp_path / "at-h")  # 5 blocks behind the tower
+    node.restore(tmp_path / "at-h")  # 5 blocks behind the tower
     assert node.getblockcount() == h
     wait_until(lambda: tower_at(tower, node))
     wait_until(lambda: bus(tower, "tower") == ("ready", h))
@@ -117,13 +104,13 @@ def test_tower_started_while_bitcoind_is_behind(tmp_path: Path, node: TestNode,
                                                 tower: TowerProcess) -> None:
     """A power cut takes both: bitcoind restarts behind the tower's last block, the
     tower starts after it (it used to crash-loop on ``getblockheader``: Block not found)."""
-    snapshot(node, tmp_path / "at-h")
+    node.snapshot(tmp_path / "at-h")
     h = node.getblockcount()
     node.mine(4)
     wait_until(lambda: tower_at(tower, node))
     tower.kill()
     node.stop()
-    restore(node, tmp_path / "at-h")
+    node.restore(tmp_path / "at-h")
     tower.start()
     wait_until(lambda: tower_at(tower, node))
     assert tower.status()["height"] == h
