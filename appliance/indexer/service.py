@@ -168,7 +168,7 @@ class IndexerService:
         if not self.follower.synced.is_set():
             phase, progress, eta, detail = Phase.SYNCING, None, None, "catching up with bitcoind"
         elif not self.follower.chain.in_step:  # bitcoind down, or behind us: never "ready"
-            phase, progress, eta, detail = Phase.SYNCING, None, None, "waiting for bitcoind"
+            phase, progress, eta, detail = Phase.DEGRADED, None, None, "waiting for bitcoind"
         elif running:
             etas = [e for p in running if (e := p.eta_seconds) is not None]
             phase, progress = Phase.BACKFILLING, done / total if total else None

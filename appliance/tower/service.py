@@ -192,7 +192,8 @@ class TowerService:
 
     def _report(self) -> None:
         # Ready only in step with bitcoind: never on a chain bitcoind does not have.
-        phase = Phase.READY if self._ready() else Phase.SYNCING
+        phase = Phase.READY if self._ready() else \
+            Phase.DEGRADED if self.live.is_set() else Phase.SYNCING
         counters: dict[str, int | float] = {**self._counters(), "height": self.watcher.height}
         detail = (f"watching {self.store.counters['sweeps']} sweeps, "
                   f"{self.store.counters['appointments']} appointments")
