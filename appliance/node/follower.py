@@ -55,7 +55,6 @@ _MEMPOOL_BATCH = 500
 _BODY_BYTES = 4_000_000
 _AWAITING = 50_000  # "A" seen before its rawtx
 _RETRY_CAP_S = 10.0
-_END = Notification("", b"", -2)  # the subscriber was closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,48 +161,26 @@ class ChainFollower:
         self._bodies: OrderedDict[bytes, Tx] = OrderedDict()
         self._body_bytes = 0
         self._awaiting: OrderedDict[bytes, None] = OrderedDict()
-        # One slot: the reader waits while a block is handled, so a slow consumer
-        # shows as a ZMQ gap (then a resync), never as unbounded memory.
-        self._queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=1)
 
     # --- main loop ---------------------------------------------------------------------
     async def run(self) -> None:
-        reader = asyncio.create_task(self._read(), name="zmq-reader")
-        try:
-            await self._resync_until_ok()
-            self.synced.set()
-            while True:
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancel (SIGTERM) that races with a notification arriving.
-                    async with asyncio.timeout(self.poll_s):
-                        note = await self._queue.get()
-                except TimeoutError:
-                    if reader.done():
-                        reader.result()
-                        return
-                    note = None
-                if note is _END:
-                    return
-                try:
-                    if note is None:
-                        await self.poll()
-                    else:
-                        await self.handle(note)
-                except (NodeError, ChainParseError) as exc:
-                    # Not fatal: the resync re-reads the truth (and waits for bitcoind).
-                    self._lost(f"{exc}")
-                    log.warning("while handling %s: %s; resyncing",
-                                note.topic if note else "a poll", exc)
-                    await self._resync_until_ok()
-        finally:
-            reader.cancel()  # and wait: the subscriber may be closed right after us
-            await asyncio.gather(reader, return_exceptions=True)
-
-    async def _read(self) -> None:
-        async for note in self.sub:
-            await self._queue.put(note)
-        await self._queue.put(_END)
+        await self._resync_until_ok()
+        self.synced.set()
+        while True:
+            note = await self.sub.next(self.poll_s)
+            if note is None and self.sub.closed:
+                return
+            try:
+                if note is None:
+                    await self.poll()
+                else:
+                    await self.handle(note)
+            except (NodeError, ChainParseError) as exc:
+                # Not fatal: the resync re-reads the truth (and waits for bitcoind).
+                self._lost(f"{exc}")
+                log.warning("while handling %s: %s; resyncing",
+                            note.topic if note else "a poll", exc)
+                await self._resync_until_ok()
 
     def _lost(self, error: str) -> None:
         self.stats.last_error = error

@@ -92,14 +92,14 @@ class FakeNode:
 class FakeSub:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Notification | None] = asyncio.Queue()
+        self.closed = False
 
-    def __aiter__(self) -> FakeSub:
-        return self
-
-    async def __anext__(self) -> Notification:
-        note = await self.queue.get()
-        if note is None:
-            raise StopAsyncIteration
+    async def next(self, timeout: float | None = None) -> Notification | None:
+        try:
+            note = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+        self.closed = note is None
         return note
 
     def send(self, topic: str, body: bytes, gap: int = 0) -> None:
