@@ -172,9 +172,9 @@ class ChainFollower:
                 return
             try:
                 if note is None:
-                    await self.poll()
+                    await self._poll()
                 else:
-                    await self.handle(note)
+                    await self._handle(note)
             except (NodeError, ChainParseError) as exc:
                 # Not fatal: the resync re-reads the truth (and waits for bitcoind).
                 self._lost(f"{exc}")
@@ -193,7 +193,7 @@ class ChainFollower:
         delay = 0.5
         while True:
             try:
-                await self.resync()
+                await self._resync()
                 return
             except (NodeError, ChainParseError) as exc:
                 self._lost(str(exc))
@@ -201,22 +201,22 @@ class ChainFollower:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP_S)
 
-    async def handle(self, note: Notification) -> None:
+    async def _handle(self, note: Notification) -> None:
         if note.gap or note.resync:
             log.info("zmq %s: %s; resyncing", note.topic,
                      f"{note.gap} messages missed" if note.gap else "publisher restarted")
-            await self.resync()
+            await self._resync()
         elif note.topic == "rawblock":
-            await self.on_rawblock(note.body)
+            await self._on_rawblock(note.body)
         elif note.topic == "rawtx":
-            await self.on_rawtx(note.body)
+            await self._on_rawtx(note.body)
         elif note.topic == "sequence":
-            await self.on_sequence(note.body)
+            await self._on_sequence(note.body)
 
-    async def resync(self) -> None:
+    async def _resync(self) -> None:
         """Bring the listener's blocks and mempool in line with bitcoind."""
         self.stats.resyncs += 1
-        await self.sync_blocks()
+        await self._sync_blocks()
         await self.sync_mempool()
         await self._caught_up()
 
@@ -225,7 +225,7 @@ class ChainFollower:
         self.stats.last_error = ""
         await self.listener.caught_up()
 
-    async def poll(self) -> None:
+    async def _poll(self) -> None:
         """Quiet for a while: does bitcoind's tip still equal ours? (A restart from an
         older tip, or a rollback whose notification was lost, says nothing on ZMQ.)"""
         self.stats.polls += 1
@@ -233,10 +233,10 @@ class ChainFollower:
         tip = self.listener.chain_tip()
         if tip is None or tip.hash != best:
             log.info("bitcoind's tip moved without a notification; resyncing")
-            await self.resync()
+            await self._resync()
 
     # --- blocks -------------------------------------------------------------------------
-    async def sync_blocks(self) -> None:
+    async def _sync_blocks(self) -> None:
         """Walk back what bitcoind no longer has, then connect up to its tip."""
         async with self.chain_lock:
             while not await self._sync_blocks_once():
@@ -280,7 +280,7 @@ class ChainFollower:
         tip = self.listener.chain_tip()
         expected_prev = tip.hash if tip else bytes(32)
         started = time.perf_counter()
-        raw, pruned = await self.fetch_block(hash_hex) if self.listener.needs_blocks() \
+        raw, pruned = await self._fetch_block(hash_hex) if self.listener.needs_blocks() \
             else (None, False)
         block: Block | None = None
         if raw is None:
@@ -302,7 +302,7 @@ class ChainFollower:
         self.stats.blocks += 1
         self.stats.last_block_ms = (time.perf_counter() - started) * 1000
 
-    async def fetch_block(self, hash_hex: str) -> tuple[bytes | None, bool]:
+    async def _fetch_block(self, hash_hex: str) -> tuple[bytes | None, bool]:
         """(raw block, pruned): the block from disk; if pruned, from a peer when the
         listener wants it (via ``getblockfrompeer``), else (None, True)."""
         try:
@@ -339,13 +339,13 @@ class ChainFollower:
         raise RPCError(RPC_MISC_ERROR, f"block {hash_hex} is pruned and no peer served it "
                        f"({last})", "getblockfrompeer")
 
-    async def on_rawblock(self, raw: bytes) -> None:
+    async def _on_rawblock(self, raw: bytes) -> None:
         header = parse_header(raw[:80])
         tip = self.listener.chain_tip()
         if tip is not None and header.hash == tip.hash:
             return  # already connected during catch-up
         if tip is None or header.prev_hash != tip.hash:
-            await self.resync()  # a reorg, or we missed blocks
+            await self._resync()  # a reorg, or we missed blocks
             return
         async with self.chain_lock:
             if self.listener.chain_tip() != tip:  # changed while we waited for the lock
@@ -358,7 +358,7 @@ class ChainFollower:
         await self._caught_up()
 
     # --- mempool ------------------------------------------------------------------------
-    async def on_rawtx(self, raw: bytes) -> None:
+    async def _on_rawtx(self, raw: bytes) -> None:
         tx = parse_tx(raw)
         if tx.txid in self._awaiting:
             del self._awaiting[tx.txid]
@@ -373,7 +373,7 @@ class ChainFollower:
             _, gone = self._bodies.popitem(last=False)
             self._body_bytes -= len(gone.raw)
 
-    async def on_sequence(self, body: bytes) -> None:
+    async def _on_sequence(self, body: bytes) -> None:
         event = parse_sequence(body)
         block_or_txid = _hash_rev(event.hash_hex)
         if event.label == SequenceLabel.BLOCK_DISCONNECTED:
@@ -382,7 +382,7 @@ class ChainFollower:
                 # Its transactions go back to bitcoind's mempool with no "A" event:
                 # read the mempool too.
                 log.info("bitcoind disconnected our tip %d without a new block", tip.height)
-                await self.resync()
+                await self._resync()
         elif event.label == SequenceLabel.TX_ADDED:
             tx = self._bodies.pop(block_or_txid, None)
             if tx is None:

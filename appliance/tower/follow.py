@@ -31,15 +31,17 @@ _FRESH_HASHES = 6
 
 
 class TowerListener:
-    """``report()`` after every change; ``error(text)`` for what the status must show."""
+    """``report()`` after every change; ``error(text)`` for what the status must show
+    (None clears it)."""
 
     def __init__(self, store: TowerStore, watcher: Watcher, rpc: BitcoinRPC,
-                 report: Callable[[], None], error: Callable[[str], None]) -> None:
+                 report: Callable[[], None], error: Callable[[str | None], None]) -> None:
         self.store = store
         self.watcher = watcher
         self.rpc = rpc
         self.report = report
         self.error = error
+        self._lost = False  # the shown error is about bitcoind: cleared once back in step
 
     def chain_tip(self) -> BlockRef | None:
         tip = self.store.tip()
@@ -94,7 +96,11 @@ class TowerListener:
             await self.watcher.on_transaction(tx)
 
     async def caught_up(self) -> None:
+        if self._lost:
+            self._lost = False
+            self.error(None)
         self.report()
 
     def lost(self, error: str) -> None:
+        self._lost = True
         self.error(f"bitcoind: {error}")

@@ -117,7 +117,7 @@ class TowerService:
         self.status.event(kind, detail)
         self._report()
 
-    def _error(self, text: str) -> None:
+    def _error(self, text: str | None) -> None:
         self.status.update(last_error=text)
         self._report()
 

@@ -44,11 +44,16 @@ def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[I
                                       timeout_factor=timeout_factor))
 
 
-def bus(proc: ServiceProcess, service: str) -> tuple[str, int]:
-    """(phase, height) of ``service`` on the status bus, as ``appliance status`` shows."""
+def bus_status(proc: ServiceProcess, service: str) -> dict[str, Any]:
+    """``service``'s snapshot on the status bus, as ``appliance status`` shows it."""
     res = proc.cli("status", "--json", check=False)
     state = json.loads(res.stdout)["services"].get(service) or {}
-    status = state.get("status") or {}
+    return dict(state.get("status") or {})
+
+
+def bus(proc: ServiceProcess, service: str) -> tuple[str, int]:
+    """(phase, height) of ``service`` on the status bus."""
+    status = bus_status(proc, service)
     return str(status.get("phase")), int((status.get("counters") or {}).get("height", -1))
 
 
@@ -87,12 +92,14 @@ def test_tower_follows_bitcoind_restarted_behind_it(tmp_path: Path, node: TestNo
     wait_until(lambda: tower_at(tower, node))
     node.stop()
     wait_until(lambda: bus(tower, "tower")[0] == "degraded")  # bitcoind gone: not ready
+    assert "bitcoind" in bus_status(tower, "tower")["last_error"]
     sampler = Sampler(tower)
     node.restore(tmp_path / "at-h")  # 5 blocks behind the tower
     assert node.getblockcount() == h
     wait_until(lambda: tower_at(tower, node))
     wait_until(lambda: bus(tower, "tower") == ("ready", h))
     samples = sampler.stop()
+    assert bus_status(tower, "tower")["last_error"] is None  # back: the error is gone
     assert not [s for s in samples if s[0] == "ready" and s[1] > h], samples
     assert tower.process is not None and tower.process.poll() is None  # never crashed
     assert "was reorged out" in tower.log_text(since_start=True)
