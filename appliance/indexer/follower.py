@@ -57,9 +57,11 @@ class IndexListener:
         self.recent_raw: deque[bytes] = deque(maxlen=RECENT_RAW_TXS)
         self._touched: set[bytes] = set()
         self._tip_moved = False
-        # Mempool resyncs (the follower's, and the backfiller's when a wallet goes live)
-        # and single adds/removes take turns: a resync builds a new slice, then swaps it.
-        self._mempool_lock = asyncio.Lock()
+        # A resync (the follower's, or the backfiller's when a wallet goes live) builds a
+        # new slice beside the live one; adds and removes meanwhile go to the live one at
+        # once (no waiting behind the resync) and are replayed on the new one at the swap.
+        self._resync_lock = asyncio.Lock()
+        self._meanwhile: dict[bytes, bool] | None = None  # txid -> added (else removed)
 
     # --- what the rest of the indexer uses ----------------------------------------------
     @property
@@ -153,12 +155,14 @@ class IndexListener:
     async def tx_added(self, tx: Tx) -> None:
         self.recent_raw.append(tx.raw)
         if self.prematch(tx):
-            async with self._mempool_lock:
-                await self.add_mempool_tx(tx)
+            await self.add_mempool_tx(tx)
+            if self._meanwhile is not None:
+                self._meanwhile[tx.txid] = True
 
     async def tx_removed(self, txid: bytes) -> None:
-        async with self._mempool_lock:
-            touched = self.indexer.mempool.remove(txid)
+        if self._meanwhile is not None:
+            self._meanwhile[txid] = False
+        touched = self.indexer.mempool.remove(txid)
         if touched:
             await self.on_scripthashes(touched)
 
@@ -166,27 +170,38 @@ class IndexListener:
         """Build the slice again from bitcoind's mempool beside the old one, then swap:
         clients never see it empty meanwhile."""
         idx = self.indexer
-        async with self._mempool_lock:
-            pool = Mempool()
-            if idx.watches_anything():
-                children: dict[bytes, list[Tx]] = {}  # unmatched txs by the parents they spend
-                async for tx in txs:
-                    if self.prematch(tx, pool):
-                        await self.add_mempool_tx(tx, notify=False, pool=pool)
-                    else:
-                        for i in tx.inputs:
-                            children.setdefault(i.prev_hash, []).append(tx)
-                # A child seen before its parent matched: match it now, parents first.
-                queue = list(pool.txs)
-                while queue:
-                    for child in children.pop(queue.pop(), []):
-                        if self.prematch(child, pool):
-                            await self.add_mempool_tx(child, notify=False, pool=pool)
-                            queue.append(child.txid)
+        async with self._resync_lock:
+            self._meanwhile = {}
+            try:
+                pool = Mempool()
+                if idx.watches_anything():
+                    children: dict[bytes, list[Tx]] = {}  # unmatched txs by the parents they spend
+                    async for tx in txs:
+                        if self.prematch(tx, pool):
+                            await self.add_mempool_tx(tx, notify=False, pool=pool)
+                        else:
+                            for i in tx.inputs:
+                                children.setdefault(i.prev_hash, []).append(tx)
+                    # A child seen before its parent matched: match it now, parents first.
+                    queue = list(pool.txs)
+                    while queue:
+                        for child in children.pop(queue.pop(), []):
+                            if self.prematch(child, pool):
+                                await self.add_mempool_tx(child, notify=False, pool=pool)
+                                queue.append(child.txid)
+                # From here to the swap, no await: replay what came and went meanwhile.
+                for txid, added in self._meanwhile.items():
+                    entry = idx.mempool.txs.get(txid)
+                    if added and entry is not None:
+                        pool.add(entry)
+                    elif not added:
+                        pool.remove(txid)
                 # A block may have confirmed some while we read: they are not mempool.
                 for txid in [t for t in pool.txs if idx.store.confirmation(t) is not None]:
                     pool.remove(txid)
-            old, idx.mempool = idx.mempool, pool
+                old, idx.mempool = idx.mempool, pool
+            finally:
+                self._meanwhile = None
         touched = {sh for sh in set(old.by_scripthash) | set(pool.by_scripthash)
                    if _entries(old, sh) != _entries(pool, sh)}
         if touched:
