@@ -27,7 +27,7 @@ from ..chain import ChainParseError, double_sha256, hash_to_hex_str, parse_block
 from ..chain import script_to_scripthash as scripthash_of
 from ..node import BitcoinRPC, NodeError, RPCError
 from .adhoc import ADHOC_RESCAN_BLOCKS
-from .follower import ChainFollower, ScripthashListener
+from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .matcher import match_txs, outpoint
 
@@ -39,7 +39,7 @@ _RPC_MISC_ERROR = -1  # "Block not available (pruned data)"
 
 
 class AdhocCatchUp:
-    def __init__(self, indexer: Indexer, follower: ChainFollower, rpc: BitcoinRPC,
+    def __init__(self, indexer: Indexer, follower: IndexListener, rpc: BitcoinRPC,
                  on_scripthashes: ScripthashListener,
                  depth: int = ADHOC_RESCAN_BLOCKS) -> None:
         self.indexer = indexer

@@ -29,7 +29,7 @@ from ..chain import double_sha256, hash_to_hex_str, parse_block, script_to_scrip
 from ..electrum.backend import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
 from .bip158 import GCSFilter, ScriptSet
-from .follower import ChainFollower, ScripthashListener
+from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .wallets import Wallet
 
@@ -71,7 +71,7 @@ class BackfillProgress:
 
 
 class Backfiller:
-    def __init__(self, indexer: Indexer, follower: ChainFollower, rpc: BitcoinRPC,
+    def __init__(self, indexer: Indexer, follower: IndexListener, rpc: BitcoinRPC,
                  on_scripthashes: ScripthashListener) -> None:
         self.indexer = indexer
         self.follower = follower

@@ -1,8 +1,8 @@
 """The ``indexer`` service: the personal index and the Electrum server, one process.
 
 One process, because LevelDB allows one per database and the Electrum server reads the
-index on every request. Composition root: bitcoind RPC and ZMQ -> Indexer (LevelDB) ->
-ChainFollower (blocks, mempool) and Backfiller (late wallets) -> IndexBackend ->
+index on every request. Composition root: bitcoind RPC and ZMQ -> node.ChainFollower ->
+IndexListener (blocks, mempool) -> Indexer (LevelDB); Backfiller (late wallets) -> IndexBackend ->
 Electrum SessionManager -> TCP/TLS listeners; a control socket takes wallet commands.
 """
 
@@ -23,6 +23,7 @@ from ..electrum.server import ElectrumServer, SessionManager
 from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..node import BitcoinRPC, ZMQSubscriber
+from ..node.follower import FOLLOWER_TOPICS
 from ..pairing.gate import NoiseGate
 from ..pairing.store import KIND_WEB, Whitelist
 from ..pairing.window import PairingWindow, encode_web_token
@@ -31,7 +32,7 @@ from ..usb.phrase import is_acknowledged
 from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
-from .follower import ChainFollower
+from .follower import IndexListener
 from .index import Indexer
 from .store import IndexStore
 from .wallets import Wallet, WalletError
@@ -55,7 +56,7 @@ class IndexerService:
         self.indexer = Indexer(store, rpc, cfg.hearth.network)
         self.indexer.load()
         self.backend = IndexBackend(self.indexer, rpc, on_gap_extended=self._gap_extended)
-        self.follower = ChainFollower(self.indexer, rpc, sub, self.backend.notify_scripthashes,
+        self.follower = IndexListener(self.indexer, rpc, sub, self.backend.notify_scripthashes,
                                       self.backend.notify_tip)
         self.adhoc = AdhocCatchUp(self.indexer, self.follower, rpc,
                                   self.backend.notify_scripthashes)
@@ -168,6 +169,8 @@ class IndexerService:
         total = sum(p.end - p.start + 1 for p in running)
         if not self.follower.synced.is_set():
             phase, progress, eta, detail = Phase.SYNCING, None, None, "catching up with bitcoind"
+        elif not self.follower.chain.in_step:  # bitcoind down, or behind us: never "ready"
+            phase, progress, eta, detail = Phase.DEGRADED, None, None, "waiting for bitcoind"
         elif running:
             etas = [e for p in running if (e := p.eta_seconds) is not None]
             phase, progress = Phase.BACKFILLING, done / total if total else None
@@ -372,7 +375,7 @@ async def main(cfg: Config) -> None:
     async with StatusPublisher(cfg.hearth.run_dir, "indexer") as status, \
             BitcoinRPC.from_config(cfg) as rpc:
         # Subscribe before the first RPC read, so nothing published meanwhile is lost.
-        sub = ZMQSubscriber.from_config(cfg, ["rawblock", "rawtx", "sequence"])
+        sub = ZMQSubscriber.from_config(cfg, FOLLOWER_TOPICS)
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")

@@ -203,6 +203,10 @@ class ZMQSubscriber:
         return cls({t: str(getattr(cfg.node, f"zmq_{t}")) for t in topics}, hwm=hwm)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def endpoints(self) -> dict[str, tuple[str, ...]]:
         """endpoint -> topics received on it (one socket each)."""
         return {ep: tuple(sorted(topics)) for _, ep, topics in self._sockets}
@@ -238,23 +242,34 @@ class ZMQSubscriber:
         return self
 
     async def __anext__(self) -> Notification:
+        note = await self.next()
+        if note is None:
+            raise StopAsyncIteration
+        return note
+
+    async def next(self, timeout: float | None = None) -> Notification | None:
+        """The next notification; None when closed, or when nothing came for ``timeout``
+        seconds (a consumer's cue to check on bitcoind over RPC)."""
+        timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
         while True:
             if self._pending:
                 return self._pending.popleft()
             if self._closed:
-                raise StopAsyncIteration
+                return None
             try:
-                ready = dict(await self._poller.poll())
+                ready = dict(await self._poller.poll(timeout_ms))
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 # close() from another task cancels the poll: that is end of stream.
                 if self._closed and (task is None or not task.cancelling()):
-                    raise StopAsyncIteration from None
+                    return None
                 raise
             except zmq.ZMQError:
                 if self._closed:
-                    raise StopAsyncIteration from None
+                    return None
                 raise
+            if not ready and timeout_ms is not None:
+                return None  # quiet for ``timeout``
             # Monitors first: a disconnect must be known before the data that follows it.
             for monitor, (endpoint, topics) in self._monitors.items():
                 if monitor in ready:

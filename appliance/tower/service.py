@@ -1,9 +1,11 @@
 """The tower's process (supervisord program ``hearth-tower``): composition root.
 
-Start-up order matters for "a kill -9 loses nothing": subscribe to ZMQ first, then catch
-up block by block from the last block this store saw (bitcoind keeps at least 288 when
-pruned), check the mempool, and only then follow ZMQ live. A ZMQ gap or reconnect goes
-back to catching up through RPC, which also handles reorgs.
+Start-up order matters for "a kill -9 loses nothing": subscribe to ZMQ first, then let
+the chain follower (:mod:`appliance.node.follower`) bring the store in step block by
+block from the last block it saw (bitcoind keeps at least 288 when pruned) and check the
+mempool; only then open the HTTP API. The follower handles reorgs, gaps, bitcoind
+restarts (also behind the tower) through :class:`.follow.TowerListener`; the tower is
+``ready`` only while it is in step with bitcoind.
 """
 
 from __future__ import annotations
@@ -11,36 +13,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 from aiohttp import web
 from coincurve import PrivateKey
 
-from ..chain import Block, parse_block, parse_header
 from ..config import Config
 from ..control import ControlServer
 from ..durability import DiskFull
 from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
+from ..node.follower import FOLLOWER_TOPICS, ChainFollower
 from ..node.rpc import BitcoinRPC, NodeError, RPCError
-from ..node.zmq_sub import Notification, ZMQSubscriber
+from ..node.zmq_sub import ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
 from ..status import KEEP, Phase, StatusPublisher
 from .api import TowerAPI, TowerLimits
+from .follow import TowerListener
 from .http import BasicAuth, RequestGuard, make_app
 from .relay import TowerRelay
 from .store import TowerStore
-from .watcher import BroadcastResult, Watcher, parse_raw_tx
+from .watcher import BroadcastResult, Watcher
 
 __all__ = ["TowerService", "main", "tower_password"]
 
 log = logging.getLogger("tower")
 
-# Recent block hashes kept for finding a fork point; deeper reorgs than this are not
-# something a pruned node (288 blocks) could replay anyway.
-_KEEP_HASHES = 300
 _WRITE_RETRY_S = 10.0  # how often a store whose write failed looks for room again
 
 
@@ -88,7 +87,9 @@ class TowerService:
             "url": self.cmd_url,
             "audit": self.cmd_audit,
         })
-        self.live = asyncio.Event()
+        self.follower = ChainFollower(rpc, sub, TowerListener(store, self.watcher, rpc,
+                                                              self._report, self._error))
+        self.live = asyncio.Event()  # the HTTP API is open
 
     # --- bitcoind ----------------------------------------------------------------------
     async def _broadcast(self, raw: bytes) -> BroadcastResult:
@@ -122,79 +123,11 @@ class TowerService:
         self.status.event(kind, detail)
         self._report()
 
-    async def catch_up(self) -> None:
-        """Bring the store's tip to bitcoind's best block through RPC (reorgs included)."""
-        tip = self.store.tip()
-        best_hash = await self.rpc.call("getbestblockhash", retry=True, deadline=300)
-        if tip is None:
-            info = await self.rpc.call("getblockheader", best_hash)
-            self.store.set_tip(info["height"], bytes.fromhex(best_hash)[::-1], keep=_KEEP_HASHES)
-            self.watcher.height = info["height"]
-            log.info("new tower store: watching from height %d", info["height"])
-            return
-        height, block_hash = tip
-        # Walk back while our tip is not on the best chain.
-        while True:
-            header = await self.rpc.call("getblockheader", block_hash[::-1].hex())
-            if header["confirmations"] >= 0:
-                break
-            log.warning("block %d %s was reorged out", height, block_hash[::-1].hex())
-            await self.watcher.on_disconnect(height)
-            parent = bytes.fromhex(header["previousblockhash"])[::-1]
-            self.store.drop_tip(height, parent)
-            height, block_hash = height - 1, parent
-        best = (await self.rpc.call("getblockheader", best_hash))["height"]
-        if best > height:
-            log.info("checking blocks %d..%d", height + 1, best)
-        for h in range(height + 1, best + 1):
-            hash_hex = await self.rpc.call("getblockhash", h)
-            try:
-                raw = bytes.fromhex(await self.rpc.call("getblock", hash_hex, 0))
-            except RPCError as exc:
-                # Pruned before we saw it (the box was off for weeks): nothing can check it.
-                log.error("block %d is not available (%s): breaches in it cannot be seen", h,
-                          exc.message)
-                self.status.update(last_error=f"block {h} pruned before the tower saw it")
-                self.store.set_tip(h, bytes.fromhex(hash_hex)[::-1], keep=_KEEP_HASHES)
-                continue
-            await self._connect(parse_block(raw, verify_merkle=False), h)
-
-    async def _connect(self, block: Block, height: int) -> None:
-        await self.watcher.on_block(block, height)
-        self.store.set_tip(height, block.hash, keep=_KEEP_HASHES)
+    def _error(self, text: str | None) -> None:
+        # Back in step with bitcoind clears its error, but not a store that cannot write.
+        if text is not None or self.store.failed is None:
+            self.status.update(last_error=text)
         self._report()
-
-    async def check_mempool(self) -> None:
-        txids = await self.rpc.call("getrawmempool")
-        for start in range(0, len(txids), 500):
-            chunk = txids[start:start + 500]
-            raws = await self.rpc.batch([("getrawtransaction", [t]) for t in chunk])
-            for raw in raws:
-                if isinstance(raw, str):
-                    tx = parse_raw_tx(bytes.fromhex(raw))
-                    if tx is not None:
-                        await self.watcher.on_transaction(tx)
-
-    async def on_notification(self, note: Notification) -> None:
-        if note.gap or note.resync or not note.body:
-            log.info("zmq %s: gap or reconnect: catching up through RPC", note.topic)
-            await self.catch_up()
-            if note.topic == "rawtx" or not note.body:
-                await self.check_mempool()
-            return
-        if note.topic == "rawtx":
-            tx = parse_raw_tx(note.body)
-            if tx is not None:
-                await self.watcher.on_transaction(tx)
-        elif note.topic == "rawblock":
-            header = parse_header(note.body[:80])
-            tip = self.store.tip()
-            if tip is not None and header.hash == tip[1]:
-                return  # seen through RPC already
-            if tip is not None and header.prev_hash == tip[1]:
-                await self._connect(parse_block(note.body, verify_merkle=False), tip[0] + 1)
-            else:
-                await self.catch_up()  # a reorg or a missed block: RPC knows the way
 
     # --- listeners -------------------------------------------------------------------------
     async def start_http(self) -> None:
@@ -265,8 +198,13 @@ class TowerService:
         stopped = all(p["height"] is not None for p in latest["penalties"])
         return float(latest["seen"]), stopped, str(latest["breach_txid"])
 
+    def _ready(self) -> bool:
+        return self.live.is_set() and self.follower.in_step
+
     def _report(self) -> None:
-        phase = Phase.READY if self.live.is_set() else Phase.SYNCING
+        # Ready only in step with bitcoind: never on a chain bitcoind does not have.
+        phase = Phase.READY if self._ready() else \
+            Phase.DEGRADED if self.live.is_set() else Phase.SYNCING
         counters: dict[str, int | float] = {**self._counters(), "height": self.watcher.height}
         detail = (f"watching {self.store.counters['sweeps']} sweeps, "
                   f"{self.store.counters['appointments']} appointments")
@@ -296,7 +234,9 @@ class TowerService:
                 self._report()
 
     async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
-        return {"height": self.watcher.height, "live": self.live.is_set(), "ports": self.ports,
+        tip = self.store.tip()
+        return {"height": self.watcher.height, "live": self._ready(), "ports": self.ports,
+                "tip": tip[1][::-1].hex() if tip else None,
                 "tower_id": self.api.tower_id.hex(), **self._counters()}
 
     async def cmd_audit(self, _args: dict[str, Any]) -> dict[str, Any]:
@@ -317,35 +257,32 @@ class TowerService:
     async def run(self) -> None:
         control = asyncio.create_task(self.control.serve(), name="control")
         retry = asyncio.create_task(self._retry_writes(), name="retry-writes")
+        follower = asyncio.create_task(self.follower.run(), name="follower")
         try:
             self.status.update(phase=Phase.SYNCING, detail="checking recent blocks")
-            await self.catch_up()
-            await self.check_mempool()
+            synced = asyncio.create_task(self.follower.synced.wait())
+            done, _ = await asyncio.wait([synced, follower], return_when=asyncio.FIRST_COMPLETED)
+            if synced not in done:  # the follower ended before the first sync
+                synced.cancel()
+                follower.result()
+                return
             await self.start_http()
             self.live.set()
             self._report()
             log.info("tower live at height %d", self.watcher.height)
-            async for note in self.sub:
-                started = time.monotonic()
-                try:
-                    await self.on_notification(note)
-                except NodeError as exc:
-                    # bitcoind restarting: the next block (or ZMQ's reconnect marker)
-                    # brings a catch-up through RPC, which finds whatever was missed.
-                    log.warning("bitcoind unavailable while handling %s: %s", note.topic, exc)
-                    self.status.update(last_error=f"bitcoind: {exc}")
-                if note.topic == "rawblock":
-                    log.debug("block handled in %.3f s", time.monotonic() - started)
+            await follower
         finally:
+            follower.cancel()
             control.cancel()
             retry.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
             await self.stop_http()
 
 
 async def main(cfg: Config) -> None:
     async with StatusPublisher(cfg.hearth.run_dir, "tower") as status, \
             BitcoinRPC.from_config(cfg) as rpc:
-        sub = ZMQSubscriber.from_config(cfg, ["rawblock", "rawtx"])
+        sub = ZMQSubscriber.from_config(cfg, FOLLOWER_TOPICS)
         try:
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")
             await rpc.wait_ready(timeout=float("inf"))

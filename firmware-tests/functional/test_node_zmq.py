@@ -281,6 +281,30 @@ def test_close_ends_iteration_cleanly(node: TestNode) -> None:
     ZMQSubscriber(node.zmq).close()
 
 
+def test_next_with_a_timeout_says_quiet_then_delivers(node: TestNode,
+                                                     timeout_factor: float) -> None:
+    """``next(timeout)``: None after a quiet ``timeout`` (the follower's cue to ask
+    bitcoind for its tip), nothing lost across it; None once closed."""
+    async def main() -> None:
+        sub = ZMQSubscriber(node.zmq)
+        await wait_live(sub, node, timeout_factor)
+        assert await sub.next(0.2) is None and not sub.closed
+        (block_hash,) = node.mine(1)
+        got = await collect_next(sub, "hashblock", 30 * timeout_factor)
+        assert got.body.hex() == block_hash
+        sub.close()
+        assert await sub.next(0.2) is None and sub.closed
+
+    async def collect_next(sub: ZMQSubscriber, topic: str, timeout: float) -> Notification:
+        async with asyncio.timeout(timeout):
+            while True:
+                note = await sub.next(0.05)  # many quiet timeouts in between
+                if note is not None and note.topic == topic:
+                    return note
+
+    run(main())
+
+
 def test_from_config(node: TestNode, timeout_factor: float) -> None:
     cfg = load_config(None, env={}, overrides={"node": {
         f"zmq_{t}": ep for t, ep in node.zmq.items()}})

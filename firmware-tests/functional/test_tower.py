@@ -147,13 +147,15 @@ def test_reorg_of_breach_and_penalty_rebroadcasts(node: TestNode, tower: TowerPr
     # Take the block away, and with it both transactions: a restart without the saved
     # mempool forgets them, so only the tower can bring them back.
     node.invalidateblock(node.getbestblockhash())
+    # At once, from the disconnect (no new block needed): rebroadcast before the restart.
+    tower.wait_log("reorg at height")
+    tower.wait_log("still unconfirmed: sent again")
     node.stop()
     node.start("-persistmempool=0", "-walletbroadcast=0")  # the wallet would resubmit them
     assert not in_mempool(node, commitment["txid"])
     address = node.new_address("bech32m")
     for _ in range(2):  # a longer branch of empty blocks: the reorg the tower must see
-        node.generateblock(address, [])
-    tower.wait_log("reorg at height")
+        node.generateblock(address, [])  # each block re-sends what is unconfirmed
     wait_until(lambda: in_mempool(node, penalty["txid"]), timeout=30)
     assert in_mempool(node, commitment["txid"])
     node.mine(1)

@@ -242,6 +242,20 @@ class TestNode:
         """Prune block files up to ``height`` (needs -prune=1); returns pruneheight."""
         return int(self.pruneblockchain(height))
 
+    def snapshot(self, dest: Path) -> None:
+        """Copy the regtest datadir to ``dest``, with bitcoind stopped cleanly (then
+        started again): :meth:`restore` brings bitcoind back to this point, as after a
+        power cut that lost the blocks it had not flushed."""
+        self.stop()
+        shutil.copytree(self.regtest_dir, dest)
+        self.start()
+
+    def restore(self, src: Path) -> None:
+        """Start (stopped) bitcoind from a :meth:`snapshot`."""
+        shutil.rmtree(self.regtest_dir)
+        shutil.copytree(src, self.regtest_dir)
+        self.start()
+
 
 class NodeFactory:
     """Creates nodes for one test and always stops them, even when the test fails."""
