@@ -80,26 +80,29 @@ def make_stick(path: Path, files: dict[str, bytes], size_mib: int = 64, label: s
 
 
 def electrum_request(port: int, method: str, params: list[Any], timeout: float = 300) -> Any:
-    """One Electrum call to the guest over the user-net forward, retried until it answers
-    (user-net accepts, then drops, until the guest listens); its ``result``."""
-    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    """One Electrum call to the guest over the user-net forward (after ``server.version``,
+    as a wallet does), retried until it answers (user-net accepts, then drops, until the
+    guest listens); its ``result``."""
+    calls = [] if method == "server.version" else \
+        [{"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["hearth-test", "1.4"]}]
+    calls.append({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-                s.sendall(json.dumps(request).encode() + b"\n")
+                s.sendall(b"".join(json.dumps(c).encode() + b"\n" for c in calls))
                 data = b""
-                while not data.endswith(b"\n"):
+                while data.count(b"\n") < len(calls):
                     chunk = s.recv(65536)
                     if not chunk:
                         raise ConnectionError("closed before a reply")
                     data += chunk
-            reply = json.loads(data)
-            if "error" in reply and reply["error"]:
+            reply = next(r for r in map(json.loads, data.splitlines()) if r.get("id") == 1)
+            if reply.get("error"):
                 raise VMError(f"Electrum {method}: {reply['error']}")
             return reply["result"]
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StopIteration) as exc:
             last = exc
             time.sleep(5)
     raise VMError(f"Electrum port {port} never answered {method}: {last}")
