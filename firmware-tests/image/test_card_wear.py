@@ -1,7 +1,8 @@
 """Card wear at steady state: bytes written per day, per program, on the booted image.
 
-Runs last on the shared box (after the power cuts): the chain is synced, every program
-RUNNING. Two phases of simulated household activity, measured in the guest:
+Runs on the shared box after test_boot's checks, before the power cuts: the initial sync
+is over (test_boot mined a block), every program RUNNING. Two phases of simulated
+household activity, measured in the guest:
 
 * quiet (QUIET_S): a wallet polling over Electrum, a tower appointment every 30 s;
 * blocks (BLOCKS_S): the same plus a block every BLOCK_EVERY_S (faster than mainnet's
