@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="show a 'Starting' page and leave it lit (first boot)")
     dstep.add_argument("step", help="what the box is doing, one short line")
     dstep.add_argument("--detail", default="", help="a longer line under it")
+    dstep.add_argument("--error", action="store_true",
+                       help="an error page (inverted title) instead of 'Starting'")
 
     cfg = sub.add_parser("config", parents=[common], help="check or describe hearth.toml")
     cfg.add_argument("action", choices=["check", "reference"])
@@ -135,16 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "usb":
         return _usb(cfg, args)
     if args.command == "display":
-        return _display_step(cfg, args.step, args.detail)
+        return _display_step(cfg, args.step, args.detail, args.error)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
-def _display_step(cfg: Config, step: str, detail: str) -> int:
+def _display_step(cfg: Config, step: str, detail: str, error: bool = False) -> int:
     from .devices.display_service import show_step
     from .devices.oled import OledError
 
     try:
-        show_step(cfg, step, detail)
+        show_step(cfg, step, detail, error=error)
     except OledError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

@@ -190,7 +190,7 @@ def _open_panel(cfg: Config) -> tuple[OledDevice, Panel]:
     return device, PANEL_128X128 if device.height == 128 else PANEL_128X64
 
 
-def show_step(cfg: Config, step: str, detail: str = "") -> Path | None:
+def show_step(cfg: Config, step: str, detail: str = "", *, error: bool = False) -> Path | None:
     """Draw one "Starting" page and leave it lit after this process exits.
 
     For the time before supervisord starts this service (first boot: growing the card,
@@ -199,7 +199,8 @@ def show_step(cfg: Config, step: str, detail: str = "") -> Path | None:
     """
     device, panel = _open_panel(cfg)
     device.persist = True  # luma's atexit cleanup would switch the panel off
-    frame = render(BootPage(step, detail=detail, version=__version__), panel)
+    page = ErrorPage(step, detail) if error else BootPage(step, detail=detail, version=__version__)
+    frame = render(page, panel)
     present(device, frame)
     if not cfg.display.frames_dir:
         return None

@@ -11,15 +11,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from pathlib import Path
 
-from ..identity import write_secret_file
 from ..supervision.listener import RpcFactory, supervisor_rpc
 from .bitcoin_conf import leave_ibd_mode
 
-__all__ = ["apply_steady_dbcache"]
+__all__ = ["apply_steady_dbcache", "replace_keeping_access"]
 
 log = logging.getLogger("node")
+
+
+def replace_keeping_access(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically, keeping its mode and group.
+
+    On the image first boot writes bitcoin.conf 0640 hearth:bitcoin in /etc/bitcoin
+    (0750 hearth:bitcoin): bitcoind reads it through its group, so a copy with hearth's
+    own group or mode 0600 would stop bitcoind at its restart. hearth is in group
+    bitcoin, which lets it give the new file that group.
+    """
+    st = path.stat()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchown(fd, -1, st.st_gid)
+        os.fchmod(fd, st.st_mode & 0o7777)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp_name, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 async def apply_steady_dbcache(conf_file: Path, rpc: RpcFactory | None = None,
@@ -33,8 +64,7 @@ async def apply_steady_dbcache(conf_file: Path, rpc: RpcFactory | None = None,
     steady = leave_ibd_mode(text)
     if steady is None:
         return "already steady"
-    # 0600 as first boot writes it (the file names the RPC and ZMQ endpoints).
-    write_secret_file(conf_file, steady.encode())
+    replace_keeping_access(conf_file, steady.encode())
     dbcache = next(ln for ln in steady.splitlines() if ln.startswith("dbcache="))
     rpc = rpc if rpc is not None else supervisor_rpc()
     if rpc is None:

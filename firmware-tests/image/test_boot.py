@@ -7,10 +7,8 @@ TCG emulation on two busy cores runs the Pi's first boot several times slower.
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
-import socket
 import subprocess
 import tarfile
 import time
@@ -24,12 +22,11 @@ from appliance.devices.pages import BootPage, render
 from appliance.pairing.payload import PREFIX, PairingPayload
 
 from .agecli import decrypt
-from .conftest import KNOWN_SECRET, REPO, Box
-from .vm import make_stick, mtools
+from .checks import BOOT_TIMEOUT, fsck_results, wait_ready
+from .conftest import KNOWN_SECRET, Box, image_path
+from .vm import BOOT_OFFSET, GUEST_CLI, MINE, electrum_request, make_stick, mtools
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
-
-BOOT_TIMEOUT = 900.0
 
 #: What rootfs-overlay's hearth-firstboot shows on the OLED, in order, before supervisord.
 FIRST_BOOT_STEPS = ("Preparing the SD card", "Making the box's keys", "Starting services")
@@ -41,8 +38,19 @@ def test_first_boot_completes(box: Box) -> None:
     text = box.vm.console_text()
     # The card (qcow2 overlay) is 1 GiB bigger than the image: first boot grew root.
     assert "hearth-firstboot: root filesystem:" in text
-    assert "hearth-firstboot: using hearth.toml from the boot partition" in text
+    # The user's file is merged over the image's: sizing (auto_size, the image's) stays on.
+    assert "hearth-firstboot: using hearth.toml from the boot partition, merged over the image's: " \
+        "4 setting(s) taken: hearth.network, display.simulate, display.frames_dir, button.simulate" \
+        in text, text[-3000:]
     assert "hearth-firstboot: chain=regtest" in text
+    assert re.search(r"hearth-firstboot: # sized for \d+ GiB of disk and [\d.]+ GiB of RAM "
+                     r"\(initial block download\)", text), "bitcoin.conf not sized to the box"
+    # The root was checked by the initramfs (fsck in it), the boot partition by systemd.
+    fsck = fsck_results(box.vm)
+    assert fsck["root filesystem"].startswith("clean (RASPIROOT: clean, "), fsck
+    assert fsck["boot partition"].startswith("clean ("), fsck
+    cmdline = mtools("mtype", "-i", f"{image_path()}@@{BOOT_OFFSET}", "::/cmdline.txt").stdout
+    assert "fsck.repair=yes" in cmdline.split(), cmdline
     print(f"first boot done {time.time() - box.vm.started:.0f} s after QEMU started")
     # The OLED was lit all through first boot: its first frames are the steps, drawn by
     # the image's own code before supervisord started the display service.
@@ -56,20 +64,8 @@ def test_first_boot_completes(box: Box) -> None:
     (box.vm.workdir / "boot-to-first-frame.json").write_text(json.dumps({"seconds": lit}))
 
 
-def expected_programs() -> set[str]:
-    conf = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
-    conf.read(REPO / "rootfs-overlay/etc/supervisor/conf.d/hearth.conf")
-    return {s.split(":", 1)[1] for s in conf.sections() if s.startswith(("program:", "eventlistener:"))}
-
-
 def test_every_program_running(box: Box) -> None:
-    m = box.vm.wait_for(r"hearth: (ready|NOT ready) after \d+ s", BOOT_TIMEOUT + 600)
-    time.sleep(3)  # the table follows the marker line
-    # Console lines carry the kernel's time stamp and the unit's name before the message.
-    table = dict(re.findall(r"hearth:   (\S+)\s+([A-Z]+)", box.vm.console_text()[m.start():]))
-    assert m.group(1) == "ready", f"supervisord programs not all RUNNING: {table}"
-    assert set(table) == expected_programs(), table
-    assert set(table.values()) == {"RUNNING"}, table
+    wait_ready(box.vm)
     print(f"all programs RUNNING {time.time() - box.vm.started:.0f} s after QEMU started")
 
 
@@ -122,28 +118,45 @@ def test_display_shows_the_pairing_qr(box: Box, tmp_path: Path) -> None:
 
 
 def test_electrum_port_answers_server_version(box: Box) -> None:
-    request = {"jsonrpc": "2.0", "id": 1, "method": "server.version",
-               "params": ["hearth-firmware-test", "1.4"]}
-    deadline = time.monotonic() + 300
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", box.vm.electrum_port), timeout=30) as s:
-                s.sendall(json.dumps(request).encode() + b"\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        raise ConnectionError("closed before a reply")
-                    data += chunk
-            reply = json.loads(data)
-            assert reply["id"] == 1, reply
-            assert reply["result"][1] == "1.4", reply
-            return
-        except (OSError, ValueError) as exc:  # user-net accepts, then drops, until the guest listens
-            last = exc
-            time.sleep(5)
-    pytest.fail(f"Electrum port {box.vm.electrum_port} -> guest 50001 never answered: {last}")
+    reply = electrum_request(box.vm.electrum_port, "server.version", ["hearth-firmware-test", "1.4"])
+    assert reply[1] == "1.4", reply
+
+
+_UTXO_CACHE = re.compile(r"Using ([\d.]+) MiB for in-memory UTXO set")
+
+
+def test_dbcache_lowered_after_the_initial_sync(box: Box) -> None:
+    """First boot wrote bitcoin.conf for the initial sync (big dbcache, the marker); the
+    first recent block ends it: the node service (user hearth) rewrites the file, keeping
+    it readable by bitcoind, and has supervisord restart bitcoind with the steady cache."""
+    vm = box.vm
+    vm.wait_ssh(300)
+    conf = "/etc/bitcoin/bitcoin.conf"
+    assert vm.ssh(f"stat -c '%a %U %G' /etc/bitcoin {conf}").split("\n")[:2] == \
+        ["750 hearth bitcoin", "640 hearth bitcoin"]
+    before = vm.ssh(f"cat {conf}")
+    ibd = int(re.search(r"^dbcache=(\d+)", before, re.M).group(1))  # type: ignore[union-attr]
+    steady = int(re.search(r"after initial block download dbcache=(\d+)", before)  # type: ignore[union-attr]
+                 .group(1))
+    assert steady < ibd, before
+    assert json.loads(vm.ssh(f"{GUEST_CLI} getblockchaininfo"))["initialblockdownload"] is True
+    vm.ssh(MINE.format(n=1))  # a block with a recent time: the sync is over
+    log = "/var/log/supervisor/bitcoind.log"
+    deadline = time.monotonic() + 600
+    while True:
+        sizes = [float(x) for x in _UTXO_CACHE.findall(vm.ssh(f"cat {log}", check=False))]
+        if len(sizes) >= 2 and "RUNNING" in vm.ssh("supervisorctl status bitcoind", check=False):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"bitcoind was not restarted with a smaller cache: {sizes}; "
+                        + vm.ssh("tail -5 /var/log/supervisor/hearth-node.log", check=False))
+        time.sleep(5)
+    after = vm.ssh(f"cat {conf}")
+    assert f"dbcache={steady}" in after and "after initial block download" not in after
+    assert vm.ssh(f"stat -c '%a %U %G' {conf}").strip() == "640 hearth bitcoin"
+    assert sizes[-1] < sizes[0], sizes
+    print(f"dbcache {ibd} MiB during the initial sync, {steady} MiB after "
+          f"(bitcoind's UTXO cache {sizes[0]:.0f} -> {sizes[-1]:.0f} MiB)")
 
 
 def test_hot_plugged_stick_receives_a_backup_that_decrypts(box: Box, tmp_path: Path) -> None:

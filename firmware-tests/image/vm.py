@@ -29,8 +29,18 @@ from functional.framework.util import free_port
 
 BOOT_OFFSET = 4 * 1024 * 1024  # image/assemble: the FAT partition starts at 4 MiB
 GUEST_ELECTRUM_PORT = 50001
+GUEST_SSH_PORT = 22
+GUEST_TOWER_PORT = 9814
 FRAMES_TAG = "hearthframes"
 GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
+
+
+#: bitcoin-cli as root in the guest, with the image's bitcoin.conf and RPC cookie.
+#: -rpcwait: bitcoind may be restarting (the node service's dbcache switch after the sync).
+GUEST_CLI = ("bitcoin-cli -conf=/etc/bitcoin/bitcoin.conf -datadir=/var/lib/bitcoind "
+             "-rpccookiefile=/run/bitcoind/.cookie -rpcwait -rpcwaittimeout=300")
+#: Blocks mined in the guest pay OP_TRUE: the box holds no wallet.
+MINE = f"{GUEST_CLI} generatetodescriptor {{n}} 'raw(51)'"
 
 
 class VMError(Exception):
@@ -68,6 +78,35 @@ def make_stick(path: Path, files: dict[str, bytes], size_mib: int = 64, label: s
         mtools("mmd", "-D", "s", "-i", str(path), f"::/{d}")
     for name in sorted(files):
         mtools("mcopy", "-o", "-i", str(path), str(staging / name), f"::/{name}")
+
+
+def electrum_request(port: int, method: str, params: list[Any], timeout: float = 300) -> Any:
+    """One Electrum call to the guest over the user-net forward (after ``server.version``,
+    as a wallet does), retried until it answers (user-net accepts, then drops, until the
+    guest listens); its ``result``."""
+    calls = [] if method == "server.version" else \
+        [{"jsonrpc": "2.0", "id": 0, "method": "server.version", "params": ["hearth-test", "1.4"]}]
+    calls.append({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(b"".join(json.dumps(c).encode() + b"\n" for c in calls))
+                data = b""
+                while data.count(b"\n") < len(calls):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed before a reply")
+                    data += chunk
+            reply = next(r for r in map(json.loads, data.splitlines()) if r.get("id") == 1)
+            if reply.get("error"):
+                raise VMError(f"Electrum {method}: {reply['error']}")
+            return reply["result"]
+        except (OSError, ValueError, StopIteration) as exc:
+            last = exc
+            time.sleep(5)
+    raise VMError(f"Electrum port {port} never answered {method}: {last}")
 
 
 class QMP:
@@ -130,9 +169,13 @@ class VM:
         self.qmp_path = self.workdir / "qmp.sock"
         self.frames = self.workdir / "frames"
         self.electrum_port = free_port()
+        self.ssh_port = free_port()
+        self.tower_port = free_port()
+        self.ssh_key = self.workdir / "ssh-key"
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
         self.started = 0.0
+        self.boots = 0
         self._usb_count = 0
 
     def prepare(self) -> None:
@@ -142,6 +185,14 @@ class VM:
         cfg = self.workdir / "hearth.toml"
         cfg.write_text(self.boot_config)
         mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", str(cfg), "::/hearth.toml")
+        # SSH as root with a key, the way an owner switches it on (docs/image.md): the
+        # tests drive bitcoind and read counters inside the guest through it.
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "firmware-test",
+                        "-f", str(self.ssh_key)], check=True)
+        (self.workdir / "ssh").write_bytes(b"")
+        for name, src in (("ssh", self.workdir / "ssh"),
+                          ("authorized_keys", self.ssh_key.with_suffix(".pub"))):
+            mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", str(src), f"::/{name}")
         kernel, initrd = boot_files(card)
         for name in (kernel, initrd):
             mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", f"::/{name}", str(self.workdir / name))
@@ -155,6 +206,7 @@ class VM:
     def command(self) -> list[str]:
         append = " ".join([
             "root=LABEL=RASPIROOT", "rw", "rootwait", "console=ttyAMA0", "net.ifnames=0",
+            "fsck.repair=yes",  # as the image's cmdline.txt (test_boot checks it has it)
             f"systemd.mount-extra={FRAMES_TAG}:{GUEST_FRAMES_DIR}:9p:trans=virtio,version=9p2000.L,rw",
         ])
         cmd = [
@@ -165,7 +217,9 @@ class VM:
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-drive", f"if=none,id=card,file={self.workdir / 'overlay.qcow2'},format=qcow2",
             "-device", "virtio-blk-pci,drive=card",
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.electrum_port}-:{GUEST_ELECTRUM_PORT}",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.electrum_port}-:{GUEST_ELECTRUM_PORT}"
+                       f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{GUEST_SSH_PORT}"
+                       f",hostfwd=tcp:127.0.0.1:{self.tower_port}-:{GUEST_TOWER_PORT}",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-virtfs", f"local,path={self.frames},mount_tag={FRAMES_TAG},security_model=none,id=frames",
             "-device", "qemu-xhci,id=xhci",
@@ -177,12 +231,94 @@ class VM:
 
     def start(self) -> None:
         self.prepare()
+        self._launch()
+
+    def _launch(self) -> None:
+        self.boots += 1
+        if self.boots > 1:  # one console log per boot: console.log, console-2.log, ...
+            self.console = self.workdir / f"console-{self.boots}.log"
         self.console.write_bytes(b"")
+        self.qmp_path.unlink(missing_ok=True)
         self.started = time.time()
-        with open(self.workdir / "qemu.out", "wb") as out:
+        with open(self.workdir / "qemu.out", "ab") as out:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT)
         self.qmp = QMP(self.qmp_path)
+        self._usb_count = 0
+
+    def power_cut(self) -> None:
+        """Pull the plug: QEMU is killed at once, nothing is flushed or shut down. What the
+        guest had not flushed to its disk is lost, as on a Pi losing power."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+
+    def boot_again(self) -> None:
+        """Power on again with the same card (the overlay keeps what reached the disk)."""
+        assert self.proc is None, "power_cut() or stop() first"
+        self._launch()
+
+    def edit_card(self, files: dict[str, bytes | None]) -> None:
+        """With the power off: the card taken out, its boot partition edited (``None``
+        deletes a file), put back. The overlay's changes go into a new raw card first."""
+        assert self.proc is None, "power the guest off first"
+        overlay, card = self.workdir / "overlay.qcow2", self.workdir / f"card-{self.boots}.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(overlay), str(card)], check=True)
+        for name, data in files.items():
+            if data is None:
+                mtools("mdel", "-i", f"{card}@@{BOOT_OFFSET}", f"::/{name}")
+                continue
+            src = self.workdir / f"edit-{name}"
+            src.write_bytes(data)
+            mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", str(src), f"::/{name}")
+        overlay.unlink()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(card),
+                        str(overlay)], check=True)
+
+    def read_boot_file(self, name: str) -> bytes | None:
+        """A file on the card's boot partition as the guest left it (power off first)."""
+        assert self.proc is None, "power the guest off first"
+        raw = self.workdir / "peek.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(self.workdir / "overlay.qcow2"),
+                        str(raw)], check=True)
+        try:
+            listing = mtools("mdir", "-b", "-i", f"{raw}@@{BOOT_OFFSET}", "::/").stdout.split()
+            if not any(Path(p).name.lower() == name.lower() for p in listing):
+                return None
+            return mtools("mtype", "-i", f"{raw}@@{BOOT_OFFSET}", f"::/{name}").stdout.encode()
+        finally:
+            raw.unlink(missing_ok=True)
+
+    def ssh(self, command: str, timeout: float = 120, check: bool = True) -> str:
+        """Run ``command`` as root in the guest; its stdout."""
+        out = subprocess.run(
+            ["ssh", "-q", "-i", str(self.ssh_key), "-p", str(self.ssh_port),
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20",
+             "-o", "ServerAliveInterval=10", "root@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and out.returncode != 0:
+            raise VMError(f"guest command {command!r} failed ({out.returncode}): "
+                          f"{out.stderr.strip()[-500:]}")
+        return out.stdout
+
+    def wait_ssh(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.ssh("echo up", timeout=60, check=False).strip() == "up":
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                raise VMError("QEMU is not running")
+            if time.monotonic() > deadline:
+                raise VMError(f"no SSH into the guest within {timeout:.0f} s")
+            time.sleep(5)
 
     def console_text(self) -> str:
         return self.console.read_bytes().decode("utf-8", "replace")

@@ -3,6 +3,9 @@
     firstboot_setup.py identity CONFIG    as user hearth: hsm_secret, derived keys, TLS cert
     firstboot_setup.py bitcoin-conf CONFIG OUT
                                           as root: bitcoin.conf sized to this card and RAM
+    firstboot_setup.py merge-config USER_FILE CONFIG
+                                          as root: the user's settings over the image's,
+                                          key by key (exit 2 and CONFIG untouched if refused)
 
 Prints only public facts (box public key, certificate fingerprint, sizes): never a secret.
 """
@@ -10,10 +13,12 @@ Prints only public facts (box public key, certificate fingerprint, sizes): never
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from appliance import identity
+from appliance.boot.config_merge import MergeError, merge_config_files
 from appliance.config import load_config
 from appliance.electrum.tls import ensure_certificate
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf
@@ -54,15 +59,30 @@ def write_bitcoin_conf(config: str, out: str) -> None:
     path = Path(out)
     tmp = path.with_name(path.name + ".new")
     tmp.write_text(text)
-    os.chmod(tmp, 0o644)  # no secret in it: RPC auth is the cookie
+    # hearth's node service rewrites it when the initial sync ends (ibd_mode.py); bitcoind
+    # reads it through its group. No secret in it: RPC auth is the cookie.
+    shutil.chown(tmp, "hearth", "bitcoin")
+    os.chmod(tmp, 0o640)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
     for line in text.splitlines():
         if line.startswith(("# sized", "# WARNING", "prune=", "dbcache=", "chain=")):
             print(line)
 
 
+def merge_config(user: str, config: str) -> None:
+    try:
+        print(merge_config_files(Path(user), Path(config)))
+    except MergeError as exc:
+        print(f"refused: {exc}")
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "identity":
+    if len(sys.argv) == 4 and sys.argv[1] == "merge-config":
+        merge_config(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "identity":
         make_identity(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "bitcoin-conf":
         write_bitcoin_conf(sys.argv[2], sys.argv[3])

@@ -1,0 +1,56 @@
+"""What every boot of the image must show, shared by the boot, power-cut and wear tests."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import time
+
+from .conftest import REPO
+from .vm import GUEST_CLI, VM, VMError, electrum_request
+
+BOOT_TIMEOUT = 900.0
+
+
+def expected_programs() -> set[str]:
+    conf = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    conf.read(REPO / "rootfs-overlay/etc/supervisor/conf.d/hearth.conf")
+    return {s.split(":", 1)[1] for s in conf.sections() if s.startswith(("program:", "eventlistener:"))}
+
+
+def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:
+    """hearth-ready's table from this boot's console: program -> state."""
+    m = vm.wait_for(r"hearth: (ready|NOT ready) after \d+ s", timeout)
+    time.sleep(3)  # the table follows the marker line
+    # Console lines carry the kernel's time stamp and the unit's name before the message.
+    table = dict(re.findall(r"hearth:   (\S+)\s+([A-Z]+)", vm.console_text()[m.start():]))
+    if m.group(1) != "ready" or set(table) != expected_programs() or set(table.values()) != {"RUNNING"}:
+        raise VMError(f"supervisord programs not all RUNNING ({m.group(0)}): {table}")
+    return table
+
+
+def fsck_results(vm: VM) -> dict[str, str]:
+    """hearth-fsck-report's lines on this boot's console: filesystem -> result."""
+    vm.wait_for(r"hearth-fsck: boot partition: ", BOOT_TIMEOUT)
+    found = dict(re.findall(r"hearth-fsck: (root filesystem|boot partition): (.*?)\s*$",
+                            vm.console_text(), re.M))
+    if set(found) != {"root filesystem", "boot partition"}:
+        raise VMError(f"no fsck report for both filesystems: {found}")
+    return found
+
+
+def wait_index_matches_bitcoind(vm: VM, timeout: float = 600) -> int:
+    """The indexer's tip (over Electrum, from the host) is bitcoind's tip, header for header."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tip = electrum_request(vm.electrum_port, "blockchain.headers.subscribe", [])
+        best = vm.ssh(f"{GUEST_CLI} getbestblockhash").strip()
+        truth = json.loads(vm.ssh(f"{GUEST_CLI} getblockheader {best}"))
+        raw = vm.ssh(f"{GUEST_CLI} getblockheader {best} false").strip()
+        if tip["height"] == truth["height"] and tip["hex"] == raw:
+            return int(tip["height"])
+        if time.monotonic() > deadline:
+            raise VMError(f"index tip {tip['height']} != bitcoind's {truth['height']} after "
+                          f"{timeout:.0f} s")
+        time.sleep(5)
