@@ -81,6 +81,7 @@ def restore_payload(secret: bytes) -> bytes:
 class Box:
     def __init__(self, vm: VM, phrase: str | None, phrase_error: str | None) -> None:
         self.vm, self.phrase, self.phrase_error = vm, phrase, phrase_error
+        self.setup_link: str | None = None  # the OLED's QR, once a test has decoded it
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,11 @@ TCG emulation on two busy cores runs the Pi's first boot several times slower.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import re
+import ssl
 import subprocess
 import tarfile
 import time
@@ -19,12 +22,19 @@ from PIL import Image
 
 from appliance import __version__
 from appliance.devices.pages import BootPage, render
-from appliance.pairing.payload import PREFIX, PairingPayload
 
 from .agecli import decrypt
 from .checks import BOOT_TIMEOUT, fsck_results, wait_ready
 from .conftest import KNOWN_SECRET, Box, image_path
-from .vm import BOOT_OFFSET, GUEST_CLI, MINE, electrum_request, make_stick, mtools
+from .vm import (
+    BOOT_OFFSET,
+    GUEST_CLI,
+    GUEST_SETUP_PORT,
+    MINE,
+    electrum_request,
+    make_stick,
+    mtools,
+)
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -79,7 +89,8 @@ def decode_qr(png: Path, tmp: Path) -> str | None:
 
 def test_display_shows_the_pairing_qr(box: Box, tmp_path: Path) -> None:
     """The guest's display service writes its frames to the 9p share; the first frame whose
-    QR decodes to a pairing payload gives boot-to-QR (host clock, from QEMU's start)."""
+    QR decodes to the setup page's pairing link gives boot-to-QR (host clock, from QEMU's
+    start). The link is what a phone camera opens: ``HTTPS://<lan-ip>:8443/P/<TOKEN>``."""
     if box.phrase is not None and box.vm.usb_at_boot:
         # First-boot restore from the stick that was in at power-on: the agent wipes
         # hearth-restore.txt once the identity is restored; then the owner pulls the stick
@@ -105,16 +116,61 @@ def test_display_shows_the_pairing_qr(box: Box, tmp_path: Path) -> None:
             seen.add(png.name)
             payload = decode_qr(png, tmp_path)
             # The pairing page alternates with the stock-wallet page (a QR of host:port:s).
-            if payload and payload.startswith(PREFIX):
+            if payload and payload.startswith("HTTPS://"):
                 qr_at = png.stat().st_mtime - box.vm.started
-                pairing = PairingPayload.decode(payload)
-                assert pairing.host == "10.0.2.15"  # the guest's address on QEMU's user net
-                assert pairing.port == 50003
+                # The guest's address on QEMU's user net, the setup port, a one-use token.
+                assert re.fullmatch(rf"HTTPS://10\.0\.2\.15:{GUEST_SETUP_PORT}/P/[A-Z2-7]+",
+                                    payload), payload
+                box.setup_link = payload
                 print(f"boot-to-QR {qr_at:.0f} s (frame {png.name}, {len(seen)} frames)")
                 (box.vm.workdir / "boot-to-qr.json").write_text(json.dumps({"seconds": qr_at}))
                 return
         time.sleep(2)
     pytest.fail(f"no pairing QR in {len(seen)} frames from the guest ({box.vm.frames})")
+
+
+def test_setup_page_through_the_port_forward(box: Box) -> None:
+    """A phone's first visit, from the host through QEMU's forward of the setup port: the
+    OLED's link pairs this client (a Secure, HttpOnly, SameSite=Strict session cookie),
+    the page answers only with that cookie, and the certificate is the box's own."""
+    if box.setup_link is None:
+        pytest.skip("no setup link decoded from the OLED (see the pairing QR test)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # self-signed: compared with the guest's file below
+
+    def get(path: str, cookie: str | None = None) -> tuple[int, dict[str, str], str, str]:
+        """Status, headers, body and the served certificate's SHA-256."""
+        conn = http.client.HTTPSConnection("127.0.0.1", box.vm.setup_port, context=ctx,
+                                           timeout=120)
+        try:
+            conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+            resp = conn.getresponse()
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            der = conn.sock.getpeercert(binary_form=True)
+            assert der is not None
+            return (resp.status, {k.lower(): v for k, v in resp.getheaders()},
+                    resp.read().decode(errors="replace"), hashlib.sha256(der).hexdigest())
+        finally:
+            conn.close()
+
+    link_path = "/" + box.setup_link.split("/", 3)[3]
+    assert get("/")[0] == 403  # nothing without a session
+    status, headers, page, served = get(link_path)
+    assert status == 200, page
+    cookie = headers["set-cookie"]
+    assert {"HttpOnly", "Secure", "SameSite=Strict"} <= {p.strip() for p in cookie.split(";")}
+    status, _, page, _ = get("/", cookie.split(";")[0])
+    assert status == 200 and "Add a wallet" in page, page
+    # The page's certificate is the box's Electrum TLS identity (the indexer's file).
+    guest = box.vm.ssh(
+        "/opt/hearth/venv/bin/python -c 'import hashlib, ssl, sys; print(hashlib.sha256("
+        "ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' "
+        "\"$(find /var/lib/hearth -name electrum-cert.pem | head -n 1)\"")
+    assert served == guest.strip(), (served, guest)
+    # A used link pairs no one else.
+    status, headers, _, _ = get(link_path)
+    assert status != 200 and "set-cookie" not in headers
 
 
 def test_electrum_port_answers_server_version(box: Box) -> None:

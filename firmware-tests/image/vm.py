@@ -6,10 +6,11 @@ the card before the first boot), and QEMU writes only to a throw-away qcow2 over
 that copy. The kernel and initramfs are the image's own, read from its FAT partition.
 
 Machine: ``virt``, Cortex-A53, 2 vCPUs, TCG (KVM hangs guests on the test machines), a
-virtio disk, user networking with the Electrum port forwarded, a qemu-xhci USB controller
-for sticks plugged at boot or hot-plugged over QMP, and a 9p share the display service
-writes its frames to (mounted by ``systemd.mount-extra=`` on the test's kernel command
-line, so nothing test-only is in the image).
+virtio disk, user networking with the Electrum, SSH, tower and setup-page ports
+forwarded, a qemu-xhci USB controller for sticks plugged at boot or hot-plugged over
+QMP, and a 9p share the display service writes its frames to (mounted by
+``systemd.mount-extra=`` on the test's kernel command line, so nothing test-only is in
+the image).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ BOOT_OFFSET = 4 * 1024 * 1024  # image/assemble: the FAT partition starts at 4 M
 GUEST_ELECTRUM_PORT = 50001
 GUEST_SSH_PORT = 22
 GUEST_TOWER_PORT = 9814
+GUEST_SETUP_PORT = 8443  # the phone setup page (HTTPS)
 FRAMES_TAG = "hearthframes"
 GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
 
@@ -171,6 +173,7 @@ class VM:
         self.electrum_port = free_port()
         self.ssh_port = free_port()
         self.tower_port = free_port()
+        self.setup_port = free_port()
         self.ssh_key = self.workdir / "ssh-key"
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
@@ -219,7 +222,8 @@ class VM:
             "-device", "virtio-blk-pci,drive=card",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.electrum_port}-:{GUEST_ELECTRUM_PORT}"
                        f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{GUEST_SSH_PORT}"
-                       f",hostfwd=tcp:127.0.0.1:{self.tower_port}-:{GUEST_TOWER_PORT}",
+                       f",hostfwd=tcp:127.0.0.1:{self.tower_port}-:{GUEST_TOWER_PORT}"
+                       f",hostfwd=tcp:127.0.0.1:{self.setup_port}-:{GUEST_SETUP_PORT}",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-virtfs", f"local,path={self.frames},mount_tag={FRAMES_TAG},security_model=none,id=frames",
             "-device", "qemu-xhci,id=xhci",
