@@ -9,8 +9,14 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
    Filters cover spent prevout scripts too, so spends are found without an outpoint
    index. Without a filter index, kept blocks are scanned in full instead.
-3. When the backfill reaches the tip, the wallet turns live in one step of the event
-   loop, so no block is missed or counted twice between backfill and live indexing.
+3. When the backfill reaches the tip, the wallet turns live while holding the chain
+   lock, so no block is missed or counted twice between backfill and live indexing;
+   only its own scripts are touched (cost linear in them), yielding to the event loop
+   as it goes, and its mempool transactions are added without emptying the slice.
+
+Gap jobs (scripts a client asked for past the gap) run the same way over just their
+scripts; the client's query waits for its job (see ``IndexBackend.script_queried``).
+Every long loop here calls ``Pacer.tick()``, so clients keep being answered.
 
 Progress (percent, ETA) is kept per wallet for the status page.
 """
@@ -25,13 +31,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import double_sha256, hash_to_hex_str, parse_block, script_to_scripthash
+from ..chain import double_sha256, hash_to_hex_str, parse_block
 from ..electrum.backend import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
 from .bip158 import GCSFilter, ScriptSet
 from .follower import ChainFollower, ScripthashListener
 from .index import Indexer
-from .wallets import Wallet
+from .matcher import outpoint
+from .pace import Pacer
+from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]
 
@@ -121,8 +129,7 @@ class Backfiller:
             return
         provisional: dict[bytes, list[Utxo]] = {}
         for u in result.get("unspents", []):
-            script = bytes.fromhex(u["scriptPubKey"])
-            sh = script_to_scripthash(script)
+            sh = scripthash_of(bytes.fromhex(u["scriptPubKey"]))
             provisional.setdefault(sh, []).append(Utxo(
                 bytes.fromhex(u["txid"])[::-1], int(u["vout"]), int(u["height"]),
                 int(Decimal(u["amount"]) * 100_000_000)))
@@ -148,14 +155,16 @@ class Backfiller:
             wallet.state = "backfill"
             idx.store.put_wallet(wid, wallet.to_record(), new)
         scope = _Scope(wid, None)
-        if await self._scan(scope):
-            self._go_live(wid)
+        while await self._scan(scope):
+            if await self._go_live(scope):
+                return
 
     async def run_job(self, wallet: Wallet, job: dict[str, int]) -> None:
         """Scripts a client asked for past a live wallet's gap: their history, then live."""
         scope = _Scope(wallet.wallet_id, (job["branch"], job["start"]))
-        if await self._scan(scope):
-            self._finish_job(scope)
+        while await self._scan(scope):
+            if await self._go_live(scope):
+                return
 
     async def _scan(self, scope: _Scope) -> bool:
         """Filters (or blocks) from the scope's height to the tip; True when at the tip.
@@ -171,6 +180,8 @@ class Backfiller:
         prog = BackfillProgress(scope.height(wallet) + 1, tip[0])
         self.progress[scope.key] = prog
         unsaved = 0
+        pacer = Pacer()
+        await scope.load_outputs(idx, pacer)
         while True:
             wallet = idx.wallets.get(scope.wid)
             tip = idx.tip()
@@ -184,19 +195,24 @@ class Backfiller:
             end = min(tip[0], start + _FILTER_BATCH - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            query = ScriptSet(scope.scripts(idx))
+            query = scope.query(idx)
             if has_filters:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
+                if scope.query(idx) is not query:
+                    continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
+                await pacer.tick()
                 height = start + offset
                 wallet = idx.wallets.get(scope.wid)
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break  # removed, or a reorg replaced this height: next round re-reads
                 if isinstance(filt, Exception):
                     raise RuntimeError(f"getblockfilter at {height}: {filt}")
+                if scope.query(idx) is not query:
+                    break  # the job grew (a client asked further): redo from here
                 if filt is not None and not GCSFilter.from_hex(
                         block_hash, filt["filter"]).match_any(query):
                     scope.set_height(wallet, height)
@@ -208,7 +224,7 @@ class Backfiller:
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break
                 touched = await self._apply(scope, wallet, raw, height)
-                query = ScriptSet(scope.scripts(idx))  # the gap may have grown
+                query = scope.query(idx)  # the gap may have grown
                 prog.done += 1
                 unsaved = 0
                 if touched:
@@ -218,10 +234,6 @@ class Backfiller:
             if wallet is not None and unsaved >= _SAVE_EVERY:
                 idx.store.put_wallet(scope.wid, wallet.to_record())
                 unsaved = 0
-
-    def _wallet_scripts(self, wid: bytes) -> set[bytes]:
-        return {s for s, refs in self.indexer.scripts.refs.items()
-                if any(r.wallet_id == wid for r in refs)}
 
     async def _has_filters(self) -> bool:
         try:
@@ -246,18 +258,12 @@ class Backfiller:
         idx = self.indexer
         wid = wallet.wallet_id
         block = parse_block(raw)
-        shs = {script_to_scripthash(s) for s in scope.scripts(idx)}
-
-        def lookup(op: bytes) -> tuple[bytes, int] | None:
-            rec = idx.store.output(op[:32], int.from_bytes(op[32:], "big"))
-            if rec is not None and rec.scripthash in shs:
-                return rec.scripthash, rec.value
-            return None
 
         def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
-            return scope.covers(idx, script)
+            return script in scope.script_set(idx)
 
-        matches, derived = await idx.match_with_gap(block.txs, watched, lookup, {wid})
+        matches, derived = await idx.match_with_gap(block.txs, watched, scope.outputs.get,
+                                                    {wid})
         job = scope.job(wallet) if scope.job_key is not None else None
         if job is not None:
             # Scripts derived while scanning old blocks have old history too: they join
@@ -276,34 +282,46 @@ class Backfiller:
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
         idx.store.commit_backfill(batch)
+        for m in matches:
+            for f in m.funding:
+                scope.outputs[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
         return touched
 
     # --- step 3: live ---------------------------------------------------------------------
-    def _go_live(self, wid: bytes) -> None:
-        """Called with the backfill at the tip, with no await until the flip is done."""
-        wallet = self.indexer.wallets[wid]
-        wallet.state = "live"
-        self.indexer.store.put_wallet(wid, wallet.to_record())
-        for sh in [sh for sh, s in self.indexer.scripts.by_scripthash.items()
-                   if s in self._wallet_scripts(wid)]:
-            self.indexer.provisional.pop(sh, None)
-        self.indexer.load()
-        log.info("wallet %s is live (history complete)", wallet.id_hex)
-        # Its mempool transactions were not tracked while it backfilled.
+    async def _go_live(self, scope: _Scope) -> bool:
+        """Flip a wallet (or a job's scripts) live; False if blocks came meanwhile (scan
+        again). The chain lock keeps blocks out until the flip is complete."""
+        idx = self.indexer
+        async with self.follower.chain_lock:
+            wallet = idx.wallets.get(scope.wid)
+            tip = idx.tip()
+            if wallet is None or tip is None:
+                return True
+            if scope.height(wallet) < tip[0]:
+                return False
+            scripts = sorted(scope.script_set(idx))
+            if scope.job_key is None:
+                wallet.state = "live"
+                scripts = [s for (b, i), s in idx.scripts.of_wallet(scope.wid).items()
+                           if not wallet.pending(b, i)]
+                what = "is live (history complete)"
+            else:
+                job = scope.job(wallet)
+                if job is None:
+                    return True
+                wallet.jobs.remove(job)
+                what = (f"scripts {job['start']}..{job['end'] - 1} of branch {job['branch']} "
+                        "are live")
+            idx.store.put_wallet(scope.wid, wallet.to_record())
+            await idx.make_live(scripts, Pacer())
+        if scope.job_key is not None:
+            self.progress.pop(scope.key, None)
+            idx.job_finished(scope.key)
+        log.info("wallet %s: %s", wallet.id_hex, what)
+        # Its mempool transactions were not tracked while it backfilled: add them (the
+        # slice is topped up, never emptied, so clients never see it shrink).
         self._resync_mempool()
-
-    def _finish_job(self, scope: _Scope) -> None:
-        wallet = self.indexer.wallets[scope.wid]
-        job = scope.job(wallet)
-        if job is None:
-            return
-        wallet.jobs.remove(job)
-        self.indexer.store.put_wallet(scope.wid, wallet.to_record())
-        self.indexer.load()
-        self.progress.pop(scope.key, None)
-        log.info("wallet %s: scripts %d..%d of branch %d are live", wallet.id_hex,
-                 job["start"], job["end"] - 1, job["branch"])
-        self._resync_mempool()
+        return True
 
     def _resync_mempool(self) -> None:
         task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
@@ -319,12 +337,16 @@ class _Scope:
 
     wid: bytes
     job_key: tuple[int, int] | None  # (branch, start index)
+    #: the scope's outputs: outpoint -> (scripthash, value), kept as blocks are applied
+    outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
+    _query: ScriptSet | None = None
 
     @property
     def key(self) -> bytes:
         if self.job_key is None:
             return self.wid
-        return self.wid + bytes([self.job_key[0]]) + self.job_key[1].to_bytes(4, "big")
+        return Indexer.job_key(self.wid, *self.job_key)
 
     def job(self, wallet: Wallet) -> dict[str, int] | None:
         for job in wallet.jobs:
@@ -344,23 +366,46 @@ class _Scope:
         elif (job := self.job(wallet)) is not None:
             job["height"] = height
 
-    def covers(self, idx: Indexer, script: bytes) -> bool:
+    def version(self, idx: Indexer) -> tuple[int, int]:
+        """Changes whenever the scope's scripts do (the gap grew, the job was extended)."""
+        wallet = idx.wallets.get(self.wid)
+        job = None if wallet is None or self.job_key is None else self.job(wallet)
+        return len(idx.scripts.of_wallet(self.wid)), job["end"] if job is not None else -1
+
+    def script_set(self, idx: Indexer) -> frozenset[bytes]:
+        version = self.version(idx)
+        if self._set is None or self._set[0] != version:
+            self._set = (version, frozenset(self.scripts(idx)))
+            self._query = None
+        return self._set[1]
+
+    def query(self, idx: Indexer) -> ScriptSet:
+        """The scope's scripts prepared for filter matching, rebuilt only when they change."""
+        scripts = self.script_set(idx)
+        if self._query is None:
+            self._query = ScriptSet(scripts)
+        return self._query
+
+    def scripts(self, idx: Indexer) -> list[bytes]:
         wallet = idx.wallets.get(self.wid)
         if wallet is None:
-            return False
-        job = None if self.job_key is None else self.job(wallet)
-        if self.job_key is not None and job is None:
-            return False
-        for ref in idx.scripts.refs.get(script, ()):
-            if ref.wallet_id != self.wid:
-                continue
-            if job is None or (ref.branch == job["branch"]
-                               and job["start"] <= ref.index < job["end"]):
-                return True
-        return False
+            return []
+        if self.job_key is None:
+            return list(idx.scripts.of_wallet(self.wid).values())
+        job = self.job(wallet)
+        if job is None:
+            return []
+        return idx.scripts.in_range(self.wid, job["branch"], job["start"], job["end"])
 
-    def scripts(self, idx: Indexer) -> set[bytes]:
-        return {s for s, refs in idx.scripts.refs.items() if self.covers(idx, s)}
+    async def load_outputs(self, idx: Indexer, pacer: Pacer) -> None:
+        """The scope's outputs already indexed (a resumed scan), for spends to find them
+        in memory instead of one LevelDB read per input of every matched block."""
+        self.outputs.clear()
+        for script in self.script_set(idx):
+            sh = idx.scripts.hashes[script]
+            for rec in idx.store.outputs(sh):
+                self.outputs[outpoint(rec.txid, rec.vout)] = (sh, rec.value)
+            await pacer.tick()
 
 
 def _index_in(found_desc: str, branch_desc: str) -> int | None:

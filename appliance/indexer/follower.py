@@ -370,11 +370,18 @@ class ChainFollower:
         return touched
 
     async def sync_mempool(self) -> None:
-        """Rebuild the wallets' mempool slice from ``getrawmempool`` (start, resync)."""
+        """Bring the wallets' mempool slice in line with ``getrawmempool`` (start, resync,
+        a wallet gone live). Topped up and pruned, never emptied first: a client asking
+        meanwhile must not see its unconfirmed transactions vanish."""
         idx = self.indexer
-        touched = idx.mempool.clear()
+        touched: set[bytes] = set()
         if idx.watches_anything():
+            before = set(idx.mempool.txs)  # not those ZMQ adds while we ask
             txids: list[str] = await self.rpc.call("getrawmempool")
+            present = {_hash_rev(t) for t in txids}
+            for txid in before - present:
+                touched |= idx.mempool.remove(txid)
+            txids = [t for t in txids if _hash_rev(t) not in idx.mempool]
             children: dict[bytes, list[Tx]] = {}  # unmatched txs by the parents they spend
             for start in range(0, len(txids), 500):
                 chunk = txids[start:start + 500]

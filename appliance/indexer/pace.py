@@ -1,0 +1,33 @@
+"""Give the event loop back during long steps, so Electrum clients keep being answered.
+
+A wallet's go-live, a big block or a mempool burst can each take seconds of Python on a
+Pi. ``Pacer.tick()`` is cheap to call per item: it yields (``asyncio.sleep(0)``) only
+once ``budget`` seconds have passed since the last yield, so short steps stay atomic
+and long ones never hold the loop longer than about the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+__all__ = ["STEP_BUDGET", "Pacer"]
+
+#: Longest stretch of indexing work between two chances for clients to be served.
+STEP_BUDGET = 0.010
+
+
+class Pacer:
+    __slots__ = ("budget", "_since", "yields")
+
+    def __init__(self, budget: float = STEP_BUDGET) -> None:
+        self.budget = budget
+        self._since = time.perf_counter()
+        self.yields = 0
+
+    async def tick(self) -> None:
+        now = time.perf_counter()
+        if now - self._since >= self.budget:
+            await asyncio.sleep(0)
+            self.yields += 1
+            self._since = time.perf_counter()
