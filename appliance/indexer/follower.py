@@ -31,6 +31,7 @@ from ..node import (
 from .bip158 import GCSFilter
 from .index import Indexer
 from .mempool import MempoolTx
+from .pace import Pacer
 from .schema import UNDO_DEPTH
 
 __all__ = ["ChainFollower", "FollowerStats"]
@@ -86,7 +87,11 @@ class ChainFollower:
     async def run(self) -> None:
         await self._resync_until_ok()
         self.synced.set()
+        pacer = Pacer()
         async for note in self.sub:
+            # Queued ZMQ messages are read without a pause: a burst of 5,000 would
+            # otherwise hold the event loop (and every client) until it is drained.
+            await pacer.tick()
             try:
                 await self.handle(note)
             except (NodeError, ChainParseError) as exc:

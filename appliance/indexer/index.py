@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
 from ..electrum.backend import Utxo
 from .adhoc import AdhocEntry, AdhocWatches
-from .matcher import TxMatch, match_txs, outpoint
+from .matcher import TxMatch, iter_matches, outpoint
 from .mempool import Mempool
 from .pace import Pacer
 from .schema import (
@@ -282,8 +282,13 @@ class Indexer:
         """Match txs; when they use scripts near the end of a gap, derive more and match
         again, so a payment to a just-derived script in the same block is not missed."""
         derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
+        pacer = Pacer()
         while True:
-            matches = match_txs(txs, watched, lookup)
+            matches = []
+            for m in iter_matches(txs, watched, lookup):
+                if m is not None:
+                    matches.append(m)
+                await pacer.tick()
             grow = self._mark_used(matches, wallet_ids)
             if not grow:
                 if derived:

@@ -353,20 +353,20 @@ class IndexStore:
         return False
 
     # --- queries -------------------------------------------------------------------------
-    def history(self, scripthash: bytes) -> tuple[tuple[int, int, bytes], ...]:
+    def history(self, scripthash: bytes) -> list[tuple[int, int, bytes]]:
         """((height, position, txid), ...) in block order; cached, so many clients of
         one wallet cost one LevelDB walk per script until its history changes."""
         cached = self._history.get(scripthash)
         if cached is not None:
             self._history.move_to_end(scripthash)
             self.history_hits += 1
-            return cached
+            return list(cached)
         rows = tuple((unpack_height(key, 33), unpack_height(key, 37), txid)
                      for key, txid in self.db.iterator(prefix=P_HISTORY + scripthash))
         self._history[scripthash] = rows
         if len(self._history) > self._history_max:
             self._history.popitem(last=False)
-        return rows
+        return list(rows)
 
     def history_changed(self, scripthash: bytes) -> None:
         """A history row of ``scripthash`` is being written: forget its cached history."""

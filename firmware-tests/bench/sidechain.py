@@ -37,9 +37,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE))
 
-from appliance.chain import base58check_encode, double_sha256, script_to_address  # noqa: E402
 from blockgen import CACHE, bindir  # noqa: E402
 from functional.framework.node import TestNode  # noqa: E402
+
+from appliance.chain import base58check_encode, double_sha256, script_to_address  # noqa: E402
 
 #: bitcoind options both servers need: ElectrumX reads any transaction by txid.
 NODE_ARGS = ["-txindex=1", "-blockfilterindex=1", "-maxmempool=300"]
