@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import double_sha256, hash_to_hex_str, parse_block
+from ..chain import double_sha256, hash_to_hex_str
 from ..electrum.backend import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
 from .bip158 import GCSFilter, ScriptSet
 from .follower import ChainFollower, ScripthashListener
 from .index import Indexer
 from .matcher import outpoint
-from .pace import Pacer
+from .pace import Pacer, parse_block_aside
 from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]
@@ -46,6 +46,8 @@ __all__ = ["Backfiller", "BackfillProgress"]
 log = logging.getLogger("indexer.backfill")
 
 _FILTER_BATCH = 200
+_PREFETCH = 10  # matching blocks per getblock batch (~30 MB of hex at mainnet sizes)
+_PREFETCH_BYTES = 32 << 20  # blocks held ahead of matching, at most
 _SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
 
 
@@ -203,6 +205,7 @@ class Backfiller:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
+            prefetched = await self._prefetch(hashes, filters, query)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
                 await pacer.tick()
                 height = start + offset
@@ -219,7 +222,7 @@ class Backfiller:
                     prog.done += 1
                     unsaved += 1
                     continue
-                raw = await self._fetch(block_hash, prog)
+                raw = prefetched.pop(block_hash, None) or await self._fetch(block_hash, prog)
                 wallet = idx.wallets.get(scope.wid)
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break
@@ -242,6 +245,27 @@ class Backfiller:
             return False
         return bool(info)
 
+    async def _prefetch(self, hashes: list[bytes], filters: list[Any],
+                        query: ScriptSet) -> dict[bytes, bytes]:
+        """The kept blocks whose filter matches, in one RPC batch: a round trip per
+        block cost more than matching it. Pruned ones (and blocks that only match once
+        the gap grows) are left to ``_fetch``."""
+        wanted = [h for h, f in zip(hashes, filters, strict=True)
+                  if not isinstance(f, Exception) and (f is None or GCSFilter.from_hex(
+                      h, f["filter"]).match_any(query))]
+        out: dict[bytes, bytes] = {}
+        held = 0
+        for start in range(0, len(wanted), _PREFETCH):
+            if held > _PREFETCH_BYTES:
+                break  # the rest one by one, as the matching reaches them
+            chunk = wanted[start:start + _PREFETCH]
+            raws = await self.rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
+            for h, r in zip(chunk, raws, strict=True):
+                if isinstance(r, str):
+                    out[h] = bytes.fromhex(r)
+                    held += len(out[h])
+        return out
+
     async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
         hash_hex = hash_to_hex_str(block_hash)
         try:
@@ -257,7 +281,7 @@ class Backfiller:
     async def _apply(self, scope: _Scope, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
         idx = self.indexer
         wid = wallet.wallet_id
-        block = parse_block(raw)
+        block = await parse_block_aside(raw)
 
         def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
             return script in scope.script_set(idx)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import ChainParseError, Tx, hash_to_hex_str, parse_block, parse_header, parse_tx
+from ..chain import ChainParseError, Tx, hash_to_hex_str, parse_header, parse_tx
 from ..node import (
     BitcoinRPC,
     NodeError,
@@ -31,7 +31,7 @@ from ..node import (
 from .bip158 import GCSFilter
 from .index import Indexer
 from .mempool import MempoolTx
-from .pace import Pacer
+from .pace import Pacer, parse_block_aside
 from .schema import UNDO_DEPTH
 
 __all__ = ["ChainFollower", "FollowerStats"]
@@ -213,7 +213,7 @@ class ChainFollower:
             self.indexer.connect_header_only(height, raw_header, header.hash)
             return True
         started = time.perf_counter()
-        block = parse_block(raw)
+        block = await parse_block_aside(raw)
         if block.header.prev_hash != expected_prev and height > 0:
             return False
         touched |= await self.indexer.connect_block(block, height)
@@ -270,7 +270,7 @@ class ChainFollower:
             return
         async with self.chain_lock:
             started = time.perf_counter()
-            block = parse_block(raw)
+            block = await parse_block_aside(raw)
             if self.indexer.tip() != tip:  # changed while we waited for the lock
                 return
             touched = await self.indexer.connect_block(block, tip[0] + 1)
