@@ -283,8 +283,18 @@ class Backfiller:
         wid = wallet.wallet_id
         block = await parse_block_aside(raw)
 
+        job = scope.job(wallet) if scope.job_key is not None else None
+        branch, before = (job["branch"], wallet.branches[job["branch"]].derived) \
+            if job is not None else (-1, 0)
+
         def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
-            return script in scope.script_set(idx)
+            if script in scope.script_set(idx):
+                return True
+            # Derived just now, past the job's end on its branch: it joins the job
+            # below, and this very block may pay it.
+            return job is not None and any(
+                r.wallet_id == wid and r.branch == branch and r.index >= before
+                for r in idx.scripts.refs.get(script, ()))
 
         matches, derived = await idx.match_with_gap(block.txs, watched, scope.outputs.get,
                                                     {wid})
