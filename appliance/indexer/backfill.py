@@ -205,7 +205,8 @@ class Backfiller:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
-            prefetched = await self._prefetch(hashes, filters, query)
+            matched = await self._matching(hashes, filters, query, pacer)
+            prefetched = await self._prefetch(matched)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
                 await pacer.tick()
                 height = start + offset
@@ -216,8 +217,8 @@ class Backfiller:
                     raise RuntimeError(f"getblockfilter at {height}: {filt}")
                 if scope.query(idx) is not query:
                     break  # the job grew (a client asked further): redo from here
-                if filt is not None and not GCSFilter.from_hex(
-                        block_hash, filt["filter"]).match_any(query):
+                if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
+                        block_hash, filt["filter"]).match_any(query)):
                     scope.set_height(wallet, height)
                     prog.done += 1
                     unsaved += 1
@@ -245,14 +246,24 @@ class Backfiller:
             return False
         return bool(info)
 
-    async def _prefetch(self, hashes: list[bytes], filters: list[Any],
-                        query: ScriptSet) -> dict[bytes, bytes]:
-        """The kept blocks whose filter matches, in one RPC batch: a round trip per
-        block cost more than matching it. Pruned ones (and blocks that only match once
-        the gap grows) are left to ``_fetch``."""
-        wanted = [h for h, f in zip(hashes, filters, strict=True)
-                  if not isinstance(f, Exception) and (f is None or GCSFilter.from_hex(
-                      h, f["filter"]).match_any(query))]
+    @staticmethod
+    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet,
+                        pacer: Pacer) -> _Matched:
+        """The blocks whose filter matches ``query`` (all of them without filters),
+        matched once per batch and yielding between filters: with 10,000 scripts one
+        match is milliseconds."""
+        matched = _Matched(query)
+        for h, f in zip(hashes, filters, strict=True):
+            await pacer.tick()
+            if not isinstance(f, Exception) and (
+                    f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
+                matched.append(h)
+        return matched
+
+    async def _prefetch(self, wanted: list[bytes]) -> dict[bytes, bytes]:
+        """The matching blocks, in RPC batches: a round trip per block cost more than
+        matching it. Pruned ones (and blocks that only match once the gap grows) are
+        left to ``_fetch``."""
         out: dict[bytes, bytes] = {}
         held = 0
         for start in range(0, len(wanted), _PREFETCH):
@@ -361,6 +372,14 @@ class Backfiller:
         task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Matched(list[bytes]):
+    """Block hashes whose filter matched ``query`` (the gap may grow afterwards)."""
+
+    def __init__(self, query: ScriptSet) -> None:
+        super().__init__()
+        self.query = query
 
 
 @dataclass
