@@ -9,8 +9,14 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
    Filters cover spent prevout scripts too, so spends are found without an outpoint
    index. Without a filter index, kept blocks are scanned in full instead.
-3. When the backfill reaches the tip, the wallet turns live in one step of the event
-   loop, so no block is missed or counted twice between backfill and live indexing.
+3. When the backfill reaches the tip, the wallet turns live while holding the chain
+   lock, so no block is missed or counted twice between backfill and live indexing;
+   only its own scripts are touched (cost linear in them), yielding to the event loop
+   as it goes, and its mempool transactions are added without emptying the slice.
+
+Gap jobs (scripts a client asked for past the gap) run the same way over just their
+scripts; the client's query waits for its job (see ``IndexBackend.script_queried``).
+Every long loop here calls ``Pacer.tick()``, so clients keep being answered.
 
 Progress (percent, ETA) is kept per wallet for the status page.
 """
@@ -25,19 +31,23 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import double_sha256, hash_to_hex_str, parse_block, script_to_scripthash
+from ..chain import double_sha256, hash_to_hex_str
 from ..electrum.backend import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
-from .wallets import Wallet
+from .matcher import outpoint
+from ..node.pace import Pacer, parse_block_aside
+from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]
 
 log = logging.getLogger("indexer.backfill")
 
 _FILTER_BATCH = 200
+_PREFETCH = 10  # matching blocks per getblock batch (~30 MB of hex at mainnet sizes)
+_PREFETCH_BYTES = 32 << 20  # blocks held ahead of matching, at most
 _SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
 
 
@@ -121,8 +131,7 @@ class Backfiller:
             return
         provisional: dict[bytes, list[Utxo]] = {}
         for u in result.get("unspents", []):
-            script = bytes.fromhex(u["scriptPubKey"])
-            sh = script_to_scripthash(script)
+            sh = scripthash_of(bytes.fromhex(u["scriptPubKey"]))
             provisional.setdefault(sh, []).append(Utxo(
                 bytes.fromhex(u["txid"])[::-1], int(u["vout"]), int(u["height"]),
                 int(Decimal(u["amount"]) * 100_000_000)))
@@ -148,14 +157,16 @@ class Backfiller:
             wallet.state = "backfill"
             idx.store.put_wallet(wid, wallet.to_record(), new)
         scope = _Scope(wid, None)
-        if await self._scan(scope):
-            self._go_live(wid)
+        while await self._scan(scope):
+            if await self._go_live(scope):
+                return
 
     async def run_job(self, wallet: Wallet, job: dict[str, int]) -> None:
         """Scripts a client asked for past a live wallet's gap: their history, then live."""
         scope = _Scope(wallet.wallet_id, (job["branch"], job["start"]))
-        if await self._scan(scope):
-            self._finish_job(scope)
+        while await self._scan(scope):
+            if await self._go_live(scope):
+                return
 
     async def _scan(self, scope: _Scope) -> bool:
         """Filters (or blocks) from the scope's height to the tip; True when at the tip.
@@ -171,6 +182,8 @@ class Backfiller:
         prog = BackfillProgress(scope.height(wallet) + 1, tip[0])
         self.progress[scope.key] = prog
         unsaved = 0
+        pacer = Pacer()
+        await scope.load_outputs(idx, pacer)
         while True:
             wallet = idx.wallets.get(scope.wid)
             tip = idx.tip()
@@ -184,31 +197,38 @@ class Backfiller:
             end = min(tip[0], start + _FILTER_BATCH - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            query = ScriptSet(scope.scripts(idx))
+            query = scope.query(idx)
             if has_filters:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
+                if scope.query(idx) is not query:
+                    continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
+            matched = await self._matching(hashes, filters, query, pacer)
+            prefetched = await self._prefetch(matched)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
+                await pacer.tick()
                 height = start + offset
                 wallet = idx.wallets.get(scope.wid)
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break  # removed, or a reorg replaced this height: next round re-reads
                 if isinstance(filt, Exception):
                     raise RuntimeError(f"getblockfilter at {height}: {filt}")
-                if filt is not None and not GCSFilter.from_hex(
-                        block_hash, filt["filter"]).match_any(query):
+                if scope.query(idx) is not query:
+                    break  # the job grew (a client asked further): redo from here
+                if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
+                        block_hash, filt["filter"]).match_any(query)):
                     scope.set_height(wallet, height)
                     prog.done += 1
                     unsaved += 1
                     continue
-                raw = await self._fetch(block_hash, prog)
+                raw = prefetched.pop(block_hash, None) or await self._fetch(block_hash, prog)
                 wallet = idx.wallets.get(scope.wid)
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break
                 touched = await self._apply(scope, wallet, raw, height)
-                query = ScriptSet(scope.scripts(idx))  # the gap may have grown
+                query = scope.query(idx)  # the gap may have grown
                 prog.done += 1
                 unsaved = 0
                 if touched:
@@ -219,16 +239,43 @@ class Backfiller:
                 idx.store.put_wallet(scope.wid, wallet.to_record())
                 unsaved = 0
 
-    def _wallet_scripts(self, wid: bytes) -> set[bytes]:
-        return {s for s, refs in self.indexer.scripts.refs.items()
-                if any(r.wallet_id == wid for r in refs)}
-
     async def _has_filters(self) -> bool:
         try:
             info = await self.rpc.call("getindexinfo", "basic block filter index")
         except RPCError:
             return False
         return bool(info)
+
+    @staticmethod
+    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet,
+                        pacer: Pacer) -> _Matched:
+        """The blocks whose filter matches ``query`` (all of them without filters),
+        matched once per batch and yielding between filters: with 10,000 scripts one
+        match is milliseconds."""
+        matched = _Matched(query)
+        for h, f in zip(hashes, filters, strict=True):
+            await pacer.tick()
+            if not isinstance(f, Exception) and (
+                    f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
+                matched.append(h)
+        return matched
+
+    async def _prefetch(self, wanted: list[bytes]) -> dict[bytes, bytes]:
+        """The matching blocks, in RPC batches: a round trip per block cost more than
+        matching it. Pruned ones (and blocks that only match once the gap grows) are
+        left to ``_fetch``."""
+        out: dict[bytes, bytes] = {}
+        held = 0
+        for start in range(0, len(wanted), _PREFETCH):
+            if held > _PREFETCH_BYTES:
+                break  # the rest one by one, as the matching reaches them
+            chunk = wanted[start:start + _PREFETCH]
+            raws = await self.rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
+            for h, r in zip(chunk, raws, strict=True):
+                if isinstance(r, str):
+                    out[h] = bytes.fromhex(r)
+                    held += len(out[h])
+        return out
 
     async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
         hash_hex = hash_to_hex_str(block_hash)
@@ -245,19 +292,23 @@ class Backfiller:
     async def _apply(self, scope: _Scope, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
         idx = self.indexer
         wid = wallet.wallet_id
-        block = parse_block(raw)
-        shs = {script_to_scripthash(s) for s in scope.scripts(idx)}
+        block = await parse_block_aside(raw)
 
-        def lookup(op: bytes) -> tuple[bytes, int] | None:
-            rec = idx.store.output(op[:32], int.from_bytes(op[32:], "big"))
-            if rec is not None and rec.scripthash in shs:
-                return rec.scripthash, rec.value
-            return None
+        job = scope.job(wallet) if scope.job_key is not None else None
+        branch, before = (job["branch"], wallet.branches[job["branch"]].derived) \
+            if job is not None else (-1, 0)
 
         def watched(script: bytes) -> bool:  # dynamic: the gap may grow while matching
-            return scope.covers(idx, script)
+            if script in scope.script_set(idx):
+                return True
+            # Derived just now, past the job's end on its branch: it joins the job
+            # below, and this very block may pay it.
+            return job is not None and any(
+                r.wallet_id == wid and r.branch == branch and r.index >= before
+                for r in idx.scripts.refs.get(script, ()))
 
-        matches, derived = await idx.match_with_gap(block.txs, watched, lookup, {wid})
+        matches, derived = await idx.match_with_gap(block.txs, watched, scope.outputs.get,
+                                                    {wid})
         job = scope.job(wallet) if scope.job_key is not None else None
         if job is not None:
             # Scripts derived while scanning old blocks have old history too: they join
@@ -276,39 +327,59 @@ class Backfiller:
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
         idx.store.commit_backfill(batch)
+        for m in matches:
+            for f in m.funding:
+                scope.outputs[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
         return touched
 
     # --- step 3: live ---------------------------------------------------------------------
-    def _go_live(self, wid: bytes) -> None:
-        """Called with the backfill at the tip, with no await until the flip is done."""
-        wallet = self.indexer.wallets[wid]
-        wallet.state = "live"
-        self.indexer.store.put_wallet(wid, wallet.to_record())
-        for sh in [sh for sh, s in self.indexer.scripts.by_scripthash.items()
-                   if s in self._wallet_scripts(wid)]:
-            self.indexer.provisional.pop(sh, None)
-        self.indexer.load()
-        log.info("wallet %s is live (history complete)", wallet.id_hex)
-        # Its mempool transactions were not tracked while it backfilled.
+    async def _go_live(self, scope: _Scope) -> bool:
+        """Flip a wallet (or a job's scripts) live; False if blocks came meanwhile (scan
+        again). The chain lock keeps blocks out until the flip is complete."""
+        idx = self.indexer
+        async with self.follower.chain_lock:
+            wallet = idx.wallets.get(scope.wid)
+            tip = idx.tip()
+            if wallet is None or tip is None:
+                return True
+            if scope.height(wallet) < tip[0]:
+                return False
+            scripts = sorted(scope.script_set(idx))
+            if scope.job_key is None:
+                wallet.state = "live"
+                scripts = [s for (b, i), s in idx.scripts.of_wallet(scope.wid).items()
+                           if not wallet.pending(b, i)]
+                what = "is live (history complete)"
+            else:
+                job = scope.job(wallet)
+                if job is None:
+                    return True
+                wallet.jobs.remove(job)
+                what = (f"scripts {job['start']}..{job['end'] - 1} of branch {job['branch']} "
+                        "are live")
+            idx.store.put_wallet(scope.wid, wallet.to_record())
+            await idx.make_live(scripts, Pacer())
+        if scope.job_key is not None:
+            self.progress.pop(scope.key, None)
+            idx.job_finished(scope.key)
+        log.info("wallet %s: %s", wallet.id_hex, what)
+        # Its mempool transactions were not tracked while it backfilled: add them (the
+        # slice is topped up, never emptied, so clients never see it shrink).
         self._resync_mempool()
-
-    def _finish_job(self, scope: _Scope) -> None:
-        wallet = self.indexer.wallets[scope.wid]
-        job = scope.job(wallet)
-        if job is None:
-            return
-        wallet.jobs.remove(job)
-        self.indexer.store.put_wallet(scope.wid, wallet.to_record())
-        self.indexer.load()
-        self.progress.pop(scope.key, None)
-        log.info("wallet %s: scripts %d..%d of branch %d are live", wallet.id_hex,
-                 job["start"], job["end"] - 1, job["branch"])
-        self._resync_mempool()
+        return True
 
     def _resync_mempool(self) -> None:
         task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Matched(list[bytes]):
+    """Block hashes whose filter matched ``query`` (the gap may grow afterwards)."""
+
+    def __init__(self, query: ScriptSet) -> None:
+        super().__init__()
+        self.query = query
 
 
 @dataclass
@@ -319,12 +390,16 @@ class _Scope:
 
     wid: bytes
     job_key: tuple[int, int] | None  # (branch, start index)
+    #: the scope's outputs: outpoint -> (scripthash, value), kept as blocks are applied
+    outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
+    _query: ScriptSet | None = None
 
     @property
     def key(self) -> bytes:
         if self.job_key is None:
             return self.wid
-        return self.wid + bytes([self.job_key[0]]) + self.job_key[1].to_bytes(4, "big")
+        return Indexer.job_key(self.wid, *self.job_key)
 
     def job(self, wallet: Wallet) -> dict[str, int] | None:
         for job in wallet.jobs:
@@ -344,23 +419,46 @@ class _Scope:
         elif (job := self.job(wallet)) is not None:
             job["height"] = height
 
-    def covers(self, idx: Indexer, script: bytes) -> bool:
+    def version(self, idx: Indexer) -> tuple[int, int]:
+        """Changes whenever the scope's scripts do (the gap grew, the job was extended)."""
+        wallet = idx.wallets.get(self.wid)
+        job = None if wallet is None or self.job_key is None else self.job(wallet)
+        return len(idx.scripts.of_wallet(self.wid)), job["end"] if job is not None else -1
+
+    def script_set(self, idx: Indexer) -> frozenset[bytes]:
+        version = self.version(idx)
+        if self._set is None or self._set[0] != version:
+            self._set = (version, frozenset(self.scripts(idx)))
+            self._query = None
+        return self._set[1]
+
+    def query(self, idx: Indexer) -> ScriptSet:
+        """The scope's scripts prepared for filter matching, rebuilt only when they change."""
+        scripts = self.script_set(idx)
+        if self._query is None:
+            self._query = ScriptSet(scripts)
+        return self._query
+
+    def scripts(self, idx: Indexer) -> list[bytes]:
         wallet = idx.wallets.get(self.wid)
         if wallet is None:
-            return False
-        job = None if self.job_key is None else self.job(wallet)
-        if self.job_key is not None and job is None:
-            return False
-        for ref in idx.scripts.refs.get(script, ()):
-            if ref.wallet_id != self.wid:
-                continue
-            if job is None or (ref.branch == job["branch"]
-                               and job["start"] <= ref.index < job["end"]):
-                return True
-        return False
+            return []
+        if self.job_key is None:
+            return list(idx.scripts.of_wallet(self.wid).values())
+        job = self.job(wallet)
+        if job is None:
+            return []
+        return idx.scripts.in_range(self.wid, job["branch"], job["start"], job["end"])
 
-    def scripts(self, idx: Indexer) -> set[bytes]:
-        return {s for s, refs in idx.scripts.refs.items() if self.covers(idx, s)}
+    async def load_outputs(self, idx: Indexer, pacer: Pacer) -> None:
+        """The scope's outputs already indexed (a resumed scan), for spends to find them
+        in memory instead of one LevelDB read per input of every matched block."""
+        self.outputs.clear()
+        for script in self.script_set(idx):
+            sh = idx.scripts.hashes[script]
+            for rec in idx.store.outputs(sh):
+                self.outputs[outpoint(rec.txid, rec.vout)] = (sh, rec.value)
+            await pacer.tick()
 
 
 def _index_in(found_desc: str, branch_desc: str) -> int | None:

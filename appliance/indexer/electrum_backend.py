@@ -7,6 +7,8 @@ and merkle branches of the wallets' transactions were stored when their blocks a
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -28,6 +30,12 @@ from .matcher import outpoint
 __all__ = ["IndexBackend"]
 
 _HISTOGRAM_TTL = 30.0  # seconds: getrawmempool verbose is heavy on a Pi
+#: How long a query for a script past the gap waits for its history (a gap job scans
+#: the block filters from the wallet's birthday) before it is answered with what is
+#: known so far; a subscription then notifies when the job completes.
+HISTORY_WAIT_S = 10.0
+
+log = logging.getLogger("indexer.electrum")
 
 
 def _btc_per_kvb(value: Any) -> float:
@@ -142,9 +150,18 @@ class IndexBackend:
         return self.indexer.is_watched_scripthash(scripthash)
 
     async def script_queried(self, scripthash: bytes) -> None:
+        """A client asked for ``scripthash``. Past the gap: watch it and wait (bounded by
+        HISTORY_WAIT_S) until its history is complete, so the first answer is right."""
         if not self.is_watched(scripthash) and await self.indexer.extend_on_query(scripthash):
             if self.on_gap_extended is not None:
                 self.on_gap_extended()
+        pending = self.indexer.history_pending(scripthash)
+        if pending is not None:
+            try:
+                await asyncio.wait_for(pending.wait(), HISTORY_WAIT_S)
+            except TimeoutError:
+                log.warning("history of %s… still being scanned after %.0f s; answering "
+                            "what is known", scripthash[::-1].hex()[:16], HISTORY_WAIT_S)
 
     def watch_script(self, scripthash: bytes) -> bool:
         new = self.indexer.watch_adhoc(scripthash, int(time.time()), self.is_subscribed)
@@ -164,7 +181,7 @@ class IndexBackend:
             return bytes.fromhex(await self.rpc.call("getrawtransaction", hash_to_hex_str(txid)))
         except RPCError:
             raise BackendError(f"no transaction {hash_to_hex_str(txid)} in the index or "
-                               "mempool (the box indexes only its wallets)") from None
+                               "mempool (the box indexes only its wallets)", 2) from None
         except NodeError as exc:
             raise BackendError(f"bitcoind unavailable: {exc}", 2) from None
 

@@ -8,16 +8,18 @@ committing it, so the event loop keeps every step atomic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
 from ..electrum.backend import Utxo
 from .adhoc import AdhocEntry, AdhocWatches
-from .matcher import TxMatch, match_txs, outpoint
+from .matcher import TxMatch, iter_matches, outpoint
 from .mempool import Mempool
+from ..node.pace import Pacer
 from .schema import (
     conf_key,
     history_key,
@@ -50,11 +52,19 @@ ChangeListener = Callable[[set[bytes]], Awaitable[None]]
 
 @dataclass
 class WalletScripts:
-    """Every derived script of every wallet, and which ones are matched live."""
+    """Every derived script of every wallet, and which ones are matched live.
+
+    Kept with per-wallet and per-script views so that a wallet's scripts, a script's
+    hash and a job's range are looked up, never searched for (wallets reach 10,000+
+    scripts; a scan of every script per script would be quadratic)."""
 
     refs: dict[bytes, list[ScriptRef]]  # script -> where it was derived
     by_scripthash: dict[bytes, bytes]  # scripthash -> script
     live: set[bytes]  # scripts of wallets whose history is complete (state "live")
+    #: script -> its scripthash (hashed once)
+    hashes: dict[bytes, bytes] = field(default_factory=dict)
+    #: wallet id -> (branch, index) -> script
+    by_wallet: dict[bytes, dict[tuple[int, int], bytes]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> WalletScripts:
@@ -64,9 +74,21 @@ class WalletScripts:
         refs = self.refs.setdefault(script, [])
         if ref not in refs:
             refs.append(ref)
-        self.by_scripthash[script_to_scripthash(script)] = script
+        sh = self.hashes.get(script)
+        if sh is None:
+            sh = self.hashes[script] = script_to_scripthash(script)
+        self.by_scripthash[sh] = script
+        self.by_wallet.setdefault(ref.wallet_id, {})[(ref.branch, ref.index)] = script
         if live:
             self.live.add(script)
+
+    def of_wallet(self, wallet_id: bytes) -> dict[tuple[int, int], bytes]:
+        return self.by_wallet.get(wallet_id, {})
+
+    def in_range(self, wallet_id: bytes, branch: int, start: int, end: int) -> list[bytes]:
+        """Scripts ``start..end-1`` of one branch (those derived)."""
+        mine = self.of_wallet(wallet_id)
+        return [s for i in range(start, end) if (s := mine.get((branch, i))) is not None]
 
 
 class Indexer:
@@ -86,6 +108,8 @@ class Indexer:
         self.lookahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
         #: scripts watched because a client subscribed to them (see adhoc.py)
         self.adhoc = AdhocWatches(store.adhoc_records())
+        #: set when a gap job's history is complete, by job key (see job_key)
+        self._job_done: dict[bytes, asyncio.Event] = {}
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -98,7 +122,7 @@ class Indexer:
                 live = wallet.state == "live" and not wallet.pending(branch, index)
                 self.scripts.add(script, ScriptRef(wid, branch, index), live)
         self.adhoc.entries = self.store.adhoc_records()
-        live_sh = {script_to_scripthash(s) for s in self.scripts.live}
+        live_sh = {self.scripts.hashes[s] for s in self.scripts.live}
         self.unspent = {op: (sh, value) for op, sh, value in self._unspent_rows()
                         if sh in live_sh or sh in self.adhoc}
 
@@ -109,6 +133,48 @@ class Indexer:
             if rec is not None:
                 rows.append((op, sh, rec.value))
         return rows
+
+    async def make_live(self, scripts: list[bytes], pacer: Pacer) -> None:
+        """Scripts whose history is now complete (a wallet or a job reached the tip):
+        match them live and load their unspent outputs. Only these scripts are touched,
+        so the cost is theirs, not the box's. The caller holds the chain lock, so no
+        block lands between the flip and the loaded outputs."""
+        shs = []
+        for script in scripts:
+            self.scripts.live.add(script)
+            shs.append(self.scripts.hashes[script])
+        for sh in shs:
+            self.provisional.pop(sh, None)
+            for rec in self.store.outputs(sh):
+                if self.store.spender(rec.txid, rec.vout) is None:
+                    self.unspent[outpoint(rec.txid, rec.vout)] = (sh, rec.value)
+            await pacer.tick()
+
+    # --- gap jobs: scripts a client asked for past the gap ---------------------------------
+    @staticmethod
+    def job_key(wallet_id: bytes, branch: int, start: int) -> bytes:
+        return wallet_id + bytes([branch]) + start.to_bytes(4, "big")
+
+    def history_pending(self, scripthash: bytes) -> asyncio.Event | None:
+        """The event set when this script's history is complete, if it is in a gap job
+        (watched, but its past still being scanned); None if its history is complete."""
+        script = self.scripts.by_scripthash.get(scripthash)
+        if script is None or script in self.scripts.live:
+            return None
+        for ref in self.scripts.refs.get(script, ()):
+            wallet = self.wallets.get(ref.wallet_id)
+            if wallet is None or wallet.state != "live":
+                continue  # a wallet still backfilling answers scantxoutset's view
+            for job in wallet.jobs:
+                if job["branch"] == ref.branch and job["start"] <= ref.index < job["end"]:
+                    key = self.job_key(ref.wallet_id, ref.branch, job["start"])
+                    return self._job_done.setdefault(key, asyncio.Event())
+        return None
+
+    def job_finished(self, key: bytes) -> None:
+        event = self._job_done.pop(key, None)
+        if event is not None:
+            event.set()
 
     def tip(self) -> tuple[int, bytes] | None:
         return self.store.tip()
@@ -216,12 +282,17 @@ class Indexer:
         """Match txs; when they use scripts near the end of a gap, derive more and match
         again, so a payment to a just-derived script in the same block is not missed."""
         derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
+        pacer = Pacer()
         while True:
-            matches = match_txs(txs, watched, lookup)
+            matches = []
+            for m in iter_matches(txs, watched, lookup):
+                if m is not None:
+                    matches.append(m)
+                await pacer.tick()
             grow = self._mark_used(matches, wallet_ids)
             if not grow:
                 if derived:
-                    await self.refresh_lookahead()
+                    await self.refresh_lookahead(set(derived))
                 return matches, derived
             for wid in grow:
                 wallet = self.wallets[wid]
@@ -305,10 +376,17 @@ class Indexer:
         return touched
 
     # --- the gap, grown on demand ----------------------------------------------------------
-    async def refresh_lookahead(self) -> None:
-        """Derive the scripts just past every live branch's watched range."""
-        ahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
+    async def refresh_lookahead(self, wallet_ids: set[bytes] | None = None) -> None:
+        """Derive the scripts just past each branch's watched range: of every wallet, or
+        only of ``wallet_ids`` (whose gap moved; the others' lookahead stands)."""
+        if wallet_ids is None:
+            ahead: dict[bytes, tuple[ScriptRef, bytes]] = {}
+        else:
+            ahead = {sh: e for sh, e in self.lookahead.items()
+                     if e[0].wallet_id not in wallet_ids}
         for wid, wallet in self.wallets.items():
+            if wallet_ids is not None and wid not in wallet_ids:
+                continue
             for bi, branch in enumerate(wallet.branches):
                 if not branch.ranged:
                     continue
@@ -340,13 +418,20 @@ class Indexer:
                and start <= (i := r.index) <= ref.index}
         branch.derived = ref.index + 1
         if wallet.state == "live":
-            wallet.jobs.append({"branch": ref.branch, "start": start, "end": ref.index + 1,
-                                "height": wallet.birthday - 1})
+            # A client scanning with a large gap asks script after script: a job not
+            # started yet grows instead of a new job (and a new scan) per script.
+            queued = next((j for j in wallet.jobs if j["branch"] == ref.branch
+                           and j["end"] == start and j["height"] == wallet.birthday - 1), None)
+            if queued is not None:
+                queued["end"] = ref.index + 1
+            else:
+                wallet.jobs.append({"branch": ref.branch, "start": start,
+                                    "end": ref.index + 1, "height": wallet.birthday - 1})
         self._register_scripts(wallet, new)
         self.store.put_wallet(wallet.wallet_id, wallet.to_record(), new)
         log.info("wallet %s: a client asked past the gap; watching branch %d up to %d",
                  wallet.id_hex, ref.branch, ref.index)
-        await self.refresh_lookahead()
+        await self.refresh_lookahead({wallet.wallet_id})
         return wallet.state == "live"
 
     # --- wallet registration -------------------------------------------------------------

@@ -7,12 +7,12 @@ the same block count, so chains of transactions inside one block are found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..chain import Tx, script_to_scripthash
 
-__all__ = ["Funding", "Spending", "TxMatch", "match_txs"]
+__all__ = ["Funding", "Spending", "TxMatch", "iter_matches", "match_txs"]
 
 #: outpoint (txid + vout as 4-byte BE) -> (scripthash, value) of a watched output, or None
 OutpointLookup = Callable[[bytes], tuple[bytes, int] | None]
@@ -53,8 +53,14 @@ def outpoint(txid: bytes, vout: int) -> bytes:
 def match_txs(txs: Iterable[Tx], watched: Callable[[bytes], bool],
               lookup: OutpointLookup) -> list[TxMatch]:
     """Match transactions in order; ``watched(script)`` says whether a script is ours."""
+    return [m for m in iter_matches(txs, watched, lookup) if m is not None]
+
+
+def iter_matches(txs: Iterable[Tx], watched: Callable[[bytes], bool],
+                 lookup: OutpointLookup) -> Iterator[TxMatch | None]:
+    """``match_txs`` one transaction at a time (None: no match), so a caller can give
+    the event loop a turn in the middle of a 3,000-transaction block."""
     created: dict[bytes, tuple[bytes, int]] = {}  # our outputs made earlier in this batch
-    matches: list[TxMatch] = []
     for pos, tx in enumerate(txs):
         m = TxMatch(tx, pos)
         if not tx.is_coinbase:
@@ -69,6 +75,4 @@ def match_txs(txs: Iterable[Tx], watched: Callable[[bytes], bool],
                 sh = script_to_scripthash(script)
                 m.funding.append(Funding(vout, script, sh, txout.value))
                 created[outpoint(tx.txid, vout)] = (sh, txout.value)
-        if m.funding or m.spending:
-            matches.append(m)
-    return matches
+        yield m if m.funding or m.spending else None

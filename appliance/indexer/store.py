@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import struct
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ from .schema import (
 __all__ = ["IndexStore", "OutputRecord", "StoreError", "UndoBatch", "WrongNetwork"]
 
 log = logging.getLogger("indexer.store")
+
+#: Scripthashes whose confirmed history is kept in memory (a few wallets' worth;
+#: ~150 bytes for a script with a couple of transactions).
+HISTORY_CACHE = 50_000
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -134,6 +139,8 @@ class UndoBatch:
                 wb.delete(key)
             else:
                 wb.put(key, value)
+            if key[:1] == P_HISTORY:
+                self.store.history_changed(key[1:33])
 
     def _record(self, key: bytes) -> None:
         if self.height is not None and key not in self.writes:
@@ -143,10 +150,17 @@ class UndoBatch:
 class IndexStore:
     """Typed access to the index tables (see schema.py and docs/index-schema.md)."""
 
-    def __init__(self, path: Path, genesis_hash: bytes, *, cache_mib: int = 16) -> None:
+    def __init__(self, path: Path, genesis_hash: bytes, *, cache_mib: int = 16,
+                 history_cache: int = HISTORY_CACHE) -> None:
         self.path = path
         self.cache_mib = cache_mib
         self._stale_log = False  # a write failed: reopen before the next one
+        #: scripthash -> its confirmed history, most recently used last. Every write of
+        #: a history row goes through write_to, rollback_tip or _forget, which drop the
+        #: entry: a hit is always what LevelDB holds.
+        self._history: OrderedDict[bytes, tuple[tuple[int, int, bytes], ...]] = OrderedDict()
+        self._history_max = history_cache
+        self.history_hits = 0
         path.mkdir(parents=True, exist_ok=True)
         self.db = self._open(path, cache_mib)
         stored = self.db.get(P_FORMAT)
@@ -260,6 +274,7 @@ class IndexStore:
                     continue  # a wallet removed since: do not bring it back
                 if key[:1] == P_HISTORY:
                     touched.add(key[1:33])
+                    self.history_changed(key[1:33])
                     removed.add(self.db.get(key) or b"")
                 elif key[:1] == P_SCRIPT_OUTPUT:
                     touched.add(key[1:33])
@@ -317,6 +332,7 @@ class IndexStore:
         """Delete the history, outputs and (unless still referenced) txs of scripthashes."""
         txids: set[bytes] = set()
         for sh in scripthashes:
+            self.history_changed(sh)
             for key, txid in self.db.iterator(prefix=P_HISTORY + sh):
                 wb.delete(key)
                 txids.add(txid)
@@ -355,11 +371,23 @@ class IndexStore:
 
     # --- queries -------------------------------------------------------------------------
     def history(self, scripthash: bytes) -> list[tuple[int, int, bytes]]:
-        """[(height, position, txid)] in block order."""
-        out = []
-        for key, txid in self.db.iterator(prefix=P_HISTORY + scripthash):
-            out.append((unpack_height(key, 33), unpack_height(key, 37), txid))
-        return out
+        """((height, position, txid), ...) in block order; cached, so many clients of
+        one wallet cost one LevelDB walk per script until its history changes."""
+        cached = self._history.get(scripthash)
+        if cached is not None:
+            self._history.move_to_end(scripthash)
+            self.history_hits += 1
+            return list(cached)
+        rows = tuple((unpack_height(key, 33), unpack_height(key, 37), txid)
+                     for key, txid in self.db.iterator(prefix=P_HISTORY + scripthash))
+        self._history[scripthash] = rows
+        if len(self._history) > self._history_max:
+            self._history.popitem(last=False)
+        return list(rows)
+
+    def history_changed(self, scripthash: bytes) -> None:
+        """A history row of ``scripthash`` is being written: forget its cached history."""
+        self._history.pop(scripthash, None)
 
     def outputs(self, scripthash: bytes) -> list[OutputRecord]:
         out = []

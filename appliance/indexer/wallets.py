@@ -207,10 +207,22 @@ async def derive_scripts(rpc: DescriptorRPC, branch: Branch, start: int, end: in
     """scriptPubKeys for indexes start..end-1 of a branch (bitcoind derives)."""
     if end <= start:
         return []
-    if branch.ranged:
-        addresses = await rpc.call("deriveaddresses", branch.descriptor, [start, end - 1])
-    else:
-        addresses = await rpc.call("deriveaddresses", branch.descriptor)
+    if not branch.ranged:
+        return _scripts(await rpc.call("deriveaddresses", branch.descriptor), network)
+    scripts: list[bytes] = []
+    # In chunks: decoding 10,000 addresses at once would hold the event loop ~0.4 s;
+    # each RPC await between chunks lets clients in.
+    for lo in range(start, end, _DERIVE_CHUNK):
+        hi = min(end, lo + _DERIVE_CHUNK)
+        scripts += _scripts(await rpc.call("deriveaddresses", branch.descriptor,
+                                           [lo, hi - 1]), network)
+    return scripts
+
+
+_DERIVE_CHUNK = 500
+
+
+def _scripts(addresses: list[str], network: str) -> list[bytes]:
     try:
         return [address_to_script(a, network) for a in addresses]
     except AddressError as exc:  # bitcoind derived for another chain: a config error

@@ -34,7 +34,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..chain import Block, BlockHeader, ChainParseError, Tx, parse_block, parse_header, parse_tx
+from ..chain import Block, BlockHeader, ChainParseError, Tx, parse_header, parse_tx
+from .pace import Pacer, parse_block_aside
 from .rpc import BitcoinRPC, NodeError, RPCError
 from .zmq_sub import Notification, SequenceLabel, ZMQSubscriber, parse_sequence
 
@@ -166,7 +167,11 @@ class ChainFollower:
     async def run(self) -> None:
         await self._resync_until_ok()
         self.synced.set()
+        pacer = Pacer()
         while True:
+            # Queued ZMQ messages are read without a pause: a burst of 5,000 would
+            # otherwise hold the event loop (and every client) until it is drained.
+            await pacer.tick()
             note = await self.sub.next(self.poll_s)
             if note is None and self.sub.closed:
                 return
@@ -287,7 +292,7 @@ class ChainFollower:
             header = parse_header(bytes.fromhex(
                 await self.rpc.call("getblockheader", hash_hex, False)))
         else:
-            block = parse_block(raw)
+            block = await parse_block_aside(raw)
             header = block.header
         if header.prev_hash != expected_prev and height > 0:
             return False
@@ -351,7 +356,7 @@ class ChainFollower:
             if self.listener.chain_tip() != tip:  # changed while we waited for the lock
                 return
             started = time.perf_counter()
-            block = parse_block(raw)
+            block = await parse_block_aside(raw)
             await self.listener.block_connected(ConnectedBlock(tip.height + 1, block.header,
                                                                block))
             self._count(block, started)
