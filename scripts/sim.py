@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 from appliance.config import load_config  # noqa: E402
+from appliance.durability import write_atomic  # noqa: E402
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf  # noqa: E402
 from appliance.node.rpc import BitcoinRPC  # noqa: E402
 
@@ -49,11 +50,7 @@ def bitcoind_bindir() -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only (created 0600, never wider), atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-        fh.write(text)
-    tmp.rename(path)
+    write_atomic(path, text.encode(), 0o600)
 
 
 def hearth_toml(d: Path, ports: dict[str, int], bind: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, load_config
+from ..durability import write_atomic
 from ..logs import LOG_FORMAT
 from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
@@ -159,10 +160,8 @@ class SupervisionListener:
         if self.paused_file is None or paused == self._saved_paused:
             return
         self._saved_paused = paused
-        tmp = self.paused_file.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(sorted(paused)))
-            tmp.replace(self.paused_file)
+            write_atomic(self.paused_file, json.dumps(sorted(paused)).encode(), 0o644)
         except OSError as exc:
             log.warning("cannot record paused programs: %s", exc)
 

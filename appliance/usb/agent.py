@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config
 from ..control import ControlError, control_request
+from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
 from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
 from .phrase import is_acknowledged, own_like
@@ -38,7 +39,7 @@ from .stick import (
     read_back,
     real_dir,
     repair_fat,
-    write_atomic,
+    write_to_stick,
 )
 
 __all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret"]
@@ -135,7 +136,7 @@ class UsbAgent:
         self.on_progress(f"writing to {target.name}")
         while True:
             try:
-                path = write_atomic(directory, name, data)
+                path = write_to_stick(directory, name, data)
                 break
             except StickError as exc:
                 # Full, but holding several of our own backups: the oldest makes room
@@ -207,8 +208,4 @@ def _wipe(path: Path) -> None:
     finally:
         os.close(fd)
     path.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
