@@ -103,7 +103,6 @@ refresh_s = 0.5
 
 [button]
 simulate = true
-sim_path = "{run / 'button.fifo'}"
 
 [usb]
 # The sim runs no usb service (it mounts as root): pairing opens without the phrase screens.
@@ -270,7 +269,7 @@ def refresh_pairing(d: Path, before: dict[str, Any] | None = None) -> bool:
 
 def press(d: Path, kind: str) -> int:
     """Simulated button: a short press opens pairing, a long one resets it."""
-    fifo = d / "run" / "button.fifo"
+    fifo = load_config(d / "hearth.toml").button_fifo
     if not fifo.exists():
         print("sim: not running (no button FIFO)", file=sys.stderr)
         return 3
@@ -384,7 +383,7 @@ def up(d: Path, lan: bool = False) -> int:
         "tower": tower_info(config),
         "display": {"frames": str((d / "frames").resolve()),
                     "current": str((d / "frames" / "current.png").resolve())},
-        "button": {"fifo": str((d / "run" / "button.fifo").resolve())},
+        "button": {"fifo": str(cfg.button_fifo.resolve())},
         "backup": {"port": cfg.backup.port},
         "supervisor": {"socket": str((d / "run" / "supervisor.sock").resolve()),
                        "config": str((d / "supervisord.conf").resolve())},

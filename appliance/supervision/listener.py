@@ -301,7 +301,7 @@ async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
         retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
         listener = SupervisionListener(publisher, tracker, write, rpc,
-                                       paused_file=cfg.hearth.run_dir / "supervision-paused.json")
+                                       paused_file=cfg.supervision_paused_file)
         transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener), stdin)
         tick = asyncio.create_task(listener.tick(), name="retries")
         try:

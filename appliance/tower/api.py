@@ -24,7 +24,7 @@ from typing import Any
 
 from coincurve import PrivateKey, PublicKey
 
-from ..chain import ChainParseError, parse_tx
+from ..chain import ChainParseError, hex_str_to_hash, parse_tx
 from ..durability import DiskFull, WriteFailed
 from .crypto import (
     LOCATOR_SIZE,
@@ -119,7 +119,7 @@ def parse_outpoint(text: Any, name: str) -> bytes:
     match = _OUTPOINT.match(text) if isinstance(text, str) else None
     if match is None:
         raise _ParamError(f"{name} must be 'txid:index'")
-    return outpoint(bytes.fromhex(match.group(1))[::-1], int(match.group(2)))
+    return outpoint(hex_str_to_hash(match.group(1)), int(match.group(2)))
 
 
 def _hex_field(obj: dict[str, Any], name: str, *, size: int | None = None,

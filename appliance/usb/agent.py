@@ -70,7 +70,7 @@ def agent_export(cfg: Config) -> tuple[bytes | None, str, str]:
     """(export bytes, source, error): the backup service's fresh export ("live"), else the
     last export file it left ("last-export"), else nothing ("none")."""
     error = ""
-    fallback = cfg.service_dir("backup") / "export.bin"
+    fallback = cfg.backup_export_file
     try:
         result = control_request(cfg.control_endpoint("backup"), "export", timeout=cfg.usb.export_timeout_s)
         path = Path(str(result["path"]))
@@ -115,7 +115,7 @@ class UsbAgent:
         extra = {"backup_agent_error": error} if error else {}
         clients: bytes | None = None
         with contextlib.suppress(OSError):
-            clients = (self.cfg.service_dir("indexer") / "paired-clients.json").read_bytes()
+            clients = self.cfg.paired_clients_file.read_bytes()
         meta = metadata(secret, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         version=__version__, network=self.cfg.hearth.network, agent_source=source,
                         extra=extra)

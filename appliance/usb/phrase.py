@@ -19,7 +19,7 @@ __all__ = ["PhraseScreens", "ack_path", "acknowledge", "is_acknowledged", "own_l
 
 
 def ack_path(cfg: Config) -> Path:
-    return cfg.service_dir("usb") / "phrase-acknowledged"
+    return cfg.phrase_ack_file
 
 
 def is_acknowledged(cfg: Config) -> bool:

@@ -282,7 +282,7 @@ def test_yank_mid_write_leaves_no_corrupt_latest_and_next_plug_in_works(base: Pa
     cfg = box(base, min_size_mib=8)
     if "vfat" in Path("/proc/filesystems").read_text():
         pytest.skip("the kernel mounts vfat itself here: no FUSE process to yank")
-    export = cfg.service_dir("backup") / "export.bin"
+    export = cfg.backup_export_file
     export.parent.mkdir(parents=True)
     export.write_bytes(os.urandom(24 * 2**20))  # a big payload: a long write to interrupt
     img = image(base / "stick.img", "vfat", 64)
@@ -344,10 +344,10 @@ def _restore(config: Path, file: Path, *args: str,
 @pytest.mark.slow
 def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     a = box(base, "a")
-    clients = a.service_dir("indexer") / "paired-clients.json"
+    clients = a.paired_clients_file
     clients.parent.mkdir(parents=True)
     clients.write_text('{"clients": {"02ab": "phone"}}')
-    agent_data = a.service_dir("backup") / "export.bin"
+    agent_data = a.backup_export_file
     agent_data.parent.mkdir(parents=True)
     agent_data.write_bytes(b"not an export the backup service accepts")
     backup = _backup_file(base, a)
@@ -366,9 +366,9 @@ def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     assert restored == secret and oct(fresh.hsm_secret_file.stat().st_mode & 0o777) == "0o600"
     assert derive_secp256k1(restored, "noise-static") == derive_secp256k1(secret, "noise-static")
     assert derive_secp256k1(restored, "tower-key") == derive_secp256k1(secret, "tower-key")
-    assert (fresh.service_dir("indexer") / "paired-clients.json").read_text() == clients.read_text()
+    assert fresh.paired_clients_file.read_text() == clients.read_text()
     # refused by the backup service's importer (or none on this build): kept, never lost
-    assert (fresh.service_dir("backup") / "import.bin").read_bytes() == agent_data.read_bytes()
+    assert fresh.backup_import_file.read_bytes() == agent_data.read_bytes()
     assert is_acknowledged(fresh)
     assert secret.hex() not in done.stdout + done.stderr
 
@@ -420,7 +420,7 @@ def test_first_boot_restore_from_a_stick_with_hearth_restore_txt(base: Path) -> 
 def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(base: Path) -> None:
     cfg = box(base)
     img = image(base / "stick.img", "ext4")
-    export_file = cfg.service_dir("backup") / "export.bin"
+    export_file = cfg.backup_export_file
 
     async def export(req: dict[str, object]) -> dict[str, str]:
         # the backup service's contract: write export.bin atomically, return its path
@@ -486,7 +486,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
 @pytest.mark.slow
 def test_full_stick_with_older_backups_of_this_box_makes_room(base: Path) -> None:
     cfg = box(base, min_size_mib=8)
-    export = cfg.service_dir("backup") / "export.bin"
+    export = cfg.backup_export_file
     export.parent.mkdir(parents=True)
     export.write_bytes(os.urandom(2 * 2**20))  # each backup ~2 MiB
     img = image(base / "stick.img", "ext4", 8)
