@@ -30,6 +30,7 @@ from ..node.zmq_sub import ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
 from ..status import KEEP, Phase, StatusPublisher
+from ..status.fields import LAST_BREACH_STOPPED, LAST_BREACH_TS, LAST_BREACH_TXID, txid_counter
 from .api import TowerAPI, TowerLimits
 from .follow import TowerListener
 from .http import BasicAuth, RequestGuard, make_app
@@ -211,7 +212,8 @@ class TowerService:
         last = self._last_breach()
         if last is not None:
             # Counters, not events: the display must still show it after a restart.
-            counters |= {"last_breach_ts": last[0], "last_breach_stopped": int(last[1])}
+            counters |= {LAST_BREACH_TS: last[0], LAST_BREACH_STOPPED: int(last[1]),
+                         LAST_BREACH_TXID: txid_counter(last[2])}
             detail = f"breach {last[2][:16]} {'stopped' if last[1] else 'penalty sent'}"
         failed = self.store.failed
         counters["disk_full"] = int(isinstance(failed, DiskFull))

@@ -57,6 +57,7 @@ class Outcome:
     kind: str = "backup"  # backup | restore
     path: str = ""  # the file written or restored from (on the stick)
     seconds: float = 0.0
+    box: str = ""  # a restore's box id (8 hex digits): published as data, not in the message
 
 
 def box_secret(cfg: Config) -> bytes:
@@ -187,7 +188,7 @@ class UsbAgent:
             _wipe(restore_file)
             self._after_restore()
             return Outcome(True, f"Restored box {box} - remove stick", "restore",
-                           f"{BACKUP_DIR}/{path.name}")
+                           f"{BACKUP_DIR}/{path.name}", box=box)
         return Outcome(False, "no backup on stick opens with hearth-restore.txt", "restore")
 
     def _after_restore(self) -> None:

@@ -36,6 +36,7 @@ from appliance.devices.display_service import _phrase_info, choose_page
 from appliance.devices.pages import RecoveryWordsPage, render
 from appliance.identity import box_id, derive_secp256k1, load_or_create_hsm_secret, recovery_phrase
 from appliance.status import ServiceState, StatusPublisher
+from appliance.status.fields import USB_STATE, UsbState
 from appliance.usb.agent import RESTORE_FILE, UsbAgent
 from appliance.usb.archive import decrypt_backup
 from appliance.usb.phrase import is_acknowledged
@@ -399,6 +400,7 @@ def test_first_boot_restore_from_a_stick_with_hearth_restore_txt(base: Path) -> 
     assert own != secret and not is_acknowledged(cfg)
     outcome = UsbAgent(cfg).handle(img)
     assert outcome.ok and outcome.kind == "restore" and box_id(secret) in outcome.message, outcome
+    assert outcome.box == box_id(secret)
     assert load_or_create_hsm_secret(cfg.hsm_secret_file) == secret and is_acknowledged(cfg)
     with inspect(img, cfg) as root:
         assert not (root / RESTORE_FILE).exists()
@@ -458,7 +460,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
                 with loop(img) as dev:
                     results.append(await asyncio.to_thread(
                         ask, cfg.control_endpoint("usb"), "backup", 120, device=str(dev)))
-                    assert bus.status.counters["backup_state"] == 2
+                    assert bus.status.counters[USB_STATE] == UsbState.OK
                     serving.cancel()  # the backup service goes down
                     await asyncio.gather(serving, return_exceptions=True)
                     results.append(await asyncio.to_thread(
@@ -469,7 +471,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
                                        | {"export": decrypt_backup(f.read_bytes(), phrase_of(cfg))
                                           .agent_export} for f in files)
                     service.removed(dev)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -603,9 +605,9 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
     cfg = box(base, settle_s=0.0)
     img = image(base / "stick.img", "ext4")
 
-    async def wait_state(bus: StatusPublisher, state: int, timeout: float = 60) -> None:
+    async def wait_state(bus: StatusPublisher, state: UsbState, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while bus.status.counters.get("backup_state") != state:
+        while bus.status.counters.get(USB_STATE) != state:
             assert time.monotonic() < deadline, bus.status
             await asyncio.sleep(0.05)
 
@@ -618,21 +620,21 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
                 with loop(img) as dev:
                     udev_broadcast("add", dev, "some_other_tag")  # not ours: ignored
                     await asyncio.sleep(1.0)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
                     udev_broadcast("add", dev, "hearth_usb")
-                    await wait_state(bus, 2)
+                    await wait_state(bus, UsbState.OK)
                     assert "Backup OK" in bus.status.detail
                     await service.cmd_phrase_press({})  # a press while the result is up
                     assert bus.status.counters["backups_ok"] == 1
-                    assert bus.status.counters["backup_state"] == 2
+                    assert bus.status.counters[USB_STATE] == UsbState.OK
                     udev_broadcast("remove", dev, "hearth_usb")
-                    await wait_state(bus, 0)
+                    await wait_state(bus, UsbState.IDLE)
                     udev_broadcast("change", dev, "hearth_usb")  # not a new medium: ignored
                     await asyncio.sleep(1.0)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
                     # a card put into a USB card reader: the disk changes, it is not added
                     udev_broadcast("change", dev, "hearth_usb", DISK_MEDIA_CHANGE="1")
-                    await wait_state(bus, 2)
+                    await wait_state(bus, UsbState.OK)
                     assert bus.status.counters["backups_ok"] == 2
                     with inspect(dev, cfg) as root:
                         assert len(list((root / "HEARTH").iterdir())) == 2

@@ -60,10 +60,12 @@ def test_recent_breach_shows_the_watchtower_page_until_a_day_passes() -> None:
     import time
 
     from appliance.devices.pages import WatchtowerPage
+    from appliance.status.fields import txid_counter
 
     node = state("node", Phase.READY, counters={"blocks": 10, "headers": 10})
     sent = state("tower", Phase.READY, detail="breach 4f56d56c393466b7 penalty sent",
-                 counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 0})
+                 counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 0,
+                           "last_breach_txid": txid_counter("4f56d56c393466b7")})
     page, _, _ = choose_page({"node": node, "tower": sent}, None, 0.0)
     assert isinstance(page, WatchtowerPage) and page.headline == "Breach! Penalty sent"
     assert page.detail == "tx 4f56d56c3934"

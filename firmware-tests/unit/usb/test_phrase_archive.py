@@ -150,7 +150,8 @@ def test_display_shows_phrase_before_pairing_and_usb_results() -> None:
     page, _, _ = choose_page({"usb": _usb_state({"backup_state": 2})}, None, 0.0)
     assert isinstance(page, UsbBackupPage) and page.state is UsbBackupState.OK
     render(page)
-    restored = _usb_state({"backup_state": 2}, detail="Restored box 0a1b2c3d - remove stick")
+    restored = _usb_state({"backup_state": 2, "restored_box": 0x0A1B2C3D},
+                          detail="Restored box 0a1b2c3d - remove stick")
     page, _, _ = choose_page({"usb": restored}, None, 0.0)
     assert isinstance(page, UsbBackupPage) and page.headline == "Restored" and page.note == "box 0a1b2c3d"
     assert render(page) != render(UsbBackupPage(UsbBackupState.OK))
