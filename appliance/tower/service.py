@@ -70,11 +70,7 @@ class TowerService:
         self.watcher = Watcher(store, self._broadcast, self._notify, finality_depth=tc.finality_depth,
                                fetch_tx=self._fetch_tx)
         self.api = TowerAPI(store, tower_key, lambda: self.watcher.height,
-                            TowerLimits(slots=tc.slots, subscription_blocks=tc.subscription_blocks,
-                                        max_blob_bytes=tc.max_blob_bytes,
-                                        max_channels=tc.max_channels, max_sweeps=tc.max_sweeps,
-                                        max_users=tc.max_users,
-                                        max_appointments=tc.max_appointments),
+                            TowerLimits.configured(tc),
                             on_stored=self._stored, on_failed=lambda _exc: self._report())
         self._checks: set[asyncio.Task[int]] = set()
         self._shown_error: str | None = None
