@@ -138,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _display_step(cfg: Config, step: str, detail: str) -> int:
-    from .devices.display_service import show_step
     from .devices.oled import OledError
+    from .display.service import show_step
 
     try:
         show_step(cfg, step, detail)

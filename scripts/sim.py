@@ -141,7 +141,7 @@ def supervisord_conf(d: Path, bindir: Path, config: Path) -> str:
     # and in `appliance status`; a program restarting in a loop is stopped.
     out += [
         "[eventlistener:hearth-supervision]",
-        f"command={VENV_BIN / 'python'} -m appliance.supervision.listener --config {config}",
+        f"command={VENV_BIN / 'python'} -m appliance.supervision.service --config {config}",
         "events=PROCESS_STATE", "buffer_size=100", "autorestart=true",
         f"stderr_logfile={log / 'hearth-supervision.log'}", "stderr_logfile_maxbytes=5MB",
         "stderr_logfile_backups=2", "",

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from ..identity import write_secret_file
-from ..supervision.listener import RpcFactory, supervisor_rpc
+from ..supervision.rpc import RpcFactory, supervisor_rpc
 from .bitcoin_conf import leave_ibd_mode
 
 __all__ = ["apply_steady_dbcache"]

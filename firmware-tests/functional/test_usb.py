@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.button.service import _phrase_press
 from appliance.config import Config, load_config
 from appliance.control import ControlServer, control_request
-from appliance.devices.button_service import _phrase_press
-from appliance.devices.display_service import _phrase_info, choose_page
 from appliance.devices.pages import RecoveryWordsPage, render
+from appliance.display.service import _phrase_info, choose_page
 from appliance.identity import box_id, derive_secp256k1, load_or_create_hsm_secret, recovery_phrase
 from appliance.status import ServiceState, StatusPublisher
 from appliance.status.fields import USB_STATE, UsbState

@@ -9,8 +9,8 @@ from PIL import Image
 
 from appliance import __version__, cli
 from appliance.config import Config, load_config
-from appliance.devices.display_service import choose_page, show_step
 from appliance.devices.pages import BootPage, ErrorPage, IndexPage, PairingPage, SyncPage, render
+from appliance.display.service import choose_page, show_step
 from appliance.status import Phase, ServiceState, ServiceStatus
 
 
@@ -118,7 +118,7 @@ def test_pairing_shows_the_setup_link_with_the_fingerprint_start() -> None:
 
 
 def test_unknown_wallet_leads_to_the_button_until_pairing_opens() -> None:
-    from appliance.devices.display_service import _UnknownWallets
+    from appliance.display.service import _UnknownWallets
 
     unknown = _UnknownWallets()
 

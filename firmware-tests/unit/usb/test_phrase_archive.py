@@ -12,7 +12,6 @@ import pytest
 from mnemonic import Mnemonic
 
 from appliance.config import load_config
-from appliance.devices.display_service import choose_page
 from appliance.devices.pages import (
     PANEL_128X64,
     PANEL_128X128,
@@ -22,6 +21,7 @@ from appliance.devices.pages import (
     paginate_recovery_words,
     render,
 )
+from appliance.display.service import choose_page
 from appliance.identity import box_id, derive_bytes, recovery_phrase
 from appliance.status import Phase, ServiceState, ServiceStatus
 from appliance.usb.archive import (

@@ -19,18 +19,9 @@ from typing import Any
 from .. import __version__
 from ..config import Config
 from ..control import ControlError, control_request
-from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
-from ..status.fields import (
-    LAST_BREACH_STOPPED,
-    LAST_BREACH_TS,
-    UsbState,
-    breach_txid,
-    restored_box,
-    usb_state,
-)
-from .frames import FrameRecorder, to_terminal
-from .oled import Dimmer, OledDevice, make_device, present
-from .pages import (
+from ..devices.frames import FrameRecorder, to_terminal
+from ..devices.oled import Dimmer, OledDevice, make_device, present
+from ..devices.pages import (
     PANEL_128X64,
     PANEL_128X128,
     BootPage,
@@ -47,7 +38,16 @@ from .pages import (
     WatchtowerPage,
     render,
 )
-from .power import PowerMonitor
+from ..devices.power import PowerMonitor
+from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
+from ..status.fields import (
+    LAST_BREACH_STOPPED,
+    LAST_BREACH_TS,
+    UsbState,
+    breach_txid,
+    restored_box,
+    usb_state,
+)
 
 __all__ = ["choose_page", "main", "show_step"]
 

@@ -2,7 +2,7 @@
 
 Run by supervisord as ``[eventlistener:hearth-supervision]`` with ``events=PROCESS_STATE``::
 
-    python -m appliance.supervision.listener --config /etc/hearth/hearth.toml
+    python -m appliance.supervision.service --config /etc/hearth/hearth.toml
 
 One asyncio loop does everything: stdin is read with ``connect_read_pipe`` (so the status
 publisher's heartbeats go on while supervisord is quiet), each event is answered with
@@ -25,7 +25,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
 from .logtail import last_error_line
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
+from .rpc import RpcFactory, supervisor_rpc
 from .tracker import SupervisionTracker
 
 __all__ = ["SERVICE", "SupervisionListener", "cli", "main", "run_listener"]
@@ -46,24 +47,6 @@ log = logging.getLogger("supervision")
 
 _TICK_S = 1.0  # how often due restarts are looked for
 _TAIL_BYTES = 4096  # of a dead program's log, for its last error line
-
-
-# Makes a ``supervisor`` XML-RPC namespace (supervisor's proxy has no type hints).
-RpcFactory = Callable[[], Any]
-
-
-def supervisor_rpc(env: Mapping[str, str] = os.environ) -> RpcFactory | None:
-    """A factory for ``supervisor`` XML-RPC namespaces, or None outside supervisord.
-
-    A new proxy per call: ``xmlrpc.client.ServerProxy`` is not thread-safe, and calls
-    run in worker threads.
-    """
-    if "SUPERVISOR_SERVER_URL" not in env:
-        return None
-    from supervisor import childutils  # only the listener needs supervisor's code
-
-    env = dict(env)
-    return lambda: childutils.getRPCInterface(env).supervisor
 
 
 class SupervisionListener:
@@ -333,7 +316,7 @@ def _log_to_stderr(level: str) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m appliance.supervision.listener",
+    p = argparse.ArgumentParser(prog="python -m appliance.supervision.service",
                                 description="supervisord event listener for the status bus")
     p.add_argument("--config", type=Path, default=Path("/etc/hearth/hearth.toml"))
     p.add_argument("--flood-restarts", type=int,

@@ -14,8 +14,7 @@ import logging
 
 from ..config import Config
 from ..control import ControlError, control_request
-from ..status import Phase, StatusPublisher
-from .button import (
+from ..devices.button import (
     Button,
     ButtonEventKind,
     ButtonInput,
@@ -23,6 +22,7 @@ from .button import (
     GPIOButtonInput,
     SimulatedButtonInput,
 )
+from ..status import Phase, StatusPublisher
 
 __all__ = ["main"]
 
