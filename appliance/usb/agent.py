@@ -8,6 +8,7 @@ outcome is one short sentence for the OLED; nothing secret is ever in it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import logging
 import os
@@ -108,7 +109,7 @@ class UsbAgent:
         except OSError as exc:  # the stick went away between two steps
             outcome = Outcome(False, str(explain(exc)))
         log.info("stick %s: %s (%.1f s)", device, outcome.message, time.monotonic() - start)
-        return Outcome(outcome.ok, outcome.message, outcome.kind, outcome.path, time.monotonic() - start)
+        return dataclasses.replace(outcome, seconds=time.monotonic() - start)
 
     # --- backup --------------------------------------------------------------------------
     def contents(self, secret: bytes) -> BackupContents:
