@@ -53,7 +53,6 @@ __all__ = [
     "WatchtowerPage",
     "fit_text",
     "make_pairing_qr",
-    "paginate_recovery_words",
     "pairing_layout",
     "qr_layout",
     "render",
@@ -273,17 +272,6 @@ def fit_text(text: str, max_width: int, *, scale: int = 1) -> tuple[str, bool]:
 def words_per_page(panel: Panel) -> int:
     """Recovery words one screen shows: the rows between the title and the hint."""
     return 8 if panel.tall else 4
-
-
-def paginate_recovery_words(words: Sequence[str], panel: Panel) -> list[RecoveryWordsPage]:
-    """Split a recovery code into screens ("Words 1-4 of 12" ...); the last says done."""
-    per = words_per_page(panel)
-    pages = []
-    for start in range(0, len(words), per):
-        last = start + per >= len(words)
-        pages.append(RecoveryWordsPage(tuple(words[start:start + per]), start + 1, len(words),
-                                       hint="Press: done" if last else "Press: next"))
-    return pages
 
 
 def make_pairing_qr(payload: str, *, max_version: int = MAX_QR_VERSION,

@@ -18,8 +18,8 @@ from appliance.devices.pages import (
     RecoveryWordsPage,
     UsbBackupPage,
     UsbBackupState,
-    paginate_recovery_words,
     render,
+    words_per_page,
 )
 from appliance.display.service import choose_page
 from appliance.identity import box_id, derive_bytes, recovery_phrase
@@ -127,9 +127,13 @@ def test_phrase_screens_and_acknowledgement() -> None:
 def test_every_phrase_word_renders_whole(panel: object) -> None:
     # The longest BIP39 words are 8 letters: every one must fit a line with its number.
     longest = sorted(Mnemonic("english").wordlist, key=len)[-12:]
-    for page in paginate_recovery_words(longest, panel):  # type: ignore[arg-type]
-        frame = render(page, panel)  # type: ignore[arg-type]
-        assert frame.getbbox() is not None
+    screens = PhraseScreens(len(longest), words_per_page(panel))  # type: ignore[arg-type]
+    while True:
+        first, end = screens.span()
+        page = RecoveryWordsPage(tuple(longest[first:end]), first + 1, len(longest))
+        assert render(page, panel).getbbox() is not None  # type: ignore[arg-type]
+        if screens.press():
+            break
 
 
 def _usb_state(counters: dict[str, int | float], detail: str = "", error: str | None = None) -> ServiceState:
