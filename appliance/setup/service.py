@@ -18,10 +18,10 @@ from aiohttp import web
 
 from ..config import Config
 from ..control import ControlError, control_request
-from ..electrum.tls import certificate_fingerprint, ensure_certificate, server_ssl_context
 from ..node import BitcoinRPC
 from ..pairing.store import KIND_WEB, PairedKeys
 from ..status import Phase, StatusPublisher, StatusSubscriber, describe_states
+from ..tls import certificate_fingerprint, ensure_certificate, server_ssl_context
 from .app import Counters, make_app
 from .birthday import height_for_date
 from .sessions import RedeemLimiter, Session

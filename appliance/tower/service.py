@@ -22,7 +22,6 @@ from ..chain import hash_to_hex_str
 from ..config import Config
 from ..control import ControlServer
 from ..durability import DiskFull
-from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
 from ..node.follower import FOLLOWER_TOPICS, ChainFollower
 from ..node.rpc import BitcoinRPC, NodeError, RPCError
@@ -31,6 +30,7 @@ from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
 from ..status import KEEP, Phase, StatusPublisher
 from ..status.fields import LAST_BREACH_STOPPED, LAST_BREACH_TS, LAST_BREACH_TXID, txid_counter
+from ..tls import ensure_certificate, server_ssl_context
 from .api import TowerAPI, TowerLimits
 from .follow import TowerListener
 from .http import BasicAuth, RequestGuard, make_app

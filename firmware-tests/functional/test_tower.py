@@ -51,14 +51,6 @@ def in_mempool(node: TestNode, txid: str) -> bool:
     return txid in node.getrawmempool()
 
 
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    t = TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor)
-    t.start()
-    yield t
-    t.stop()
-
-
 def teos_client(tower: TowerProcess) -> TeosClient:
     return TeosClient(f"http://127.0.0.1:{tower.http_port}", PrivateKey(),
                       basic_auth=(tower.USER, tower.PASSWORD))
