@@ -53,6 +53,7 @@ __all__ = [
     "ConnectFailedError",
     "ConnectionClosedError",
     "HandshakeTimeoutError",
+    "NoiseListener",
     "NoiseServer",
     "NoiseStream",
     "TransportError",
@@ -493,3 +494,20 @@ async def pipe(stream: NoiseStream, reader: asyncio.StreamReader, writer: asynci
         writer.close()
         with contextlib.suppress(*STREAM_ERRORS, ConnectionError, OSError):
             await writer.wait_closed()
+
+
+class NoiseListener:
+    """For a class that runs one :class:`NoiseServer` in ``self.server`` (set by its
+    ``start``): the bound port and an idempotent close."""
+
+    server: NoiseServer | None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
