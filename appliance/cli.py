@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
@@ -124,26 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_service(args.service, cfg)
     if args.command == "status":
         return _status(cfg, as_json=args.json)
-    if args.command == "wallet":
-        return _wallet(cfg, args)
-    if args.command == "pairing":
-        return _pairing(cfg, args)
-    if args.command == "tower":
-        return _tower(cfg, args)
-    if args.command == "backup":
-        return _backup(cfg, args)
+    if args.command in _CONTROL_COMMANDS:
+        from .control import ControlError
+
+        try:  # the one error path of every command that asks a running service
+            return _CONTROL_COMMANDS[args.command](cfg, args)
+        except ControlError as exc:
+            print(f"appliance: {exc}", file=sys.stderr)
+            return 1
     if args.command == "restore":
         return _restore(cfg, args)
-    if args.command == "usb":
-        return _usb(cfg, args)
     if args.command == "display":
         return _display_step(cfg, args.step, args.detail, args.error)
     raise AssertionError(args.command)  # argparse restricts the choices
 
 
 def _display_step(cfg: Config, step: str, detail: str, error: bool = False) -> int:
-    from .devices.display_service import show_step
     from .devices.oled import OledError
+    from .display.service import show_step
 
     try:
         show_step(cfg, step, detail, error=error)
@@ -154,111 +152,97 @@ def _display_step(cfg: Config, step: str, detail: str, error: bool = False) -> i
 
 
 def _wallet(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import ControlError, control_request
+    from .control import control_request
 
     endpoint = cfg.control_endpoint("indexer")
-    try:
-        if args.wallet_command == "add":
-            result = control_request(endpoint, "wallet.add", timeout=120,
-                                     descriptors=args.descriptors, birthday=args.birthday,
-                                     gap=args.gap, change_gap=args.change_gap, label=args.label)
-            verb = "registered" if result["new"] else "already registered"
-            print(f"wallet {result['id']} {verb} ({result['state']}, "
-                  f"{len(result['branches'])} branches)")
-        elif args.wallet_command == "list":
-            wallets = control_request(endpoint, "wallet.list")
-            if args.json:
-                print(json.dumps(wallets, indent=2))
-            for w in [] if args.json else wallets:
-                progress = f" backfill {w['backfill']['percent']}%" if w["backfill"] else ""
-                print(f"{w['id']}  {w['state']}{progress}  {w['label']}")
-                for b in w["branches"]:
-                    print(f"    {b['descriptor']}  used {b['used']} derived {b['derived']}")
-        else:
-            result = control_request(endpoint, "wallet.remove", id=args.id)
-            print(f"wallet {result['removed']} removed")
-    except ControlError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return 1
+    if args.wallet_command == "add":
+        result = control_request(endpoint, "wallet.add", timeout=120,
+                                 descriptors=args.descriptors, birthday=args.birthday,
+                                 gap=args.gap, change_gap=args.change_gap, label=args.label)
+        verb = "registered" if result["new"] else "already registered"
+        print(f"wallet {result['id']} {verb} ({result['state']}, "
+              f"{len(result['branches'])} branches)")
+    elif args.wallet_command == "list":
+        wallets = control_request(endpoint, "wallet.list")
+        if args.json:
+            print(json.dumps(wallets, indent=2))
+        for w in [] if args.json else wallets:
+            progress = f" backfill {w['backfill']['percent']}%" if w["backfill"] else ""
+            print(f"{w['id']}  {w['state']}{progress}  {w['label']}")
+            for b in w["branches"]:
+                print(f"    {b['descriptor']}  used {b['used']} derived {b['derived']}")
+    else:
+        result = control_request(endpoint, "wallet.remove", id=args.id)
+        print(f"wallet {result['removed']} removed")
     return 0
 
 
 def _pairing(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import ControlError, control_request
+    from .control import control_request
 
     endpoint = cfg.control_endpoint("indexer")
     cmd = args.pairing_command
-    try:
-        if cmd == "list":
-            clients = control_request(endpoint, "pairing.list")
-            if args.json:
-                print(json.dumps(clients, indent=2))
-            for c in [] if args.json else clients:
-                state = "connected" if c["connected"] else ""
-                kind = "browser" if c.get("kind") == "web" else "noise"
-                print(f"{c['key']}  {kind:7}  {c['label'] or '-'}  {state}")
-        elif cmd == "revoke":
-            print(f"revoked {control_request(endpoint, 'pairing.revoke', key=args.key)['revoked']}")
-        elif cmd == "reset":
-            result = control_request(endpoint, "pairing.reset")
-            print(f"{result['revoked']} clients revoked; pairing is open")
-        elif cmd == "open":
-            left = control_request(endpoint, "pairing.open")["window_seconds_left"]
-            print(f"pairing open for {left:.0f} s")
-        else:
-            result = control_request(endpoint, "pairing.payload")
-            if result["payload"] is None:
-                print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
-                return 1
-            if args.link and not result.get("setup_url"):
-                print("appliance: the setup page is off ([setup] port)", file=sys.stderr)
-                return 1
-            print(result["setup_url"] if args.link else result["payload"])
-    except ControlError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return 1
+    if cmd == "list":
+        clients = control_request(endpoint, "pairing.list")
+        if args.json:
+            print(json.dumps(clients, indent=2))
+        for c in [] if args.json else clients:
+            state = "connected" if c["connected"] else ""
+            kind = "browser" if c.get("kind") == "web" else "noise"
+            print(f"{c['key']}  {kind:7}  {c['label'] or '-'}  {state}")
+    elif cmd == "revoke":
+        print(f"revoked {control_request(endpoint, 'pairing.revoke', key=args.key)['revoked']}")
+    elif cmd == "reset":
+        result = control_request(endpoint, "pairing.reset")
+        print(f"{result['revoked']} clients revoked; pairing is open")
+    elif cmd == "open":
+        left = control_request(endpoint, "pairing.open")["window_seconds_left"]
+        print(f"pairing open for {left:.0f} s")
+    else:
+        result = control_request(endpoint, "pairing.payload")
+        if result["payload"] is None:
+            print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
+            return 1
+        if args.link and not result.get("setup_url"):
+            print("appliance: the setup page is off ([setup] port)", file=sys.stderr)
+            return 1
+        print(result["setup_url"] if args.link else result["payload"])
     return 0
 
 
 def _tower(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import ControlError, control_request
+    from .control import control_request
 
-    try:
-        if args.tower_command == "url":
-            result = control_request(cfg.control_endpoint("tower"), "url")
-            if result["url"] is None:
-                print("appliance: the tower's HTTP port is off ([tower] http_port)", file=sys.stderr)
-                return 1
-            print(result["url"])
+    if args.tower_command == "url":
+        result = control_request(cfg.control_endpoint("tower"), "url")
+        if result["url"] is None:
+            print("appliance: the tower's HTTP port is off ([tower] http_port)", file=sys.stderr)
+            return 1
+        print(result["url"])
+    else:
+        status = control_request(cfg.control_endpoint("tower"), "status")
+        if args.json:
+            print(json.dumps(status, indent=2, sort_keys=True))
         else:
-            status = control_request(cfg.control_endpoint("tower"), "status")
-            if args.json:
-                print(json.dumps(status, indent=2, sort_keys=True))
-            else:
-                print(f"tower {status['tower_id']} at height {status['height']}: "
-                      f"{status['channels']} channels / {status['sweeps']} sweeps, "
-                      f"{status['users']} users / {status['appointments']} appointments, "
-                      f"{status['breaches']} breaches answered")
-    except ControlError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return 1
+            print(f"tower {status['tower_id']} at height {status['height']}: "
+                  f"{status['channels']} channels / {status['sweeps']} sweeps, "
+                  f"{status['users']} users / {status['appointments']} appointments, "
+                  f"{status['breaches']} breaches answered")
     return 0
 
 
 def _backup(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import ControlError, control_request
+    from .control import control_request
 
     endpoint = cfg.control_endpoint("backup")
-    try:
-        if args.backup_command == "export":
-            result = control_request(endpoint, "export", timeout=300)
-            print(f"{result['streams']} streams exported to {result['path']}")
-        else:
-            print(json.dumps(control_request(endpoint, "status"), indent=2))
-    except ControlError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return 1
+    if args.backup_command == "export":
+        result = control_request(endpoint, "export", timeout=300)
+        print(f"{result['streams']} streams exported to {result['path']}")
+    else:
+        print(json.dumps(control_request(endpoint, "status"), indent=2))
     return 0
+
+
 def _read_phrase(source: str | None) -> str:
     import getpass
 
@@ -294,16 +278,18 @@ def _restore(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _usb(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import ControlError, control_request
+    from .control import control_request
 
-    try:
-        result = control_request(cfg.control_endpoint("usb"), "backup", timeout=300,
-                                 device=os.path.abspath(args.device))
-    except ControlError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return 1
+    result = control_request(cfg.control_endpoint("usb"), "backup", timeout=300,
+                             device=os.path.abspath(args.device))
     print(f"{result['message']} {result['path']} ({result['seconds']} s)")
     return 0 if result["ok"] else 1
+
+
+#: The commands that ask a running service over its control socket.
+_CONTROL_COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "wallet": _wallet, "pairing": _pairing, "tower": _tower, "backup": _backup, "usb": _usb,
+}
 
 
 def _status(cfg: Config, as_json: bool) -> int:

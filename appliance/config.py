@@ -280,6 +280,61 @@ class Config:
         """The box's root secret (see docs/identity.md), shared read-only by services."""
         return self.hearth.data_dir / "hsm_secret"
 
+    # The one home of every file name in the data and run directories.
+
+    @property
+    def paired_clients_file(self) -> Path:
+        """The pairing whitelist: written by the pairing gate, read by every listener."""
+        return self.service_dir("indexer") / "paired-clients.json"
+
+    @property
+    def electrum_tls_files(self) -> tuple[Path, Path]:
+        """The Electrum listener's certificate and key (made by the indexer or firstboot)."""
+        d = self.service_dir("indexer")
+        return d / "electrum-cert.pem", d / "electrum-key.pem"
+
+    @property
+    def tower_tls_files(self) -> tuple[Path, Path]:
+        d = self.service_dir("tower")
+        return d / "tower-cert.pem", d / "tower-key.pem"
+
+    @property
+    def setup_tls_files(self) -> tuple[Path, Path]:
+        """The setup page's own certificate, when the Electrum TLS listener is off."""
+        d = self.service_dir("setup")
+        return d / "cert.pem", d / "key.pem"
+
+    @property
+    def backup_export_file(self) -> Path:
+        return self.service_dir("backup") / "export.bin"
+
+    @property
+    def backup_import_file(self) -> Path:
+        """A restored box's agent export, for the backup service to take in."""
+        return self.service_dir("backup") / "import.bin"
+
+    @property
+    def phrase_ack_file(self) -> Path:
+        return self.service_dir("usb") / "phrase-acknowledged"
+
+    @property
+    def tower_password_file(self) -> Path:
+        return self.service_dir("tower") / "http-password"
+
+    @property
+    def tower_http_socket(self) -> Path:
+        return self.hearth.run_dir / "tower-http.sock"
+
+    @property
+    def button_fifo(self) -> Path:
+        """Where simulated presses arrive (``[button] sim_path`` overrides it)."""
+        return Path(self.button.sim_path) if self.button.sim_path else \
+            self.hearth.run_dir / "button.fifo"
+
+    @property
+    def supervision_paused_file(self) -> Path:
+        return self.hearth.run_dir / "supervision-paused.json"
+
     def control_endpoint(self, service: str) -> str:
         """The ZMQ REQ/REP socket where a running service takes commands."""
         return f"ipc://{self.hearth.run_dir / (service + '.ctl')}"

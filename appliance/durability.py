@@ -10,12 +10,17 @@ code, JSON-RPC error, backup ``disk-full`` code) and never into an acknowledgeme
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["DISK_FULL_TEXT", "REOPEN_FREE_BYTES", "DiskFull", "WriteFailed", "has_room",
-           "is_disk_full", "write_error"]
+__all__ = ["DISK_FULL_TEXT", "REOPEN_FREE_BYTES", "DiskFull", "WriteFailed", "atomic_file",
+           "fsync_dir", "has_room", "is_disk_full", "replace_durably", "write_atomic",
+           "write_error"]
 
 #: Free bytes a LevelDB needs before it is reopened after a failed write: the reopen writes
 #: the old log out as a table (up to its write buffer, a few MiB) and a new manifest.
@@ -66,3 +71,59 @@ def write_error(exc: BaseException, what: str) -> WriteFailed:
     if is_disk_full(exc):
         return DiskFull(what)
     return WriteFailed(errno.EIO, f"could not write {what}: {exc}")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and creations in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Publish the finished file ``tmp`` as ``path``: fsync it, rename, fsync the directory."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A file to write that appears as ``path`` whole or not at all, with ``mode``.
+
+    The temp file sits in the same directory (rename is atomic within one filesystem),
+    is created with O_EXCL|O_NOFOLLOW and the final mode (a secret is never readable by
+    others, not even briefly; a planted symlink is never written through), and is fsynced
+    before the rename; the directory is fsynced after it. On any error the temp file goes
+    and ``path`` keeps its old content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover from a crash
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if stat.S_IMODE(os.fstat(fh.fileno()).st_mode) & mode != mode:
+                # The umask narrowed the mode given to open (a FAT stick, which cannot
+                # chmod, reports its mount's wider mode and is left alone).
+                os.fchmod(fh.fileno(), mode)
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically and durably (see :func:`atomic_file`)."""
+    with atomic_file(path, mode) as fh:
+        fh.write(data)

@@ -19,6 +19,8 @@ from coincurve import PrivateKey
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .durability import write_atomic
+
 __all__ = [
     "HSM_SECRET_SIZE",
     "LABELS",
@@ -55,20 +57,7 @@ class IdentityError(Exception):
 def write_secret_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600, atomically (tmp, fsync, rename, fsync dir)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask may have narrowed O_CREAT's mode, never widened
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, data, 0o600)
 
 
 def load_hsm_secret(path: Path) -> bytes:

@@ -24,8 +24,8 @@ __all__ = ["SERVICES", "run_service", "run_until_signal"]
 SERVICES: dict[str, str] = {
     "node": "appliance.node.service",
     "indexer": "appliance.indexer.service",
-    "display": "appliance.devices.display_service",
-    "button": "appliance.devices.button_service",
+    "display": "appliance.display.service",
+    "button": "appliance.button.service",
     "tower": "appliance.tower.service",
     "backup": "appliance.backup.service",
     "usb": "appliance.usb.service",

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 from appliance.config import load_config  # noqa: E402
+from appliance.durability import write_atomic  # noqa: E402
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf  # noqa: E402
 from appliance.node.rpc import BitcoinRPC  # noqa: E402
 
@@ -49,11 +50,7 @@ def bitcoind_bindir() -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only (created 0600, never wider), atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-        fh.write(text)
-    tmp.rename(path)
+    write_atomic(path, text.encode(), 0o600)
 
 
 def hearth_toml(d: Path, ports: dict[str, int], bind: str) -> str:
@@ -106,7 +103,6 @@ refresh_s = 0.5
 
 [button]
 simulate = true
-sim_path = "{run / 'button.fifo'}"
 
 [usb]
 # The sim runs no usb service (it mounts as root): pairing opens without the phrase screens.
@@ -145,7 +141,7 @@ def supervisord_conf(d: Path, bindir: Path, config: Path) -> str:
     # and in `appliance status`; a program restarting in a loop is stopped.
     out += [
         "[eventlistener:hearth-supervision]",
-        f"command={VENV_BIN / 'python'} -m appliance.supervision.listener --config {config}",
+        f"command={VENV_BIN / 'python'} -m appliance.supervision.service --config {config}",
         "events=PROCESS_STATE", "buffer_size=100", "autorestart=true",
         f"stderr_logfile={log / 'hearth-supervision.log'}", "stderr_logfile_maxbytes=5MB",
         "stderr_logfile_backups=2", "",
@@ -273,7 +269,7 @@ def refresh_pairing(d: Path, before: dict[str, Any] | None = None) -> bool:
 
 def press(d: Path, kind: str) -> int:
     """Simulated button: a short press opens pairing, a long one resets it."""
-    fifo = d / "run" / "button.fifo"
+    fifo = load_config(d / "hearth.toml").button_fifo
     if not fifo.exists():
         print("sim: not running (no button FIFO)", file=sys.stderr)
         return 3
@@ -387,7 +383,7 @@ def up(d: Path, lan: bool = False) -> int:
         "tower": tower_info(config),
         "display": {"frames": str((d / "frames").resolve()),
                     "current": str((d / "frames" / "current.png").resolve())},
-        "button": {"fifo": str((d / "run" / "button.fifo").resolve())},
+        "button": {"fifo": str(cfg.button_fifo.resolve())},
         "backup": {"port": cfg.backup.port},
         "supervisor": {"socket": str((d / "run" / "supervisor.sock").resolve()),
                        "config": str((d / "supervisord.conf").resolve())},

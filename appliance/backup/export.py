@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..durability import atomic_file
 from .store import SNAP_HEADER, Capture, Store, _pread_range
 
 __all__ = ["EXPORT_FORMAT", "ExportError", "capture_all", "restore_export", "write_export"]
@@ -73,11 +74,9 @@ def _add(tar: tarfile.TarFile, name: str, size: int, chunks: Iterator[bytes], mt
 def write_export(captures: list[Capture], path: Path) -> Path:
     """Write the export from ``captures`` (then closes them); safe to run in a thread."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     now = time.time()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_file(path, 0o600) as fh:
             with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 index = json.dumps({"format": EXPORT_FORMAT, "version": 1, "created": now,
                                     "streams": [c.info.as_dict() for c in captures]},
@@ -93,17 +92,6 @@ def write_export(captures: list[Capture], path: Path) -> Path:
                          _pread_range(c.snap_fd, 0, snap_len, 1 << 16), c.info.last_write)
                     _add(tar, f"{base}/log-{gen}", c.log_size,
                          _pread_range(c.log_fd, 0, c.log_size, 1 << 16), c.info.last_write)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         for c in captures:
             c.close()

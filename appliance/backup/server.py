@@ -21,7 +21,7 @@ from typing import Any
 from ..identity import NodeKey
 from ..pairing.store import PairedKeys
 from ..transport.noise import Keypair
-from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
+from ..transport.stream import STREAM_ERRORS, NoiseListener, NoiseServer, NoiseStream, start_server
 from .store import MAX_RECORD, SnapshotWriter, Store, StoreError
 from .wire import PROTOCOL_VERSION, WireError, recv_header, recv_payload, send_message
 
@@ -46,7 +46,7 @@ class BackupCounters:
 
 
 @dataclass
-class BackupServer:
+class BackupServer(NoiseListener):
     store: Store
     node_key: NodeKey
     paired: PairedKeys
@@ -59,16 +59,6 @@ class BackupServer:
         self.server = await start_server(self._serve, host, port, Keypair.of(self.node_key))
         log.info("backup agent on port %d: %d streams, %d bytes", self.port,
                  len(self.store.streams()), self.store.total_bytes)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.port
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
     async def _serve(self, stream: NoiseStream) -> None:
         pubkey = stream.remote_static

@@ -45,7 +45,7 @@ class BackupService:
                         self.store.repaired)
         node_key = derive_secp256k1(load_or_create_hsm_secret(cfg.hsm_secret_file), "noise-static")
         # The pairing gate (indexer service) owns the whitelist; we only read it.
-        paired = PairedKeys(cfg.service_dir("indexer") / "paired-clients.json")
+        paired = PairedKeys(cfg.paired_clients_file)
         self.server = BackupServer(self.store, node_key, paired, on_change=self._publish)
         self.control = ControlServer(cfg.control_endpoint("backup"), {
             "export": self.cmd_export,
@@ -57,14 +57,10 @@ class BackupService:
         self._ready_detail = f"backups on port {bc_port}" if bc_port else "listener off"
         self.last_export: float | None = None
 
-    @property
-    def export_path(self) -> Any:
-        return self.dir / "export.bin"
-
     async def cmd_export(self, req: dict[str, Any]) -> dict[str, Any]:
         async with self._export_lock:
             captures = capture_all(self.store)  # the point in time, on the loop
-            path = await asyncio.to_thread(write_export, captures, self.export_path)
+            path = await asyncio.to_thread(write_export, captures, self.cfg.backup_export_file)
             self.last_export = time.time()
             log.info("export written: %d streams", len(captures))
             return {"path": str(path), "streams": len(captures)}

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..durability import DISK_FULL_TEXT, is_disk_full
+from ..durability import DISK_FULL_TEXT, fsync_dir, is_disk_full
 from ..identity import write_secret_file
 
 __all__ = [
@@ -192,14 +192,6 @@ def _pread_range(fd: int, offset: int, size: int, chunk: int) -> Iterator[bytes]
             raise OSError(f"backup file shorter than recorded ({offset} of {end} bytes)")
         offset += len(data)
         yield data
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _record_crc(length: int, version: int, payload: bytes) -> int:
@@ -502,12 +494,12 @@ class Store:
                         {"owner": stream.owner, "kind": stream.kind}).encode())
             raise
         os.rename(tmp, w.path / _name("snap", number))
-        _fsync_dir(w.path)  # from here the new generation is the current one
+        fsync_dir(w.path)  # from here the new generation is the current one
         gen = _Generation(number, w.version, w.size, log_size, records)
         if stream is None:
             stream = _Stream(w.sid, w.path, w.owner, w.kind, [gen], log_fd=fd)
             self._streams[w.sid] = stream
-            _fsync_dir(w.path.parent)
+            fsync_dir(w.path.parent)
         else:
             os.close(stream.log_fd)
             stream.log_fd = fd
@@ -518,7 +510,7 @@ class Store:
                 (w.path / _name("snap", old.number)).unlink(missing_ok=True)
                 (w.path / _name("log", old.number)).unlink(missing_ok=True)
             del stream.generations[:-kept]
-            _fsync_dir(w.path)
+            fsync_dir(w.path)
         stream.last_write = time.time()
         return self._info(stream)
 

@@ -18,7 +18,6 @@ node's own public key, so the node's ``hsm_secret`` is the only thing needed to 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import struct
 import zlib
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..backup.sealed import seal, unseal
+from ..durability import replace_durably
 
 __all__ = ["ClnKeys", "RestoreError", "cln_keys", "rebuild_database", "seal_change", "seal_snapshot",
            "snapshot_database", "snapshot_with_version", "unseal_change", "unseal_snapshot"]
@@ -147,10 +147,5 @@ def rebuild_database(out: Path, snapshot: bytes, changes: Sequence[tuple[int, li
             raise RestoreError("the rebuilt database fails sqlite's integrity check")
     finally:
         conn.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.rename(out)
+    replace_durably(tmp, out)
     return version

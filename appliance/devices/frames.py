@@ -12,13 +12,12 @@ directory only in ``sim``, never on a real box.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageChops
 
+from ..durability import atomic_file
 from .oled import OledDevice
 
 __all__ = ["FrameRecorder", "to_terminal", "write_png_atomic"]
@@ -28,15 +27,8 @@ _NUMBERED = re.compile(r"^frame-(\d{6,})\.png$")
 
 def write_png_atomic(image: Image.Image, path: Path) -> None:
     """Write ``image`` as PNG at ``path`` so readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide frames from a viewer run as another user
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, 0o644) as fh:  # 0644: a viewer run as another user reads frames
+        image.save(fh, format="PNG")
 
 
 class FrameRecorder:

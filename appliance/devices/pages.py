@@ -20,10 +20,10 @@ source went quiet must never look current.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import segno
 from luma.core.legacy import text as luma_legacy_text
@@ -53,7 +53,6 @@ __all__ = [
     "WatchtowerPage",
     "fit_text",
     "make_pairing_qr",
-    "paginate_recovery_words",
     "pairing_layout",
     "qr_layout",
     "render",
@@ -275,17 +274,6 @@ def words_per_page(panel: Panel) -> int:
     return 8 if panel.tall else 4
 
 
-def paginate_recovery_words(words: Sequence[str], panel: Panel) -> list[RecoveryWordsPage]:
-    """Split a recovery code into screens ("Words 1-4 of 12" ...); the last says done."""
-    per = words_per_page(panel)
-    pages = []
-    for start in range(0, len(words), per):
-        last = start + per >= len(words)
-        pages.append(RecoveryWordsPage(tuple(words[start:start + per]), start + 1, len(words),
-                                       hint="Press: done" if last else "Press: next"))
-    return pages
-
-
 def make_pairing_qr(payload: str, *, max_version: int = MAX_QR_VERSION,
                     text_mode: bool = False) -> segno.QRCode:
     """The pairing QR code (alphanumeric mode, level L or better), or a clear error.
@@ -376,24 +364,10 @@ def render_with_margin(page: Page, panel: Panel, margin: int, *, age: float | No
     s = _Surface(panel, margin)
     if stale is None:
         stale = age is not None and age >= stale_after
-    if isinstance(page, BootPage):
-        _boot(s, page, age, stale)
-    elif isinstance(page, SyncPage):
-        _sync(s, page, age, stale)
-    elif isinstance(page, IndexPage):
-        _index(s, page, age, stale)
-    elif isinstance(page, PairingPage):
-        _pairing(s, page, age, stale)
-    elif isinstance(page, RecoveryWordsPage):
-        _recovery(s, page, age, stale)
-    elif isinstance(page, UsbBackupPage):
-        _usb(s, page, age, stale)
-    elif isinstance(page, WatchtowerPage):
-        _watchtower(s, page, age, stale)
-    elif isinstance(page, ErrorPage):
-        _error(s, page, age, stale)
-    else:  # pragma: no cover - the Page union is closed
+    layout = _LAYOUTS.get(type(page))
+    if layout is None:  # pragma: no cover - the Page union is closed
         raise TypeError(f"no layout for {type(page).__name__}")
+    layout(s, page, age, stale)
     if overlay is not None:
         _countdown(s, overlay)
     return s.image
@@ -797,3 +771,11 @@ def _countdown(s: _Surface, overlay: CountdownOverlay) -> None:
         y += 8
     s.text_center(y, str(max(0, overlay.seconds_left)), scale=scale, x0=x0 + 2, x1=x1 - 2)
     s.text_center(y1 - 1 - _ROWS, "Release: cancel", x0=x0 + 2, x1=x1 - 2)
+
+
+#: Each page type's layout (one entry per member of the ``Page`` union).
+_LAYOUTS: dict[type, Callable[[_Surface, Any, float | None, bool], None]] = {
+    BootPage: _boot, SyncPage: _sync, IndexPage: _index, PairingPage: _pairing,
+    RecoveryWordsPage: _recovery, UsbBackupPage: _usb, WatchtowerPage: _watchtower,
+    ErrorPage: _error,
+}

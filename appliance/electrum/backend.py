@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..chain.utxo import Utxo
+
 __all__ = [
     "BackendError",
     "ElectrumBackend",
@@ -42,14 +44,6 @@ class HistoryItem:
     txid: bytes  # internal byte order
     height: int  # > 0 confirmed; 0 mempool with confirmed inputs; -1 mempool with unconfirmed
     fee: int | None = None  # satoshis; mempool entries only
-
-
-@dataclass(frozen=True, slots=True)
-class Utxo:
-    txid: bytes
-    vout: int
-    height: int  # 0 for mempool
-    value: int  # satoshis
 
 
 @dataclass(frozen=True, slots=True)

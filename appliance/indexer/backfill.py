@@ -32,13 +32,13 @@ from decimal import Decimal
 from typing import Any
 
 from ..chain import double_sha256, hash_to_hex_str
-from ..electrum.backend import Utxo
+from ..chain.utxo import Utxo
 from ..node import BitcoinRPC, NodeError, RPCError
+from ..node.pace import Pacer, parse_block_aside
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .matcher import outpoint
-from ..node.pace import Pacer, parse_block_aside
 from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]

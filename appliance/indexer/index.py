@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
-from ..electrum.backend import Utxo
+from ..chain.utxo import Utxo
+from ..node.pace import Pacer
 from .adhoc import AdhocEntry, AdhocWatches
 from .matcher import TxMatch, iter_matches, outpoint
 from .mempool import Mempool
-from ..node.pace import Pacer
 from .schema import (
     conf_key,
     history_key,

@@ -20,7 +20,6 @@ from ..control import ControlError, ControlServer
 from ..durability import WriteFailed
 from ..electrum.handlers import ServerInfo
 from ..electrum.server import ElectrumServer, SessionManager
-from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..node import BitcoinRPC, ZMQSubscriber
 from ..node.follower import FOLLOWER_TOPICS
@@ -28,6 +27,7 @@ from ..pairing.gate import NoiseGate
 from ..pairing.store import KIND_WEB, Whitelist
 from ..pairing.window import PairingWindow, encode_web_token
 from ..status import Phase, StatusPublisher
+from ..tls import ensure_certificate, server_ssl_context
 from ..usb.phrase import is_acknowledged
 from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller

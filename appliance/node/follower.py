@@ -34,7 +34,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..chain import Block, BlockHeader, ChainParseError, Tx, parse_header, parse_tx
+from ..chain import (
+    Block,
+    BlockHeader,
+    ChainParseError,
+    Tx,
+    hex_str_to_hash,
+    parse_header,
+    parse_tx,
+)
 from .pace import Pacer, parse_block_aside
 from .rpc import BitcoinRPC, NodeError, RPCError
 from .zmq_sub import Notification, SequenceLabel, ZMQSubscriber, parse_sequence
@@ -142,10 +150,6 @@ class FollowerStats:
     started: float = field(default_factory=time.monotonic)
 
 
-def _hash_rev(hash_hex: str) -> bytes:
-    return bytes.fromhex(hash_hex)[::-1]
-
-
 class ChainFollower:
     """Feeds one :class:`ChainListener` from bitcoind; ``await run()`` until closed."""
 
@@ -234,7 +238,7 @@ class ChainFollower:
         """Quiet for a while: does bitcoind's tip still equal ours? (A restart from an
         older tip, or a rollback whose notification was lost, says nothing on ZMQ.)"""
         self.stats.polls += 1
-        best = _hash_rev(await self.rpc.call("getbestblockhash"))
+        best = hex_str_to_hash(await self.rpc.call("getbestblockhash"))
         tip = self.listener.chain_tip()
         if tip is None or tip.hash != best:
             log.info("bitcoind's tip moved without a notification; resyncing")
@@ -256,7 +260,7 @@ class ChainFollower:
             # By height: a block above bitcoind's tip is not asked about (bitcoind
             # restarted behind us does not know it: "Block not found").
             if tip.height <= node_height:
-                if _hash_rev(await self.rpc.call("getblockhash", tip.height)) == tip.hash:
+                if hex_str_to_hash(await self.rpc.call("getblockhash", tip.height)) == tip.hash:
                     break
             if not await self.listener.block_disconnected(tip):
                 raise ChainBehind(f"bitcoind's chain (height {node_height}) leaves ours "
@@ -315,7 +319,7 @@ class ChainFollower:
         except RPCError as exc:
             if exc.code != RPC_MISC_ERROR:
                 raise
-        if not await self.listener.wants_pruned(_hash_rev(hash_hex)):
+        if not await self.listener.wants_pruned(hex_str_to_hash(hash_hex)):
             return None, True
         return await self.fetch_from_peer(hash_hex), True
 
@@ -380,7 +384,7 @@ class ChainFollower:
 
     async def _on_sequence(self, body: bytes) -> None:
         event = parse_sequence(body)
-        block_or_txid = _hash_rev(event.hash_hex)
+        block_or_txid = hex_str_to_hash(event.hash_hex)
         if event.label == SequenceLabel.BLOCK_DISCONNECTED:
             tip = self.listener.chain_tip()
             if tip is not None and tip.hash == block_or_txid:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
+import stat
 from pathlib import Path
 
-from ..supervision.listener import RpcFactory, supervisor_rpc
+from ..durability import atomic_file
+from ..supervision.rpc import RpcFactory, supervisor_rpc
 from .bitcoin_conf import leave_ibd_mode
 
 __all__ = ["apply_steady_dbcache", "replace_keeping_access"]
@@ -32,25 +33,9 @@ def replace_keeping_access(path: Path, data: bytes) -> None:
     bitcoin, which lets it give the new file that group.
     """
     st = path.stat()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchown(fd, -1, st.st_gid)
-        os.fchmod(fd, st.st_mode & 0o7777)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp_name, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_file(path, stat.S_IMODE(st.st_mode)) as fh:
+        os.fchown(fh.fileno(), -1, st.st_gid)
+        fh.write(data)
 
 
 async def apply_steady_dbcache(conf_file: Path, rpc: RpcFactory | None = None,

@@ -34,7 +34,7 @@ from ..jsonguard import json_cost_error
 from ..peers import AddressCounts, peer_address
 from ..ratelog import RateLimitedLog
 from ..transport.noise import MAX_MESSAGE_SIZE, Keypair
-from ..transport.stream import STREAM_ERRORS, NoiseServer, NoiseStream, start_server
+from ..transport.stream import STREAM_ERRORS, NoiseListener, NoiseServer, NoiseStream, start_server
 from .payload import PairingPayload
 from .store import Whitelist
 from .window import PairingWindow
@@ -106,7 +106,7 @@ class GateCounters:
 
 
 @dataclass
-class NoiseGate:
+class NoiseGate(NoiseListener):
     node_key: NodeKey
     whitelist: Whitelist
     window: PairingWindow
@@ -132,16 +132,6 @@ class NoiseGate:
         log.info("serving Noise (BOLT-08) on port %d; %d paired clients; pairing %s",
                  self.port, len(self.whitelist.clients),
                  "open" if self.window.is_open else "closed")
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.port
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
     # --- pairing control --------------------------------------------------------------------
     def payload(self) -> str | None:

@@ -18,10 +18,10 @@ from aiohttp import web
 
 from ..config import Config
 from ..control import ControlError, control_request
-from ..electrum.tls import certificate_fingerprint, ensure_certificate, server_ssl_context
 from ..node import BitcoinRPC
 from ..pairing.store import KIND_WEB, PairedKeys
 from ..status import Phase, StatusPublisher, StatusSubscriber, describe_states
+from ..tls import certificate_fingerprint, ensure_certificate, server_ssl_context
 from .app import Counters, make_app
 from .birthday import height_for_date
 from .sessions import RedeemLimiter, Session
@@ -43,7 +43,7 @@ class ControlBox:
         self.bus = bus
         self.network = cfg.hearth.network
         self.fingerprint = fingerprint
-        self.sessions = PairedKeys(cfg.service_dir("indexer") / "paired-clients.json", KIND_WEB)
+        self.sessions = PairedKeys(cfg.paired_clients_file, KIND_WEB)
 
     async def _ask(self, service: str, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
         return await asyncio.to_thread(control_request, self.cfg.control_endpoint(service), cmd,
@@ -128,14 +128,12 @@ async def _certificate(cfg: Config) -> tuple[Any, str]:
     """The Electrum listener's certificate (made by the indexer), or our own when the
     TLS listener is off."""
     if cfg.electrum.tls == "lan":
-        d = cfg.service_dir("indexer")
-        cert, key = d / "electrum-cert.pem", d / "electrum-key.pem"
+        cert, key = cfg.electrum_tls_files
         while not (cert.exists() and key.exists()):
             await asyncio.sleep(_CERT_WAIT_S)  # the indexer makes it at its start
         fingerprint = certificate_fingerprint(cert.read_bytes())
     else:
-        d = cfg.service_dir("setup")
-        cert, key = d / "cert.pem", d / "key.pem"
+        cert, key = cfg.setup_tls_files
         fingerprint = ensure_certificate(cert, key, hostname=cfg.electrum.hostname)
     return server_ssl_context(cert, key), fingerprint
 

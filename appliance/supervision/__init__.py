@@ -1,8 +1,9 @@
 """Supervision: supervisord's PROCESS_STATE events on the status bus, and flood control.
 
 :mod:`.protocol` parses the event listener protocol (pure), :mod:`.tracker` keeps the
-programs' states and decides on stops (pure), :mod:`.listener` is the process that
-supervisord runs (``python -m appliance.supervision.listener``). The listener module is
+programs' states and decides on stops (pure), :mod:`.rpc` reaches supervisord's XML-RPC,
+:mod:`.service` is the process (the listener) that
+supervisord runs (``python -m appliance.supervision.service``). The service module is
 not imported here, so ``python -m`` does not find it already loaded.
 """
 

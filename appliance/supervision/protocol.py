@@ -6,7 +6,7 @@ sends one header line of ``key:value`` tokens, one of which is ``len``, then exa
 ``READY\\n`` again before the next event comes. A ``PROCESS_STATE_*`` payload is one line
 of ``key:value`` tokens naming the process and the state it came from.
 
-Kept free of I/O so every byte-level case is unit-tested; :mod:`.listener` does the pipes.
+Kept free of I/O so every byte-level case is unit-tested; :mod:`.service` does the pipes.
 """
 
 from __future__ import annotations

@@ -16,15 +16,18 @@ Electrum; the store has already made memory agree with the disk again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from coincurve import PrivateKey, PublicKey
 
-from ..chain import ChainParseError, parse_tx
+from ..chain import ChainParseError, hex_str_to_hash, parse_tx
+from ..config import TowerSection
 from ..durability import DiskFull, WriteFailed
 from .crypto import (
     LOCATOR_SIZE,
@@ -98,28 +101,34 @@ def _teos_storage() -> Iterator[None]:
         raise TeosError(503, SERVICE_UNAVAILABLE, exc.text) from None
 
 
+_DEFAULTS = TowerSection()
+
+
+@dataclass(frozen=True)
 class TowerLimits:
-    def __init__(self, *, slots: int = 10000, subscription_blocks: int = 4320,
-                 max_blob_bytes: int = 2048, max_channels: int = 10000,
-                 max_sweeps: int = 1_000_000, max_users: int = 1000,
-                 max_appointments: int = 1_000_000) -> None:
-        self.slots = slots
-        self.subscription_blocks = subscription_blocks
-        self.max_blob_bytes = max_blob_bytes
-        # Electrum's protocol has no slots: these bound what its credential holders can
-        # make the box store (a few hundred bytes each) so the card keeps room for blocks.
-        self.max_channels = max_channels
-        self.max_sweeps = max_sweeps
-        # TEOS renewals add slots (as in rust-teos), so slots alone bound nothing in total.
-        self.max_users = max_users
-        self.max_appointments = max_appointments
+    """What the API accepts; the defaults are ``[tower]``'s (one home: config.py)."""
+
+    slots: int = _DEFAULTS.slots
+    subscription_blocks: int = _DEFAULTS.subscription_blocks
+    max_blob_bytes: int = _DEFAULTS.max_blob_bytes
+    # Electrum's protocol has no slots: these bound what its credential holders can
+    # make the box store (a few hundred bytes each) so the card keeps room for blocks.
+    max_channels: int = _DEFAULTS.max_channels
+    max_sweeps: int = _DEFAULTS.max_sweeps
+    # TEOS renewals add slots (as in rust-teos), so slots alone bound nothing in total.
+    max_users: int = _DEFAULTS.max_users
+    max_appointments: int = _DEFAULTS.max_appointments
+
+    @classmethod
+    def configured(cls, tc: TowerSection) -> TowerLimits:
+        return cls(**{f.name: getattr(tc, f.name) for f in dataclasses.fields(cls)})
 
 
 def parse_outpoint(text: Any, name: str) -> bytes:
     match = _OUTPOINT.match(text) if isinstance(text, str) else None
     if match is None:
         raise _ParamError(f"{name} must be 'txid:index'")
-    return outpoint(bytes.fromhex(match.group(1))[::-1], int(match.group(2)))
+    return outpoint(hex_str_to_hash(match.group(1)), int(match.group(2)))
 
 
 def _hex_field(obj: dict[str, Any], name: str, *, size: int | None = None,

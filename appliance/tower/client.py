@@ -1,5 +1,6 @@
 """A TEOS client: what a user's Lightning node runs to hand the tower encrypted
-appointments (used by ``appliance-client tower`` and the tests).
+appointments (used by the tests and benchmarks; Electrum and CLN's teos plugin speak to
+the tower directly).
 
 The tower learns nothing from an appointment until the commitment it names is
 broadcast: the locator is half the commitment txid, the blob is the penalty transaction

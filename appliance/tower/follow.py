@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from ..chain import Tx
+from ..chain import Tx, hash_to_hex_str, hex_str_to_hash
 from ..node import BitcoinRPC
 from ..node.follower import BlockRef, ConnectedBlock
 from .store import TowerStore
@@ -54,7 +54,7 @@ class TowerListener:
         for height, hash_hex in zip(range(first, node_height + 1), hashes, strict=True):
             if isinstance(hash_hex, Exception):
                 raise hash_hex  # bitcoind's chain shrank meanwhile: the resync retries
-            self.store.set_tip(height, bytes.fromhex(hash_hex)[::-1], keep=KEEP_HASHES)
+            self.store.set_tip(height, hex_str_to_hash(hash_hex), keep=KEEP_HASHES)
         self.watcher.height = node_height
         log.info("new tower store: watching from height %d", node_height)
 
@@ -80,7 +80,7 @@ class TowerListener:
         parent = self.store.block_hash(tip.height - 1) if tip.height > 0 else None
         if parent is None:
             return False  # below the hashes we keep: wait for bitcoind to come back
-        log.warning("block %d %s was reorged out", tip.height, tip.hash[::-1].hex())
+        log.warning("block %d %s was reorged out", tip.height, hash_to_hex_str(tip.hash))
         await self.watcher.on_disconnect(tip.height)
         self.store.drop_tip(tip.height, parent)
         return True

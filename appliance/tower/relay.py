@@ -17,14 +17,14 @@ from pathlib import Path
 from ..identity import NodeKey
 from ..pairing.store import PairedKeys
 from ..transport.noise import Keypair
-from ..transport.stream import NoiseServer, NoiseStream, pipe, start_server
+from ..transport.stream import NoiseListener, NoiseServer, NoiseStream, pipe, start_server
 
 __all__ = ["TowerRelay"]
 
 log = logging.getLogger("tower.relay")
 
 
-class TowerRelay:
+class TowerRelay(NoiseListener):
     def __init__(self, node_key: NodeKey, paired: PairedKeys, socket_path: Path) -> None:
         self.node_key = node_key
         self.paired = paired
@@ -34,16 +34,6 @@ class TowerRelay:
     async def start(self, host: str, port: int) -> None:
         self.server = await start_server(self._serve, host, port, Keypair.of(self.node_key),
                                          authorize=lambda pub: pub in self.paired)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.port
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
     async def _serve(self, stream: NoiseStream) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.socket_path))

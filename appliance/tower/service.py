@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 from coincurve import PrivateKey
 
+from ..chain import hash_to_hex_str
 from ..config import Config
 from ..control import ControlServer
 from ..durability import DiskFull
-from ..electrum.tls import ensure_certificate, server_ssl_context
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
 from ..node.follower import FOLLOWER_TOPICS, ChainFollower
 from ..node.rpc import BitcoinRPC, NodeError, RPCError
@@ -29,6 +29,8 @@ from ..node.zmq_sub import ZMQSubscriber
 from ..pairing.gate import detect_lan_ipv4
 from ..pairing.store import PairedKeys
 from ..status import KEEP, Phase, StatusPublisher
+from ..status.fields import LAST_BREACH_STOPPED, LAST_BREACH_TS, LAST_BREACH_TXID, txid_counter
+from ..tls import ensure_certificate, server_ssl_context
 from .api import TowerAPI, TowerLimits
 from .follow import TowerListener
 from .http import BasicAuth, RequestGuard, make_app
@@ -47,7 +49,7 @@ def tower_password(cfg: Config) -> str:
     """The HTTP Basic password: from the config, else made once and kept 0600."""
     if cfg.tower.password:
         return cfg.tower.password
-    path = cfg.service_dir("tower") / "http-password"
+    path = cfg.tower_password_file
     if not path.exists():
         write_secret_file(path, secrets.token_urlsafe(18).encode())
     return path.read_text().strip()
@@ -68,18 +70,14 @@ class TowerService:
         self.watcher = Watcher(store, self._broadcast, self._notify, finality_depth=tc.finality_depth,
                                fetch_tx=self._fetch_tx)
         self.api = TowerAPI(store, tower_key, lambda: self.watcher.height,
-                            TowerLimits(slots=tc.slots, subscription_blocks=tc.subscription_blocks,
-                                        max_blob_bytes=tc.max_blob_bytes,
-                                        max_channels=tc.max_channels, max_sweeps=tc.max_sweeps,
-                                        max_users=tc.max_users,
-                                        max_appointments=tc.max_appointments),
+                            TowerLimits.configured(tc),
                             on_stored=self._stored, on_failed=lambda _exc: self._report())
         self._checks: set[asyncio.Task[int]] = set()
         self._shown_error: str | None = None
         self.auth = BasicAuth(tc.user, tower_password(cfg))
         self.runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
-        self.socket_path = cfg.hearth.run_dir / "tower-http.sock"
+        self.socket_path = cfg.tower_http_socket
         self.relay: TowerRelay | None = None
         self.http_guard = RequestGuard()  # one per-address budget across the listeners
         self.control = ControlServer(cfg.control_endpoint("tower"), {
@@ -103,13 +101,13 @@ class TowerService:
         return BroadcastResult(True)
 
     async def _fetch_tx(self, txid: bytes, block_hash: bytes | None) -> bytes | None:
-        params: list[object] = [txid[::-1].hex(), False]
+        params: list[object] = [hash_to_hex_str(txid), False]
         if block_hash is not None:
-            params.append(block_hash[::-1].hex())
+            params.append(hash_to_hex_str(block_hash))
         try:
             return bytes.fromhex(await self.rpc.call("getrawtransaction", *params))
         except (RPCError, NodeError) as exc:  # left the mempool, or pruned: nothing to do
-            log.info("recent transaction %s is gone: %s", txid[::-1].hex(), exc)
+            log.info("recent transaction %s is gone: %s", hash_to_hex_str(txid), exc)
             return None
 
     def _stored(self, locator: bytes) -> None:
@@ -138,8 +136,7 @@ class TowerService:
                                              on_change=self._report, guard_with=self.http_guard),
                             {"host": tc.bind, "port": tc.http_port}))
         if tc.https_port:
-            tls_dir = self.cfg.service_dir("tower")
-            cert, key = tls_dir / "tower-cert.pem", tls_dir / "tower-key.pem"
+            cert, key = self.cfg.tower_tls_files
             ensure_certificate(cert, key, hostname=self.cfg.electrum.hostname)
             targets.append(("https", make_app(self.api, auth=self.auth, lan_only=False,
                                               on_change=self._report, guard_with=self.http_guard),
@@ -168,7 +165,7 @@ class TowerService:
         if tc.noise_port:
             self.socket_path.chmod(0o600)
             self.relay = TowerRelay(self.noise_key,
-                                    PairedKeys(self.cfg.service_dir("indexer") / "paired-clients.json"),
+                                    PairedKeys(self.cfg.paired_clients_file),
                                     self.socket_path)
             await self.relay.start(tc.bind, tc.noise_port)
             self.ports["noise"] = self.relay.port
@@ -211,7 +208,8 @@ class TowerService:
         last = self._last_breach()
         if last is not None:
             # Counters, not events: the display must still show it after a restart.
-            counters |= {"last_breach_ts": last[0], "last_breach_stopped": int(last[1])}
+            counters |= {LAST_BREACH_TS: last[0], LAST_BREACH_STOPPED: int(last[1]),
+                         LAST_BREACH_TXID: txid_counter(last[2])}
             detail = f"breach {last[2][:16]} {'stopped' if last[1] else 'penalty sent'}"
         failed = self.store.failed
         counters["disk_full"] = int(isinstance(failed, DiskFull))
@@ -236,7 +234,7 @@ class TowerService:
     async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
         tip = self.store.tip()
         return {"height": self.watcher.height, "live": self._ready(), "ports": self.ports,
-                "tip": tip[1][::-1].hex() if tip else None,
+                "tip": hash_to_hex_str(tip[1]) if tip else None,
                 "tower_id": self.api.tower_id.hex(), **self._counters()}
 
     async def cmd_audit(self, _args: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from typing import Any
 
 import plyvel
 
+from ..chain import hex_str_to_hash
 from ..durability import REOPEN_FREE_BYTES, DiskFull, WriteFailed, has_room, write_error
 
 __all__ = ["Appointment", "Sweep", "TowerStore", "User"]
@@ -384,7 +385,7 @@ class TowerStore:
         def fill(wb: Any) -> None:
             wb.put(b"k" + breach_txid, json.dumps(tracker).encode())
             for penalty in tracker["penalties"]:
-                wb.put(b"P" + bytes.fromhex(penalty["txid"])[::-1], breach_txid)
+                wb.put(b"P" + hex_str_to_hash(penalty["txid"]), breach_txid)
         self._write("a tracker", fill, {"trackers": int(new)})
 
     def trackers(self) -> Iterator[tuple[bytes, dict[str, Any]]]:

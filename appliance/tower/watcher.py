@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..chain import Block, ChainParseError, Tx, parse_tx
+from ..chain import Block, ChainParseError, Tx, hash_to_hex_str, parse_tx
 from .crypto import decrypt_blob, locator_of
 from .store import TowerStore, outpoint
 
@@ -47,13 +47,9 @@ _RECENT_MAX = 40_000
 _ALREADY = ("already in", "txn-already-known", "txn-already-in-mempool", "already known")
 
 
-def _txid_hex(txid: bytes) -> str:
-    return txid[::-1].hex()
-
-
 def _penalty_entry(source: str, penalty: Tx) -> dict[str, Any]:
     """A penalty in a tracker: not yet sent, not confirmed."""
-    return {"txid": _txid_hex(penalty.txid), "raw": penalty.raw.hex(), "source": source,
+    return {"txid": hash_to_hex_str(penalty.txid), "raw": penalty.raw.hex(), "source": source,
             "height": None, "attempts": 0, "error": "", "sent": False}
 
 
@@ -89,14 +85,14 @@ class Watcher:
             return 0
         self.stats["breaches"] += 1
         tracker = {
-            "breach_txid": _txid_hex(tx.txid), "breach_raw": tx.raw.hex(),
+            "breach_txid": hash_to_hex_str(tx.txid), "breach_raw": tx.raw.hex(),
             "breach_height": height, "seen": time.time(), "final": False,
             "penalties": [_penalty_entry(src, p) for src, p in penalties],
         }
         self.store.put_tracker(tx.txid, tracker)
         log.warning("breach: %s spends a revoked state; broadcasting %d penalt%s",
-                    _txid_hex(tx.txid), len(penalties), "y" if len(penalties) == 1 else "ies")
-        self.notify("breach", _txid_hex(tx.txid))
+                    hash_to_hex_str(tx.txid), len(penalties), "y" if len(penalties) == 1 else "ies")
+        self.notify("breach", hash_to_hex_str(tx.txid))
         await self._send_penalties(tx.txid, tracker)
         self.last_response_s = time.monotonic() - started
         return len(penalties)
@@ -111,7 +107,7 @@ class Watcher:
                 continue  # validated when stored; never expected
             if penalty.txid not in seen:
                 seen.add(penalty.txid)
-                out.append((f"electrum:{_txid_hex(sweep.funding[:32])}:"
+                out.append((f"electrum:{hash_to_hex_str(sweep.funding[:32])}:"
                             f"{int.from_bytes(sweep.funding[32:], 'big')}", penalty))
         for appointment in self.store.appointments_at(locator_of(tx.txid)):
             raw = decrypt_blob(appointment.blob, tx.txid)
@@ -121,7 +117,7 @@ class Watcher:
                 # do not collide by chance): drop it so it is not retried every time.
                 self.stats["undecryptable"] += 1
                 log.info("appointment %s of user %s does not decrypt with %s: dropped",
-                         appointment.locator.hex(), appointment.user.hex(), _txid_hex(tx.txid))
+                         appointment.locator.hex(), appointment.user.hex(), hash_to_hex_str(tx.txid))
                 self.store.delete_appointment(appointment.locator, appointment.user)
                 continue
             if maybe.txid not in seen:
@@ -170,13 +166,13 @@ class Watcher:
         tx = parse_raw_tx(raw) if raw is not None else None
         if tx is None or tx.txid != txid:
             return 0
-        log.warning("the breach %s was already broadcast when its penalty arrived", _txid_hex(txid))
+        log.warning("the breach %s was already broadcast when its penalty arrived", hash_to_hex_str(txid))
         if self.store.tracker(txid) is not None:
             # Answered before, and a new penalty arrived for it: add it to the response.
             tracker = self.store.tracker(txid)
             assert tracker is not None
             known = {p["txid"] for p in tracker["penalties"]}
-            new = [(src, p) for src, p in self._penalties_for(tx) if _txid_hex(p.txid) not in known]
+            new = [(src, p) for src, p in self._penalties_for(tx) if hash_to_hex_str(p.txid) not in known]
             tracker["penalties"] += [_penalty_entry(src, p) for src, p in new]
             self.store.put_tracker(txid, tracker)
             await self._send_penalties(txid, tracker)
@@ -208,7 +204,7 @@ class Watcher:
         if tracker is None:
             return
         for penalty in tracker["penalties"]:
-            if penalty["txid"] == _txid_hex(tx.txid) and penalty["height"] is None:
+            if penalty["txid"] == hash_to_hex_str(tx.txid) and penalty["height"] is None:
                 penalty["height"] = height
                 self.stats["penalties_confirmed"] += 1
                 log.warning("penalty %s confirmed at height %d: breach %s stopped",
@@ -220,9 +216,9 @@ class Watcher:
         channel = self.store.channel(spent)
         if channel is None or channel.get("closed_height") is not None:
             return
-        log.info("channel %s:%d closed by %s at height %d", _txid_hex(spent[:32]),
-                 int.from_bytes(spent[32:], "big"), _txid_hex(tx.txid), height)
-        self.store.update_channel(spent, closed_by=_txid_hex(tx.txid), closed_height=height)
+        log.info("channel %s:%d closed by %s at height %d", hash_to_hex_str(spent[:32]),
+                 int.from_bytes(spent[32:], "big"), hash_to_hex_str(tx.txid), height)
+        self.store.update_channel(spent, closed_by=hash_to_hex_str(tx.txid), closed_height=height)
 
     async def _after_block(self, height: int) -> None:
         # Unconfirmed penalties are sent again each block: a full mempool may have
@@ -243,7 +239,7 @@ class Watcher:
             if closed is not None and closed + self.finality_depth <= height + 1:
                 gone = self.store.drop_channel(funding)
                 log.info("channel %s:%d closed %d blocks deep: %d sweeps dropped",
-                         _txid_hex(funding[:32]), int.from_bytes(funding[32:], "big"),
+                         hash_to_hex_str(funding[:32]), int.from_bytes(funding[32:], "big"),
                          height - closed + 1, gone)
         for user in list(self.store.users()):
             if user.subscription_expiry + 6 < height:  # rust-teos's expiry_delta

@@ -53,6 +53,7 @@ __all__ = [
     "ConnectFailedError",
     "ConnectionClosedError",
     "HandshakeTimeoutError",
+    "NoiseListener",
     "NoiseServer",
     "NoiseStream",
     "TransportError",
@@ -61,7 +62,6 @@ __all__ = [
     "UnauthorizedPeerError",
     "accept_handshake",
     "connect",
-    "initiate_handshake",
     "pipe",
     "start_server",
 ]
@@ -177,18 +177,6 @@ async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
         stream.abort()
         raise UnauthorizedPeerError(stream.remote_static)
     return stream
-
-
-async def initiate_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, local_key: SecretKey,
-                             remote_pub: bytes, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, *,
-                             max_message_size: int = MAX_MESSAGE_SIZE,
-                             frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
-                             write_timeout: float | None = DEFAULT_WRITE_TIMEOUT) -> NoiseStream:
-    """Run the initiator's side on an open connection to the node whose key is ``remote_pub``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    return await _initiate(reader, writer, Initiator(Keypair.of(local_key), remote_pub,
-                                                     max_message_size=max_message_size),
-                           deadline, timeout, frame_timeout, write_timeout)
 
 
 async def _initiate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initiator: Initiator,
@@ -506,3 +494,20 @@ async def pipe(stream: NoiseStream, reader: asyncio.StreamReader, writer: asynci
         writer.close()
         with contextlib.suppress(*STREAM_ERRORS, ConnectionError, OSError):
             await writer.wait_closed()
+
+
+class NoiseListener:
+    """For a class that runs one :class:`NoiseServer` in ``self.server`` (set by its
+    ``start``): the bound port and an idempotent close."""
+
+    server: NoiseServer | None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

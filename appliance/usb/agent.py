@@ -8,6 +8,7 @@ outcome is one short sentence for the OLED; nothing secret is ever in it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config
 from ..control import ControlError, control_request
+from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
 from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
 from .phrase import is_acknowledged, own_like
@@ -38,7 +40,7 @@ from .stick import (
     read_back,
     real_dir,
     repair_fat,
-    write_atomic,
+    write_to_stick,
 )
 
 __all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret"]
@@ -56,6 +58,7 @@ class Outcome:
     kind: str = "backup"  # backup | restore
     path: str = ""  # the file written or restored from (on the stick)
     seconds: float = 0.0
+    box: str = ""  # a restore's box id (8 hex digits): published as data, not in the message
 
 
 def box_secret(cfg: Config) -> bytes:
@@ -69,7 +72,7 @@ def agent_export(cfg: Config) -> tuple[bytes | None, str, str]:
     """(export bytes, source, error): the backup service's fresh export ("live"), else the
     last export file it left ("last-export"), else nothing ("none")."""
     error = ""
-    fallback = cfg.service_dir("backup") / "export.bin"
+    fallback = cfg.backup_export_file
     try:
         result = control_request(cfg.control_endpoint("backup"), "export", timeout=cfg.usb.export_timeout_s)
         path = Path(str(result["path"]))
@@ -106,7 +109,7 @@ class UsbAgent:
         except OSError as exc:  # the stick went away between two steps
             outcome = Outcome(False, str(explain(exc)))
         log.info("stick %s: %s (%.1f s)", device, outcome.message, time.monotonic() - start)
-        return Outcome(outcome.ok, outcome.message, outcome.kind, outcome.path, time.monotonic() - start)
+        return dataclasses.replace(outcome, seconds=time.monotonic() - start)
 
     # --- backup --------------------------------------------------------------------------
     def contents(self, secret: bytes) -> BackupContents:
@@ -114,7 +117,7 @@ class UsbAgent:
         extra = {"backup_agent_error": error} if error else {}
         clients: bytes | None = None
         with contextlib.suppress(OSError):
-            clients = (self.cfg.service_dir("indexer") / "paired-clients.json").read_bytes()
+            clients = self.cfg.paired_clients_file.read_bytes()
         meta = metadata(secret, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         version=__version__, network=self.cfg.hearth.network, agent_source=source,
                         extra=extra)
@@ -135,7 +138,7 @@ class UsbAgent:
         self.on_progress(f"writing to {target.name}")
         while True:
             try:
-                path = write_atomic(directory, name, data)
+                path = write_to_stick(directory, name, data)
                 break
             except StickError as exc:
                 # Full, but holding several of our own backups: the oldest makes room
@@ -186,7 +189,7 @@ class UsbAgent:
             _wipe(restore_file)
             self._after_restore()
             return Outcome(True, f"Restored box {box} - remove stick", "restore",
-                           f"{BACKUP_DIR}/{path.name}")
+                           f"{BACKUP_DIR}/{path.name}", box=box)
         return Outcome(False, "no backup on stick opens with hearth-restore.txt", "restore")
 
     def _after_restore(self) -> None:
@@ -207,8 +210,4 @@ def _wipe(path: Path) -> None:
     finally:
         os.close(fd)
     path.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from ..durability import write_atomic
 
 __all__ = ["PhraseScreens", "ack_path", "acknowledge", "is_acknowledged", "own_like", "words_per_screen"]
 
 
 def ack_path(cfg: Config) -> Path:
-    return cfg.service_dir("usb") / "phrase-acknowledged"
+    return cfg.phrase_ack_file
 
 
 def is_acknowledged(cfg: Config) -> bool:
@@ -36,11 +37,9 @@ def acknowledge(cfg: Config) -> None:
     path = ack_path(cfg)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     own_like(path.parent, cfg.hearth.data_dir)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-    os.chmod(tmp, 0o644)  # the indexer (another user) checks it
-    own_like(tmp, cfg.hearth.data_dir)
-    os.replace(tmp, path)
+    # 0644: the indexer (another user) checks it.
+    write_atomic(path, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()).encode(), 0o644)
+    own_like(path, cfg.hearth.data_dir)
 
 
 def words_per_screen(cfg: Config) -> int:

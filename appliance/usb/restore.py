@@ -50,10 +50,10 @@ def apply_restore(cfg: Config, contents: BackupContents, *, force: bool = False)
     cfg.hearth.data_dir.mkdir(parents=True, exist_ok=True)
     _write_owned(cfg, path, contents.hsm_secret)
     if contents.agent_export is not None:
-        path = cfg.service_dir("backup") / "import.bin"
+        path = cfg.backup_import_file
         _write_owned(cfg, path, contents.agent_export)
         log.info("backup-agent data: %s", import_agent_data(cfg, path))
-    clients = cfg.service_dir("indexer") / "paired-clients.json"
+    clients = cfg.paired_clients_file
     if contents.paired_clients is not None and (force or not clients.exists()):
         _write_owned(cfg, clients, contents.paired_clients)
     acknowledge(cfg)  # whoever restores holds the phrase already

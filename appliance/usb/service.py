@@ -12,7 +12,8 @@
   loop device or image here exactly as udev hands ``/dev/sdX``).
 
 Status bus counters: ``phrase_first``/``phrase_total`` (-1 when no phrase is shown),
-``backup_state`` (0 idle, 1 running, 2 ok, 3 failed), ``backups_ok``, ``backups_failed``.
+``backup_state`` (a :class:`~appliance.status.fields.UsbState`), ``restored_box`` (the
+restored box's id while a restore's result is shown), ``backups_ok``, ``backups_failed``.
 """
 
 from __future__ import annotations
@@ -26,20 +27,14 @@ from ..config import Config
 from ..control import ControlError, ControlServer
 from ..identity import recovery_phrase
 from ..status import Phase, StatusPublisher
+from ..status.fields import RESTORED_BOX, USB_STATE, UsbState, usb_state
 from ..status.paths import status_socket_path
 from .agent import Outcome, UsbAgent, box_secret
 from .phrase import PhraseScreens, acknowledge, is_acknowledged, own_like, words_per_screen
 
-__all__ = ["BackupState", "UsbService", "main"]
+__all__ = ["UsbService", "main"]
 
 log = logging.getLogger("usb")
-
-
-class BackupState:
-    IDLE = 0
-    RUNNING = 1
-    OK = 2
-    FAILED = 3
 
 
 UDEV_TAG = "hearth_usb"
@@ -56,6 +51,7 @@ class UsbService:
         self.current: str | None = None  # the stick being handled or last handled
         self.gone: str | None = None  # removed while being handled
         self.phrase: PhraseScreens | None = None
+        self.restored: str | None = None  # the box id restored from the current stick
         if not is_acknowledged(cfg):
             self.phrase = PhraseScreens(len(recovery_phrase(box_secret(cfg))), words_per_screen(cfg))
         self.control = ControlServer(cfg.control_endpoint("usb"), {
@@ -66,27 +62,30 @@ class UsbService:
         # This process is root; the display and button run as the services' user.
         ctl = Path(cfg.control_endpoint("usb")[len("ipc://"):])
         own_like(ctl, cfg.hearth.run_dir)
-        self._publish(BackupState.IDLE, "idle")
+        self._publish(UsbState.IDLE, "idle")
 
     # --- status ----------------------------------------------------------------------------
-    def _publish(self, state: int, detail: str, *, error: str | None = None, counted: bool = False) -> None:
+    def _publish(self, state: UsbState, detail: str, *, error: str | None = None,
+                 counted: bool = False) -> None:
         first, total = (-1, -1)
         if self.phrase is not None:
             first, total = self.phrase.span()[0], self.phrase.total
         c = self.bus.status.counters
-        counters = {"backup_state": state, "phrase_first": first, "phrase_total": total,
+        counters = {USB_STATE: int(state), "phrase_first": first, "phrase_total": total,
                     "backups_ok": int(c.get("backups_ok", 0)),
                     "backups_failed": int(c.get("backups_failed", 0))}
-        if counted and state == BackupState.OK:
+        if self.restored and state is UsbState.OK:
+            counters[RESTORED_BOX] = int(self.restored, 16)
+        if counted and state == UsbState.OK:
             counters["backups_ok"] += 1
-        elif counted and state == BackupState.FAILED:
+        elif counted and state == UsbState.FAILED:
             counters["backups_failed"] += 1
         self.bus.update(phase=Phase.READY if error is None else Phase.DEGRADED, detail=detail,
                         last_error=error, counters=counters)
 
     def _progress(self, text: str) -> None:
         # Called from the agent's thread: hop to the loop that owns the publisher.
-        self.loop.call_soon_threadsafe(self._publish, BackupState.RUNNING, text)
+        self.loop.call_soon_threadsafe(self._publish, UsbState.RUNNING, text)
 
     # --- sticks ----------------------------------------------------------------------------
     async def handle(self, device: Path) -> Outcome:
@@ -94,14 +93,16 @@ class UsbService:
         async with self.lock:
             self.current = str(device)
             self.gone = None
-            self._publish(BackupState.RUNNING, f"reading {device.name}")
+            self.restored = None
+            self._publish(UsbState.RUNNING, f"reading {device.name}")
             outcome = await asyncio.to_thread(self.agent.handle, device)
             if outcome.kind == "restore" and outcome.ok:
                 self.phrase = None  # the owner already holds the restored box's phrase
+                self.restored = outcome.box
             if outcome.ok:
-                self._publish(BackupState.OK, outcome.message, counted=True)
+                self._publish(UsbState.OK, outcome.message, counted=True)
             else:
-                self._publish(BackupState.FAILED, outcome.message, error=outcome.message, counted=True)
+                self._publish(UsbState.FAILED, outcome.message, error=outcome.message, counted=True)
             if self.gone == str(device):
                 # Pulled out mid-way: show why for a while; no remove event will come.
                 self.loop.call_later(_RESULT_AFTER_GONE_S, self._clear, str(device))
@@ -117,7 +118,8 @@ class UsbService:
         if self.current == device and not self.lock.locked():
             self.current = None
             self.gone = None
-            self._publish(BackupState.IDLE, "idle")
+            self.restored = None
+            self._publish(UsbState.IDLE, "idle")
 
     # --- control -----------------------------------------------------------------------------
     async def cmd_phrase_words(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +138,7 @@ class UsbService:
             self.phrase = None
             log.info("recovery phrase acknowledged; pairing may open")
         c = self.bus.status.counters
-        self._publish(int(c.get("backup_state", 0)), str(self.bus.status.detail))
+        self._publish(usb_state(c) or UsbState.IDLE, str(self.bus.status.detail))
         return {"consumed": True, "acknowledged": self.phrase is None}
 
     async def cmd_backup(self, req: dict[str, Any]) -> dict[str, Any]:

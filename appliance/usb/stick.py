@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durability import write_atomic
+
 __all__ = [
     "BACKUP_DIR",
     "SUPPORTED_FS",
@@ -41,7 +43,7 @@ __all__ = [
     "read_back",
     "real_dir",
     "repair_fat",
-    "write_atomic",
+    "write_to_stick",
 ]
 
 log = logging.getLogger("usb")
@@ -235,35 +237,17 @@ def explain(exc: OSError) -> StickError:
     return StickError(f"write failed: {exc.strerror or type(exc).__name__}")
 
 
-def write_atomic(directory: Path, name: str, data: bytes) -> Path:
+def write_to_stick(directory: Path, name: str, data: bytes) -> Path:
     """``directory/name`` holding ``data`` or nothing: temp file, fsync, rename, fsync dir.
 
     A failure at any point leaves no file under ``name`` (at most a dot-temp, which the
     next run's :func:`prune` removes) and raises StickError."""
     final = directory / name
-    tmp = directory / f".{name}.tmp"
     real_dir(directory)
     try:
         directory.mkdir(exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # a leftover, or a planted symlink: never write through it
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(final, data, 0o600)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         with contextlib.suppress(OSError):
             vfs = os.statvfs(directory if directory.exists() else directory.parent)
             if vfs.f_bavail * vfs.f_frsize < len(data) + 64 * 1024:

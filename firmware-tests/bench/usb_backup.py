@@ -61,7 +61,7 @@ def main() -> int:
             "hearth": {"data_dir": str(base / "data"), "run_dir": str(base / "r")},
             "usb": {"mount_dir": str(base / "mnt"), "export_timeout_s": 1.0, "keep": 2}})
         if args.export_mib:
-            export = cfg.service_dir("backup") / "export.bin"
+            export = cfg.backup_export_file
             export.parent.mkdir(parents=True)
             export.write_bytes(os.urandom(args.export_mib * 2**20))
         secret = load_or_create_hsm_secret(cfg.hsm_secret_file)

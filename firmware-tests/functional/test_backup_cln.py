@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from functional.framework.backup import (
     PluginHalted,
     dump_database,
 )
-from functional.framework.util import wait_until
+from functional.framework.util import CLIENT, wait_until
 
 pytestmark = pytest.mark.skipif(not INTEROP_PYTHON.exists(),
                                 reason="scripts/setup-interop makes the plugin's venv")
 
-CLIENT = str(Path(sys.executable).parent / "appliance-client")
 _U32 = 1 << 32
 
 

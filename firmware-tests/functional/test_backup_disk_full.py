@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from appliance.status import read_status_once
 from appliance.transport.noise import Keypair
 from functional.framework.backup import BackupBox
 from functional.framework.disk import SmallDisk, small_disk
-from functional.framework.util import wait_until
+from functional.framework.util import CLIENT, wait_until
 
-CLIENT = str(Path(sys.executable).parent / "appliance-client")
 SID = "cd" * 32
 
 

@@ -25,8 +25,8 @@ from appliance.status import read_status_once
 from appliance.transport.noise import Keypair
 from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.backup import BackupBox
+from functional.framework.util import CLIENT
 
-CLIENT = str(Path(sys.executable).parent / "appliance-client")
 SID = "ab" * 32
 
 

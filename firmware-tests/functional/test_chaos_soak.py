@@ -198,7 +198,7 @@ class Workload:
         self.user = PrivateKey()
         self.backup_key = Keypair.generate()
         # What the pairing gate writes when the owner pairs a client.
-        Whitelist(box.cfg.service_dir("indexer") / "paired-clients.json").add(
+        Whitelist(box.cfg.paired_clients_file).add(
             self.backup_key.public, "soak")
         self.registered = False
         self.backup_started = False

@@ -16,7 +16,6 @@ import json
 import select
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +25,9 @@ from appliance.pairing.payload import PairingPayload
 from appliance.transport.noise import Keypair
 from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.appliance import ElectrumClient, IndexerProcess, TowerProcess
-from functional.framework.node import TestNode
 from functional.framework.util import wait_until
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture
-def box_env() -> dict[str, str]:
-    """HEARTH_* settings for the indexer ``box`` starts (tests parametrize it)."""
-    return {}
-
-
-@pytest.fixture
-def box(tmp_path: Path, node: TestNode, timeout_factor: float, box_env: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[IndexerProcess]:
-    for key, value in box_env.items():
-        monkeypatch.setenv(key, value)
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -184,14 +165,6 @@ def test_megabyte_array_lines_are_refused_unparsed(box: IndexerProcess) -> None:
                      b'"params": ["other", "1.4"]}\n')
         stream.flush()
         assert json.loads(stream.readline())["result"][1] == "1.4"
-
-
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[TowerProcess]:
-    t = TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor)
-    t.start()
-    yield t
-    t.stop()
 
 
 def test_deep_json_on_the_tower_is_a_clean_400(tower: TowerProcess) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,6 @@ from functional.framework.util import wait_until
 from functional.test_indexer_wallet import compare, fund, setup_watched
 
 pytestmark = pytest.mark.node
-
-
-def running(proc: ServiceProcess) -> Iterator[Any]:
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[TowerProcess]:
-    yield from running(TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor))
-
-
-@pytest.fixture
-def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Iterator[IndexerProcess]:
-    yield from running(IndexerProcess(tmp_path / "appliance", node,
-                                      timeout_factor=timeout_factor))
 
 
 def bus_status(proc: ServiceProcess, service: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ blocks, the mempool), and stays watched across a restart."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,14 +14,6 @@ from functional.framework.node import TestNode
 from functional.framework.util import wait_until
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture
-def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def truth(node: TestNode, address: str, txids: list[str]) -> list[dict[str, Any]]:

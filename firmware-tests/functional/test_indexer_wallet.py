@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,14 +63,6 @@ def electrum_total(client: ElectrumClient, truth: Truth) -> int:
         bal = client.call("blockchain.scripthash.get_balance", scripthash_of(script))
         total += bal["confirmed"] + bal["unconfirmed"]
     return total
-
-
-@pytest.fixture
-def indexer(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def test_live_wallet_matches_ground_truth(node: TestNode, indexer: IndexerProcess) -> None:

@@ -7,10 +7,9 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Coroutine
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -28,11 +27,6 @@ from functional.framework.util import free_port
 
 pytestmark = pytest.mark.node
 
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def client(node: TestNode, **kw: Any) -> BitcoinRPC:
@@ -51,7 +45,7 @@ def test_call_matches_ground_truth(node: TestNode) -> None:
             info = await rpc.call("getblockchaininfo")
             assert isinstance(info["difficulty"], Decimal) and isinstance(info["blocks"], int)
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_from_config(node: TestNode) -> None:
@@ -66,7 +60,7 @@ def test_from_config(node: TestNode) -> None:
             assert rpc.timeout == 7.5
             assert await rpc.call("getblockcount") == 200
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_batch_results_in_order_with_errors_in_place(node: TestNode) -> None:
@@ -87,7 +81,7 @@ def test_batch_results_in_order_with_errors_in_place(node: TestNode) -> None:
             assert out[4] == node.getblockheader(node.getblockhash(3))
             assert await rpc.batch([]) == []
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_wallet_path_and_exact_amounts(node: TestNode) -> None:
@@ -107,7 +101,7 @@ def test_wallet_path_and_exact_amounts(node: TestNode) -> None:
                 await rpc.call("getbalance", wallet="no-such-wallet")
             assert err.value.code == -18
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_rpc_errors_map_to_rpcerror(node: TestNode, timeout_factor: float) -> None:
@@ -130,7 +124,7 @@ def test_rpc_errors_map_to_rpcerror(node: TestNode, timeout_factor: float) -> No
             # The client is still usable after errors.
             assert await rpc.call("getblockcount") == 200
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_wrong_cookie_is_auth_error_without_the_secret(node: TestNode, tmp_path: Path,
@@ -156,7 +150,7 @@ def test_wrong_cookie_is_auth_error_without_the_secret(node: TestNode, tmp_path:
             with pytest.raises(NodeUnavailable, match="missing.cookie"):
                 await rpc.call("getblockcount")
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_user_password_auth(node_factory: NodeFactory) -> None:
@@ -176,7 +170,7 @@ def test_user_password_auth(node_factory: NodeFactory) -> None:
                 await rpc.call("getblockcount")
             assert password not in str(err.value)
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_connection_refused_is_unavailable_quickly(tmp_path: Path, timeout_factor: float
@@ -196,7 +190,7 @@ def test_connection_refused_is_unavailable_quickly(tmp_path: Path, timeout_facto
                 await rpc.call("getblockcount", retry=True, deadline=0.5)
             assert 0.4 < time.monotonic() - started < 2 * timeout_factor
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_timeout_and_cancel_do_not_poison_the_pool(node: TestNode, timeout_factor: float
@@ -216,7 +210,7 @@ def test_timeout_and_cancel_do_not_poison_the_pool(node: TestNode, timeout_facto
                 await task
             assert await rpc.call("getblockhash", 1) == node.getblockhash(1)
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_idle_connection_closed_by_bitcoind_is_reopened(node_factory: NodeFactory) -> None:
@@ -228,7 +222,7 @@ def test_idle_connection_closed_by_bitcoind_is_reopened(node_factory: NodeFactor
             await asyncio.sleep(2.5)  # bitcoind drops the idle keep-alive connection
             assert await rpc.call("getblockcount") == 200
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_concurrent_calls_use_the_pool(node: TestNode) -> None:
@@ -243,7 +237,7 @@ def test_concurrent_calls_use_the_pool(node: TestNode) -> None:
             await asyncio.gather(*(rpc.call("waitfornewblock", 1000) for _ in range(4)))
             assert time.monotonic() - started < 3
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_wait_ready_waits_for_stopped_then_warming_bitcoind(node: TestNode) -> None:
@@ -278,7 +272,7 @@ def test_wait_ready_waits_for_stopped_then_warming_bitcoind(node: TestNode) -> N
             return waited
 
     try:
-        waited = run(main())
+        waited = asyncio.run(main())
     finally:
         starter.join()
     assert waited >= 1.0
@@ -295,7 +289,7 @@ def test_stale_cookie_after_restart_recovers(node: TestNode) -> None:
             assert node.cookie_file.read_text() != old_cookie
             assert await rpc.call("getblockcount") == 200
 
-    run(main())
+    asyncio.run(main())
     # Ground truth that the old cookie really was presented, rejected, and replaced.
     log = (node.regtest_dir / "debug.log").read_text(errors="replace")
     assert "incorrect password attempt" in log
@@ -309,4 +303,4 @@ def test_closed_client_refuses_calls(node: TestNode) -> None:
         with pytest.raises(NodeError, match="closed"):
             await rpc.call("getblockcount")
 
-    run(main())
+    asyncio.run(main())

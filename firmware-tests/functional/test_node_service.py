@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from functional.framework.node import TestNode
-from functional.framework.util import wait_until
+from functional.framework.util import APPLIANCE, wait_until
 
 pytestmark = pytest.mark.node
 
-APPLIANCE = str(Path(sys.executable).parent / "appliance")
 
 
 def write_config(tmp_path: Path, node: TestNode) -> Path:

@@ -6,9 +6,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import zmq
@@ -26,11 +25,6 @@ from functional.framework.util import free_port
 
 pytestmark = pytest.mark.node
 
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def sha256d(data: bytes) -> bytes:
@@ -114,7 +108,7 @@ def test_block_and_tx_notifications_match_the_node(node: TestNode, timeout_facto
             assert by_topic["hashblock"].seq == by_topic["rawblock"].seq
             assert sub.stats.missed == {} and sub.stats.restarts == 0
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_sequence_reports_disconnect_on_reorg(node: TestNode, timeout_factor: float) -> None:
@@ -135,7 +129,7 @@ def test_sequence_reports_disconnect_on_reorg(node: TestNode, timeout_factor: fl
                 *(SequenceEvent(h, SequenceLabel.BLOCK_CONNECTED) for h in new_blocks),
             ]
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_topics_sharing_an_endpoint_share_a_socket(node_factory: NodeFactory,
@@ -156,7 +150,7 @@ def test_topics_sharing_an_endpoint_share_a_socket(node_factory: NodeFactory,
             assert all(sha256d(n.body[:80])[::-1].hex() == block_hash
                        for n in notes if n.topic == "rawblock")
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_missed_messages_are_reported_as_a_gap(node: TestNode, timeout_factor: float,
@@ -200,7 +194,7 @@ def test_missed_messages_are_reported_as_a_gap(node: TestNode, timeout_factor: f
             return missed
 
     with caplog.at_level(logging.WARNING, logger="appliance.node.zmq_sub"):
-        missed = run(main())
+        missed = asyncio.run(main())
     assert any(f"missed {missed} messages" in r.getMessage() for r in caplog.records)
 
 
@@ -244,7 +238,7 @@ def test_bitcoind_restart_is_a_resync_not_a_gap(node: TestNode, timeout_factor: 
             assert note.body.hex() == block_hash
             assert (note.gap, note.resync) == (0, False)
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_close_ends_iteration_cleanly(node: TestNode) -> None:
@@ -276,7 +270,7 @@ def test_close_ends_iteration_cleanly(node: TestNode) -> None:
             await pending
         sub2.close()
 
-    run(main())
+    asyncio.run(main())
     # Never iterated, closed outside any event loop: still no warnings.
     ZMQSubscriber(node.zmq).close()
 
@@ -302,7 +296,7 @@ def test_next_with_a_timeout_says_quiet_then_delivers(node: TestNode,
                 if note is not None and note.topic == topic:
                     return note
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_from_config(node: TestNode, timeout_factor: float) -> None:
@@ -314,7 +308,7 @@ def test_from_config(node: TestNode, timeout_factor: float) -> None:
             assert sub.endpoints == {node.zmq["hashblock"]: ("hashblock",)}
             await wait_live(sub, node, timeout_factor)
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_parse_sequence_rejects_malformed_bodies() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,10 @@ from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.appliance import IndexerProcess
 from functional.framework.electrum_wallet import ElectrumWallet, electrum_available, vpub_of
 from functional.framework.node import TestNode
-from functional.framework.util import free_port, wait_until
+from functional.framework.util import CLIENT, free_port, wait_until
 
 pytestmark = pytest.mark.node
 
-CLIENT = str(Path(sys.executable).parent / "appliance-client")
-
-
-@pytest.fixture
-def box(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def client(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from appliance.electrum.tls import certificate_fingerprint
 from appliance.setup.views import forbidden_page
+from appliance.tls import certificate_fingerprint
 from functional.framework.browser import Phone, chromium_path
 from functional.framework.electrum_wallet import ElectrumWallet, electrum_available, vpub_of
 from functional.framework.qrphoto import qr_photo

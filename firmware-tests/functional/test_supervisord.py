@@ -76,7 +76,7 @@ class Box:
 
 
 def _conf(d: Path, hearth_toml: Path) -> str:
-    listener = (f"{sys.executable} -m appliance.supervision.listener --config {hearth_toml} "
+    listener = (f"{sys.executable} -m appliance.supervision.service --config {hearth_toml} "
                 f"--flood-restarts {FLOOD_RESTARTS} --flood-window {FLOOD_WINDOW_S} "
                 f"--retry-base {RETRY_BASE_S} --retry-max {RETRY_MAX_S}")
     return f"""

@@ -51,14 +51,6 @@ def in_mempool(node: TestNode, txid: str) -> bool:
     return txid in node.getrawmempool()
 
 
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    t = TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor)
-    t.start()
-    yield t
-    t.stop()
-
-
 def teos_client(tower: TowerProcess) -> TeosClient:
     return TeosClient(f"http://127.0.0.1:{tower.http_port}", PrivateKey(),
                       basic_auth=(tower.USER, tower.PASSWORD))
@@ -218,7 +210,7 @@ def test_noise_channel_paired_clients_only(tmp_path: Path, node: TestNode, tower
     assert asyncio.run(handshake_refused())  # not paired (yet)
 
     # Pair the way the Electrum service does: its whitelist file gains the key.
-    Whitelist(cfg.service_dir("indexer") / "paired-clients.json").add(
+    Whitelist(cfg.paired_clients_file).add(
         Keypair(client_secret).public, "test laptop")
     port = free_port()
     tunnel = subprocess.Popen([str(Path(sys.executable).parent / "appliance-client"),
@@ -238,7 +230,7 @@ def test_noise_channel_paired_clients_only(tmp_path: Path, node: TestNode, tower
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read())["result"] == 0
         # Revoked (long button press): new connections are refused at once.
-        Whitelist(cfg.service_dir("indexer") / "paired-clients.json").reset()
+        Whitelist(cfg.paired_clients_file).reset()
         with pytest.raises(Exception):  # noqa: B017 - the tunnel drops the connection
             TeosClient(f"http://127.0.0.1:{port}", PrivateKey(), timeout=5).register()
     finally:

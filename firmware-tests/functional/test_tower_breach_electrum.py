@@ -35,22 +35,6 @@ pytestmark = [pytest.mark.node, pytest.mark.slow,
 
 
 @pytest.fixture
-def box(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    proc = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def tower(tmp_path: Path, node: TestNode, timeout_factor: float) -> Any:
-    proc = TowerProcess(tmp_path / "tower", node, timeout_factor=timeout_factor)
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
 def wallets(tmp_path: Path, timeout_factor: float) -> Any:
     alice = ElectrumLN(tmp_path / "alice", "alice", timeout_factor=timeout_factor)
     bob = ElectrumLN(tmp_path / "bob", "bob", listen=True, timeout_factor=timeout_factor)

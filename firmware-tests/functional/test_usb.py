@@ -29,13 +29,14 @@ from pathlib import Path
 
 import pytest
 
+from appliance.button.service import _phrase_press
 from appliance.config import Config, load_config
 from appliance.control import ControlServer, control_request
-from appliance.devices.button_service import _phrase_press
-from appliance.devices.display_service import _phrase_info, choose_page
 from appliance.devices.pages import RecoveryWordsPage, render
+from appliance.display.service import _phrase_info, choose_page
 from appliance.identity import box_id, derive_secp256k1, load_or_create_hsm_secret, recovery_phrase
 from appliance.status import ServiceState, StatusPublisher
+from appliance.status.fields import USB_STATE, UsbState
 from appliance.usb.agent import RESTORE_FILE, UsbAgent
 from appliance.usb.archive import decrypt_backup
 from appliance.usb.phrase import is_acknowledged
@@ -282,7 +283,7 @@ def test_yank_mid_write_leaves_no_corrupt_latest_and_next_plug_in_works(base: Pa
     cfg = box(base, min_size_mib=8)
     if "vfat" in Path("/proc/filesystems").read_text():
         pytest.skip("the kernel mounts vfat itself here: no FUSE process to yank")
-    export = cfg.service_dir("backup") / "export.bin"
+    export = cfg.backup_export_file
     export.parent.mkdir(parents=True)
     export.write_bytes(os.urandom(24 * 2**20))  # a big payload: a long write to interrupt
     img = image(base / "stick.img", "vfat", 64)
@@ -344,10 +345,10 @@ def _restore(config: Path, file: Path, *args: str,
 @pytest.mark.slow
 def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     a = box(base, "a")
-    clients = a.service_dir("indexer") / "paired-clients.json"
+    clients = a.paired_clients_file
     clients.parent.mkdir(parents=True)
     clients.write_text('{"clients": {"02ab": "phone"}}')
-    agent_data = a.service_dir("backup") / "export.bin"
+    agent_data = a.backup_export_file
     agent_data.parent.mkdir(parents=True)
     agent_data.write_bytes(b"not an export the backup service accepts")
     backup = _backup_file(base, a)
@@ -366,9 +367,9 @@ def test_restore_cli_round_trip_same_identity_and_refusals(base: Path) -> None:
     assert restored == secret and oct(fresh.hsm_secret_file.stat().st_mode & 0o777) == "0o600"
     assert derive_secp256k1(restored, "noise-static") == derive_secp256k1(secret, "noise-static")
     assert derive_secp256k1(restored, "tower-key") == derive_secp256k1(secret, "tower-key")
-    assert (fresh.service_dir("indexer") / "paired-clients.json").read_text() == clients.read_text()
+    assert fresh.paired_clients_file.read_text() == clients.read_text()
     # refused by the backup service's importer (or none on this build): kept, never lost
-    assert (fresh.service_dir("backup") / "import.bin").read_bytes() == agent_data.read_bytes()
+    assert fresh.backup_import_file.read_bytes() == agent_data.read_bytes()
     assert is_acknowledged(fresh)
     assert secret.hex() not in done.stdout + done.stderr
 
@@ -399,6 +400,7 @@ def test_first_boot_restore_from_a_stick_with_hearth_restore_txt(base: Path) -> 
     assert own != secret and not is_acknowledged(cfg)
     outcome = UsbAgent(cfg).handle(img)
     assert outcome.ok and outcome.kind == "restore" and box_id(secret) in outcome.message, outcome
+    assert outcome.box == box_id(secret)
     assert load_or_create_hsm_secret(cfg.hsm_secret_file) == secret and is_acknowledged(cfg)
     with inspect(img, cfg) as root:
         assert not (root / RESTORE_FILE).exists()
@@ -420,7 +422,7 @@ def test_first_boot_restore_from_a_stick_with_hearth_restore_txt(base: Path) -> 
 def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(base: Path) -> None:
     cfg = box(base)
     img = image(base / "stick.img", "ext4")
-    export_file = cfg.service_dir("backup") / "export.bin"
+    export_file = cfg.backup_export_file
 
     async def export(req: dict[str, object]) -> dict[str, str]:
         # the backup service's contract: write export.bin atomically, return its path
@@ -458,7 +460,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
                 with loop(img) as dev:
                     results.append(await asyncio.to_thread(
                         ask, cfg.control_endpoint("usb"), "backup", 120, device=str(dev)))
-                    assert bus.status.counters["backup_state"] == 2
+                    assert bus.status.counters[USB_STATE] == UsbState.OK
                     serving.cancel()  # the backup service goes down
                     await asyncio.gather(serving, return_exceptions=True)
                     results.append(await asyncio.to_thread(
@@ -469,7 +471,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
                                        | {"export": decrypt_backup(f.read_bytes(), phrase_of(cfg))
                                           .agent_export} for f in files)
                     service.removed(dev)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -486,7 +488,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
 @pytest.mark.slow
 def test_full_stick_with_older_backups_of_this_box_makes_room(base: Path) -> None:
     cfg = box(base, min_size_mib=8)
-    export = cfg.service_dir("backup") / "export.bin"
+    export = cfg.backup_export_file
     export.parent.mkdir(parents=True)
     export.write_bytes(os.urandom(2 * 2**20))  # each backup ~2 MiB
     img = image(base / "stick.img", "ext4", 8)
@@ -603,9 +605,9 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
     cfg = box(base, settle_s=0.0)
     img = image(base / "stick.img", "ext4")
 
-    async def wait_state(bus: StatusPublisher, state: int, timeout: float = 60) -> None:
+    async def wait_state(bus: StatusPublisher, state: UsbState, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while bus.status.counters.get("backup_state") != state:
+        while bus.status.counters.get(USB_STATE) != state:
             assert time.monotonic() < deadline, bus.status
             await asyncio.sleep(0.05)
 
@@ -618,21 +620,21 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
                 with loop(img) as dev:
                     udev_broadcast("add", dev, "some_other_tag")  # not ours: ignored
                     await asyncio.sleep(1.0)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
                     udev_broadcast("add", dev, "hearth_usb")
-                    await wait_state(bus, 2)
+                    await wait_state(bus, UsbState.OK)
                     assert "Backup OK" in bus.status.detail
                     await service.cmd_phrase_press({})  # a press while the result is up
                     assert bus.status.counters["backups_ok"] == 1
-                    assert bus.status.counters["backup_state"] == 2
+                    assert bus.status.counters[USB_STATE] == UsbState.OK
                     udev_broadcast("remove", dev, "hearth_usb")
-                    await wait_state(bus, 0)
+                    await wait_state(bus, UsbState.IDLE)
                     udev_broadcast("change", dev, "hearth_usb")  # not a new medium: ignored
                     await asyncio.sleep(1.0)
-                    assert bus.status.counters["backup_state"] == 0
+                    assert bus.status.counters[USB_STATE] == UsbState.IDLE
                     # a card put into a USB card reader: the disk changes, it is not added
                     udev_broadcast("change", dev, "hearth_usb", DISK_MEDIA_CHANGE="1")
-                    await wait_state(bus, 2)
+                    await wait_state(bus, UsbState.OK)
                     assert bus.status.counters["backups_ok"] == 2
                     with inspect(dev, cfg) as root:
                         assert len(list((root / "HEARTH").iterdir())) == 2

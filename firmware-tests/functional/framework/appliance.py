@@ -13,18 +13,16 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from .node import TestNode
-from .util import free_port, stop_process, wait_until
+from .util import APPLIANCE, free_port, stop_process, wait_until
 
 __all__ = ["ElectrumClient", "ElectrumError", "IndexerProcess", "scripthash_of"]
 
-APPLIANCE = str(Path(sys.executable).parent / "appliance")
 
 
 def scripthash_of(script_hex: str) -> str:

@@ -22,7 +22,6 @@ import select
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,11 @@ from appliance.control import ControlError, control_request
 from appliance.identity import derive_secp256k1, load_or_create_hsm_secret
 from appliance.pairing.store import Whitelist
 
-from .util import free_port, stop_process, wait_until
+from .util import APPLIANCE, free_port, stop_process, wait_until
 
 __all__ = ["INTEROP_PYTHON", "REPO", "BackupBox", "Lightningd", "PluginHalted", "dump_database"]
 
 REPO = Path(__file__).resolve().parents[3]
-APPLIANCE = str(Path(sys.executable).parent / "appliance")
 INTEROP_PYTHON = REPO / ".cache" / "venv-interop" / "bin" / "python"
 
 

@@ -6,11 +6,18 @@ import inspect
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["assert_raises_rpc_error", "free_port", "stop_process", "wait_until"]
+__all__ = ["APPLIANCE", "CLIENT", "assert_raises_rpc_error", "free_port", "stop_process", "wait_until"]
+
+
+#: The commands the venv installs, run as subprocesses the way an owner runs them.
+APPLIANCE = str(Path(sys.executable).parent / "appliance")
+CLIENT = str(Path(sys.executable).parent / "appliance-client")
 
 
 # --- Ports -------------------------------------------------------------------

@@ -9,8 +9,8 @@ from PIL import Image
 
 from appliance import __version__, cli
 from appliance.config import Config, load_config
-from appliance.devices.display_service import choose_page, show_step
 from appliance.devices.pages import BootPage, ErrorPage, IndexPage, PairingPage, SyncPage, render
+from appliance.display.service import choose_page, show_step
 from appliance.status import Phase, ServiceState, ServiceStatus
 
 
@@ -60,10 +60,12 @@ def test_recent_breach_shows_the_watchtower_page_until_a_day_passes() -> None:
     import time
 
     from appliance.devices.pages import WatchtowerPage
+    from appliance.status.fields import txid_counter
 
     node = state("node", Phase.READY, counters={"blocks": 10, "headers": 10})
     sent = state("tower", Phase.READY, detail="breach 4f56d56c393466b7 penalty sent",
-                 counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 0})
+                 counters={"last_breach_ts": time.time() - 5, "last_breach_stopped": 0,
+                           "last_breach_txid": txid_counter("4f56d56c393466b7")})
     page, _, _ = choose_page({"node": node, "tower": sent}, None, 0.0)
     assert isinstance(page, WatchtowerPage) and page.headline == "Breach! Penalty sent"
     assert page.detail == "tx 4f56d56c3934"
@@ -116,7 +118,7 @@ def test_pairing_shows_the_setup_link_with_the_fingerprint_start() -> None:
 
 
 def test_unknown_wallet_leads_to_the_button_until_pairing_opens() -> None:
-    from appliance.devices.display_service import _UnknownWallets
+    from appliance.display.service import _UnknownWallets
 
     unknown = _UnknownWallets()
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from appliance.devices.display_service import choose_page
 from appliance.devices.pages import PANEL_128X64, ErrorPage, render
+from appliance.display.service import choose_page
 from appliance.status import Phase, ServiceState, ServiceStatus
 
 

@@ -9,6 +9,7 @@ intended layout change, then look at them).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ from appliance.devices.pages import (
     UsbBackupState,
     WatchtowerPage,
     fit_text,
-    paginate_recovery_words,
     render,
     render_with_margin,
     words_per_page,
 )
+from appliance.usb.phrase import PhraseScreens
 
 from .util import find_bar, ink_rows, lit_count, lit_in, margin_is_empty
 
@@ -80,9 +81,21 @@ OVERLONG: dict[str, Page] = {
 }
 
 
+def _recovery_pages(words: Sequence[str], panel: Panel) -> list[RecoveryWordsPage]:
+    """The screens the display shows, paged as the usb service pages the phrase."""
+    screens, pages = PhraseScreens(len(words), words_per_page(panel)), []
+    while True:
+        first, end = screens.span()
+        last = end >= len(words)
+        pages.append(RecoveryWordsPage(tuple(words[first:end]), first + 1, len(words),
+                                       hint="Press: done" if last else "Press: next"))
+        if screens.press():
+            return pages
+
+
 def _page_for(name: str, panel: Panel) -> Page:
     if name == "words" and panel.tall:
-        return paginate_recovery_words(WORDS, panel)[0]
+        return _recovery_pages(WORDS, panel)[0]
     return PAGES[name]
 
 
@@ -237,7 +250,7 @@ def test_cut_line_ends_with_three_dots() -> None:
 
 @pytest.mark.parametrize("panel", PANELS, ids=_panel_id)
 def test_recovery_words_paginate_and_show_every_word(panel: Panel) -> None:
-    pages = paginate_recovery_words(WORDS, panel)
+    pages = _recovery_pages(WORDS, panel)
     per = words_per_page(panel)
     assert [p.first for p in pages] == list(range(1, 13, per))
     assert sum(len(p.words) for p in pages) == 12

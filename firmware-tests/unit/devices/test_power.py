@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.devices.display_service import choose_page
 from appliance.devices.pages import ErrorPage
 from appliance.devices.power import PowerMonitor, find_rpi_volt
+from appliance.display.service import choose_page
 
 
 def hwmon(tmp_path: Path, alarm: str = "0") -> Path:

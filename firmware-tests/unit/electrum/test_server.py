@@ -12,7 +12,7 @@ from appliance.electrum.backend import HistoryItem
 from appliance.electrum.errors import INVALID_REQUEST
 from appliance.electrum.server import ElectrumServer, SessionManager
 from appliance.electrum.session import SessionLimits
-from appliance.electrum.tls import ensure_certificate, server_ssl_context
+from appliance.tls import ensure_certificate, server_ssl_context
 
 from .fakes import EXAMPLE_SCRIPTHASH, EXAMPLE_STATUS, FakeBackend
 from .util import Client, run, serving

@@ -26,9 +26,9 @@ from appliance.supervision import (
     SupervisionTracker,
     parse_process_state,
 )
-from appliance.supervision.listener import SupervisionListener, run_listener
 from appliance.supervision.logtail import last_error_line
 from appliance.supervision.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
+from appliance.supervision.service import SupervisionListener, run_listener
 from appliance.supervision.tracker import counter_suffix
 
 _serial = 0

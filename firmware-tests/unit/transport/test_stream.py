@@ -37,7 +37,6 @@ from appliance.transport.stream import (
     UnauthorizedPeerError,
     accept_handshake,
     connect,
-    initiate_handshake,
     start_server,
 )
 
@@ -136,9 +135,9 @@ async def eof_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
 
 
 async def raw_handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, NoiseStream]:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    stream = await initiate_handshake(reader, writer, PHONE, BOX.public, 5.0)
-    return reader, writer, stream
+    """A handshaken client, with the raw streams under it (to send bytes past the framing)."""
+    stream = await connect(HOST, port, PHONE, BOX.public, 5.0)
+    return stream._reader, stream._writer, stream
 
 
 # --- the good path ----------------------------------------------------------------------------------

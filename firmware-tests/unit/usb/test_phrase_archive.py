@@ -12,16 +12,16 @@ import pytest
 from mnemonic import Mnemonic
 
 from appliance.config import load_config
-from appliance.devices.display_service import choose_page
 from appliance.devices.pages import (
     PANEL_128X64,
     PANEL_128X128,
     RecoveryWordsPage,
     UsbBackupPage,
     UsbBackupState,
-    paginate_recovery_words,
     render,
+    words_per_page,
 )
+from appliance.display.service import choose_page
 from appliance.identity import box_id, derive_bytes, recovery_phrase
 from appliance.status import Phase, ServiceState, ServiceStatus
 from appliance.usb.archive import (
@@ -127,9 +127,13 @@ def test_phrase_screens_and_acknowledgement() -> None:
 def test_every_phrase_word_renders_whole(panel: object) -> None:
     # The longest BIP39 words are 8 letters: every one must fit a line with its number.
     longest = sorted(Mnemonic("english").wordlist, key=len)[-12:]
-    for page in paginate_recovery_words(longest, panel):  # type: ignore[arg-type]
-        frame = render(page, panel)  # type: ignore[arg-type]
-        assert frame.getbbox() is not None
+    screens = PhraseScreens(len(longest), words_per_page(panel))  # type: ignore[arg-type]
+    while True:
+        first, end = screens.span()
+        page = RecoveryWordsPage(tuple(longest[first:end]), first + 1, len(longest))
+        assert render(page, panel).getbbox() is not None  # type: ignore[arg-type]
+        if screens.press():
+            break
 
 
 def _usb_state(counters: dict[str, int | float], detail: str = "", error: str | None = None) -> ServiceState:
@@ -150,7 +154,8 @@ def test_display_shows_phrase_before_pairing_and_usb_results() -> None:
     page, _, _ = choose_page({"usb": _usb_state({"backup_state": 2})}, None, 0.0)
     assert isinstance(page, UsbBackupPage) and page.state is UsbBackupState.OK
     render(page)
-    restored = _usb_state({"backup_state": 2}, detail="Restored box 0a1b2c3d - remove stick")
+    restored = _usb_state({"backup_state": 2, "restored_box": 0x0A1B2C3D},
+                          detail="Restored box 0a1b2c3d - remove stick")
     page, _, _ = choose_page({"usb": restored}, None, 0.0)
     assert isinstance(page, UsbBackupPage) and page.headline == "Restored" and page.note == "box 0a1b2c3d"
     assert render(page) != render(UsbBackupPage(UsbBackupState.OK))

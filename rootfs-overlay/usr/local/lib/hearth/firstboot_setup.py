@@ -20,8 +20,8 @@ from pathlib import Path
 from appliance import identity
 from appliance.boot.config_merge import MergeError, merge_config_files
 from appliance.config import load_config
-from appliance.electrum.tls import ensure_certificate
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf
+from appliance.tls import ensure_certificate
 
 
 def make_identity(config: str) -> None:
@@ -29,18 +29,12 @@ def make_identity(config: str) -> None:
     secret = identity.load_or_create_hsm_secret(cfg.hsm_secret_file)
     node = identity.derive_secp256k1(secret, "noise-static")
     print(f"box key {node.public.hex()}")
-    box_id = getattr(identity, "box_id", None)  # from the USB branch (CONTRACT.md)
-    if box_id is not None:
-        print(f"box id {box_id(secret)}")
-    phrase = getattr(identity, "recovery_phrase", None)
-    if phrase is not None:
-        # Derived, never stored: checking it derives is all first boot does with it; the
-        # display shows it for the user to write down.
-        if len(phrase(secret)) != 12:
-            raise SystemExit("recovery phrase derivation is broken")
-        print("recovery phrase: derivable (shown on the display)")
-    else:
-        print("recovery phrase: not in this build of the appliance")
+    print(f"box id {identity.box_id(secret)}")
+    # Derived, never stored: checking it derives is all first boot does with it; the
+    # display shows it for the user to write down.
+    if len(identity.recovery_phrase(secret)) != 12:
+        raise SystemExit("recovery phrase derivation is broken")
+    print("recovery phrase: derivable (shown on the display)")
     if cfg.electrum.tls == "lan" and cfg.electrum.tls_port:
         tls_dir = cfg.service_dir("indexer")
         tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

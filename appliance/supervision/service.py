@@ -2,7 +2,7 @@
 
 Run by supervisord as ``[eventlistener:hearth-supervision]`` with ``events=PROCESS_STATE``::
 
-    python -m appliance.supervision.listener --config /etc/hearth/hearth.toml
+    python -m appliance.supervision.service --config /etc/hearth/hearth.toml
 
 One asyncio loop does everything: stdin is read with ``connect_read_pipe`` (so the status
 publisher's heartbeats go on while supervisord is quiet), each event is answered with
@@ -25,16 +25,18 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, load_config
+from ..durability import write_atomic
 from ..logs import LOG_FORMAT
 from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
 from .logtail import last_error_line
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
+from .rpc import RpcFactory, supervisor_rpc
 from .tracker import SupervisionTracker
 
 __all__ = ["SERVICE", "SupervisionListener", "cli", "main", "run_listener"]
@@ -45,24 +47,6 @@ log = logging.getLogger("supervision")
 
 _TICK_S = 1.0  # how often due restarts are looked for
 _TAIL_BYTES = 4096  # of a dead program's log, for its last error line
-
-
-# Makes a ``supervisor`` XML-RPC namespace (supervisor's proxy has no type hints).
-RpcFactory = Callable[[], Any]
-
-
-def supervisor_rpc(env: Mapping[str, str] = os.environ) -> RpcFactory | None:
-    """A factory for ``supervisor`` XML-RPC namespaces, or None outside supervisord.
-
-    A new proxy per call: ``xmlrpc.client.ServerProxy`` is not thread-safe, and calls
-    run in worker threads.
-    """
-    if "SUPERVISOR_SERVER_URL" not in env:
-        return None
-    from supervisor import childutils  # only the listener needs supervisor's code
-
-    env = dict(env)
-    return lambda: childutils.getRPCInterface(env).supervisor
 
 
 class SupervisionListener:
@@ -159,10 +143,8 @@ class SupervisionListener:
         if self.paused_file is None or paused == self._saved_paused:
             return
         self._saved_paused = paused
-        tmp = self.paused_file.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(sorted(paused)))
-            tmp.replace(self.paused_file)
+            write_atomic(self.paused_file, json.dumps(sorted(paused)).encode(), 0o644)
         except OSError as exc:
             log.warning("cannot record paused programs: %s", exc)
 
@@ -302,7 +284,7 @@ async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
         retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
         listener = SupervisionListener(publisher, tracker, write, rpc,
-                                       paused_file=cfg.hearth.run_dir / "supervision-paused.json")
+                                       paused_file=cfg.supervision_paused_file)
         transport, _ = await loop.connect_read_pipe(lambda: _StdinProtocol(listener), stdin)
         tick = asyncio.create_task(listener.tick(), name="retries")
         try:
@@ -334,7 +316,7 @@ def _log_to_stderr(level: str) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m appliance.supervision.listener",
+    p = argparse.ArgumentParser(prog="python -m appliance.supervision.service",
                                 description="supervisord event listener for the status bus")
     p.add_argument("--config", type=Path, default=Path("/etc/hearth/hearth.toml"))
     p.add_argument("--flood-restarts", type=int,

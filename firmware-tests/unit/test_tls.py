@@ -1,4 +1,4 @@
-"""appliance.electrum.tls: the device's self-signed certificate."""
+"""appliance.tls: the device's self-signed certificate."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from appliance.electrum.tls import (
+from appliance.tls import (
     certificate_fingerprint,
     ensure_certificate,
     make_certificate,

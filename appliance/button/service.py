@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from ..config import Config
 from ..control import ControlError, control_request
-from ..status import Phase, StatusPublisher
-from .button import (
+from ..devices.button import (
     Button,
     ButtonEventKind,
     ButtonInput,
@@ -24,6 +22,7 @@ from .button import (
     GPIOButtonInput,
     SimulatedButtonInput,
 )
+from ..status import Phase, StatusPublisher
 
 __all__ = ["main"]
 
@@ -51,8 +50,7 @@ async def main(cfg: Config) -> None:
     bc = cfg.button
     source: ButtonInput
     if bc.simulate:
-        path = Path(bc.sim_path) if bc.sim_path else cfg.hearth.run_dir / "button.fifo"
-        source = SimulatedButtonInput(path, long_hold=bc.long_press_s + 1.0)
+        source = SimulatedButtonInput(cfg.button_fifo, long_hold=bc.long_press_s + 1.0)
     else:
         source = GPIOButtonInput(bc.gpio_pin, pull_up=bc.pull_up)
     timing = ButtonTiming(long_press=bc.long_press_s)

@@ -9,11 +9,9 @@ temporary file, fsync and rename, so a power cut never leaves a torn key behind.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import logging
-import os
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .durability import write_atomic
 
 __all__ = [
     "DEFAULT_HOSTNAME",
@@ -93,8 +93,10 @@ def ensure_certificate(cert_path: Path, key_path: Path, *, hostname: str = DEFAU
     if cert_path.exists() and key_path.exists():
         return certificate_fingerprint(cert_path.read_bytes())
     cert_pem, key_pem = make_certificate(hostname, ip_addresses)
-    _write_atomic(key_path, key_pem, 0o600)
-    _write_atomic(cert_path, cert_pem, 0o644)
+    for path in (key_path, cert_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(key_path, key_pem, 0o600)
+    write_atomic(cert_path, cert_pem, 0o644)
     fingerprint = certificate_fingerprint(cert_pem)
     log.info("made a TLS certificate for %s, SHA-256 fingerprint %s", hostname, fingerprint)
     return fingerprint
@@ -106,29 +108,4 @@ def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     return context
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    # O_EXCL with the final mode: the key is never readable by others, not even briefly.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed the mode given to open
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 

@@ -19,10 +19,9 @@ from typing import Any
 from .. import __version__
 from ..config import Config
 from ..control import ControlError, control_request
-from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
-from .frames import FrameRecorder, to_terminal
-from .oled import Dimmer, OledDevice, make_device, present
-from .pages import (
+from ..devices.frames import FrameRecorder, to_terminal
+from ..devices.oled import Dimmer, OledDevice, make_device, present
+from ..devices.pages import (
     PANEL_128X64,
     PANEL_128X128,
     BootPage,
@@ -39,7 +38,16 @@ from .pages import (
     WatchtowerPage,
     render,
 )
-from .power import PowerMonitor
+from ..devices.power import PowerMonitor
+from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
+from ..status.fields import (
+    LAST_BREACH_STOPPED,
+    LAST_BREACH_TS,
+    UsbState,
+    breach_txid,
+    restored_box,
+    usb_state,
+)
 
 __all__ = ["choose_page", "main", "show_step"]
 
@@ -54,7 +62,8 @@ _DISK_LOW_BYTES = 1 << 30  # below 1 GiB free bitcoind is close to stopping (pru
 _UNKNOWN_SHOWN_S = 600.0  # "Unknown wallet: press the button" stays this long
 
 
-_USB_STATES = {1: UsbBackupState.RUNNING, 2: UsbBackupState.OK, 3: UsbBackupState.FAILED}
+_USB_STATES = {UsbState.RUNNING: UsbBackupState.RUNNING, UsbState.OK: UsbBackupState.OK,
+               UsbState.FAILED: UsbBackupState.FAILED}
 
 
 def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
@@ -88,14 +97,14 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
     usb = states.get("usb")
     if usb is not None and usb.status is not None and not usb.stale:
         # A stick is in: the owner is watching for "Backup OK".
-        state = _USB_STATES.get(int(usb.status.counters.get("backup_state", 0)))
+        state = _USB_STATES.get(usb_state(usb.status.counters) or UsbState.IDLE)
         if state is not None:
             detail = usb.status.detail or ""
             if state is UsbBackupState.FAILED:
                 return (UsbBackupPage(state, reason=usb.status.last_error or detail), usb.age_s,
                         usb.stale)
-            if state is UsbBackupState.OK and detail.startswith("Restored box "):
-                box = detail.removeprefix("Restored box ").split(" ")[0]
+            box = restored_box(usb.status.counters)
+            if state is UsbBackupState.OK and box is not None:
                 return (UsbBackupPage(state, headline="Restored", note=f"box {box}"), usb.age_s,
                         usb.stale)
             return UsbBackupPage(state), usb.age_s, usb.stale
@@ -131,11 +140,10 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
         return ErrorPage.unknown_wallet(), idx.age_s if idx else None, False
     tower = states.get("tower")
     if tower is not None and tower.status is not None:
-        seen = float(tower.status.counters.get("last_breach_ts", 0))
+        seen = float(tower.status.counters.get(LAST_BREACH_TS, 0))
         if seen and time.time() - seen < _BREACH_SHOWN_S:
-            stopped = bool(tower.status.counters.get("last_breach_stopped"))
-            said = tower.status.detail.split()
-            breach = said[1][:12] if len(said) > 1 and said[0] == "breach" else ""
+            stopped = bool(tower.status.counters.get(LAST_BREACH_STOPPED))
+            breach = breach_txid(tower.status.counters)
             return (WatchtowerPage("Breach stopped" if stopped else "Breach! Penalty sent",
                                    detail=f"tx {breach}" if breach else ""),
                     tower.age_s, tower.stale)

@@ -1,0 +1,2 @@
+"""The button process: presses to commands (:mod:`.service`); the state machine is in
+``appliance.devices.button``."""

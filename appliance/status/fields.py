@@ -1,0 +1,61 @@
+"""The typed status fields that one service publishes and another reads.
+
+Sender and receiver import the names and encodings from here, so the display never
+parses a sentence meant for people (``detail`` stays free text for ``appliance status``)
+and a renamed counter breaks at import time, not silently on the OLED. Counters are
+numbers on the wire (:mod:`.schema`); ids ride in them as integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+
+__all__ = ["BREACH_TXID_HEX_DIGITS", "LAST_BREACH_STOPPED", "LAST_BREACH_TS", "LAST_BREACH_TXID",
+           "RESTORED_BOX", "USB_STATE", "UsbState", "breach_txid", "restored_box",
+           "txid_counter", "usb_state"]
+
+
+class UsbState(IntEnum):
+    """What the USB service is doing with a stick (counter ``backup_state``)."""
+
+    IDLE = 0
+    RUNNING = 1
+    OK = 2
+    FAILED = 3
+
+
+#: usb: a :class:`UsbState`.
+USB_STATE = "backup_state"
+#: usb: the box id (4 bytes as an integer) of the last restore from a stick, while shown.
+RESTORED_BOX = "restored_box"
+#: tower: when the latest breach was seen, and whether all its penalties confirmed.
+LAST_BREACH_TS = "last_breach_ts"
+LAST_BREACH_STOPPED = "last_breach_stopped"
+#: tower: the latest breach's txid, its first 12 display-order hex digits as an integer
+#: (48 bits: exact in any JSON reader's numbers).
+LAST_BREACH_TXID = "last_breach_txid"
+BREACH_TXID_HEX_DIGITS = 12
+
+
+def usb_state(counters: Mapping[str, int | float]) -> UsbState | None:
+    try:
+        return UsbState(int(counters.get(USB_STATE, 0)))
+    except ValueError:
+        return None  # a newer sender's state: show nothing rather than guess
+
+
+def restored_box(counters: Mapping[str, int | float]) -> str | None:
+    """The restored box's id as shown everywhere (8 hex digits), if one was restored."""
+    value = counters.get(RESTORED_BOX)
+    return None if value is None else f"{int(value):08x}"
+
+
+def txid_counter(txid_hex: str) -> int:
+    return int(txid_hex[:BREACH_TXID_HEX_DIGITS], 16)
+
+
+def breach_txid(counters: Mapping[str, int | float]) -> str:
+    """The start of the latest breach's txid (display hex), or "" when none is known."""
+    value = counters.get(LAST_BREACH_TXID)
+    return "" if value is None else f"{int(value):0{BREACH_TXID_HEX_DIGITS}x}"
