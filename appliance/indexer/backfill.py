@@ -33,6 +33,7 @@ from typing import Any
 
 from ..chain import double_sha256, hash_to_hex_str
 from ..chain.utxo import Utxo
+from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
 from ..node.pace import Pacer, parse_block_aside
 from .bip158 import GCSFilter, ScriptSet
@@ -106,8 +107,12 @@ class Backfiller:
                     for job in list(wallet.jobs):
                         await self.run_job(wallet, job)
                     self.errors.pop(wid, None)
-                except (NodeError, RuntimeError) as exc:
+                    self.indexer.stalled.discard(wid)
+                except (NodeError, RuntimeError, WriteFailed) as exc:
+                    # bitcoind away, a pruned block no peer serves, a full disk: retried,
+                    # and meanwhile queries of this wallet's gap scripts do not wait.
                     self.errors[wid] = str(exc)
+                    self.indexer.stall(wid)
                     log.warning("backfill of wallet %s paused: %s", wallet.id_hex, exc)
                     await asyncio.sleep(5)
                     self.wakeup.set()

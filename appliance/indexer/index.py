@@ -110,6 +110,9 @@ class Indexer:
         self.adhoc = AdhocWatches(store.adhoc_records())
         #: set when a gap job's history is complete, by job key (see job_key)
         self._job_done: dict[bytes, asyncio.Event] = {}
+        #: wallets whose backfill or gap jobs are paused (bitcoind away, a pruned block no
+        #: peer serves, a full disk): their gap scripts are answered without waiting
+        self.stalled: set[bytes] = set()
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -165,11 +168,19 @@ class Indexer:
             wallet = self.wallets.get(ref.wallet_id)
             if wallet is None or wallet.state != "live":
                 continue  # a wallet still backfilling answers scantxoutset's view
+            if ref.wallet_id in self.stalled:
+                continue  # its jobs cannot progress now: answer what is known at once
             for job in wallet.jobs:
                 if job["branch"] == ref.branch and job["start"] <= ref.index < job["end"]:
                     key = self.job_key(ref.wallet_id, ref.branch, job["start"])
                     return self._job_done.setdefault(key, asyncio.Event())
         return None
+
+    def stall(self, wallet_id: bytes) -> None:
+        """This wallet's jobs cannot progress for now: release whoever waits on them."""
+        self.stalled.add(wallet_id)
+        for key in [k for k in self._job_done if k.startswith(wallet_id)]:
+            self._job_done.pop(key).set()
 
     def job_finished(self, key: bytes) -> None:
         event = self._job_done.pop(key, None)
