@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config, render_reference
 from .services import SERVICES, run_service
+
+if TYPE_CHECKING:
+    from .control.messages import IndexerStatusReply
 
 __all__ = ["main"]
 
@@ -129,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:  # the one error path of every command that asks a running service
             return _CONTROL_COMMANDS[args.command](cfg, args)
-        except ControlError as exc:
+        except ControlError as exc:  # refused, unreachable, or an answer it cannot show
             print(f"appliance: {exc}", file=sys.stderr)
             return 1
     if args.command == "restore":
@@ -152,94 +155,101 @@ def _display_step(cfg: Config, step: str, detail: str, error: bool = False) -> i
 
 
 def _wallet(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import control_request
+    from .control import ask
+    from .control.messages import WalletAdd, WalletList, WalletRemove
 
     endpoint = cfg.control_endpoint("indexer")
     if args.wallet_command == "add":
-        result = control_request(endpoint, "wallet.add", timeout=120,
-                                 descriptors=args.descriptors, birthday=args.birthday,
-                                 gap=args.gap, change_gap=args.change_gap, label=args.label)
-        verb = "registered" if result["new"] else "already registered"
-        print(f"wallet {result['id']} {verb} ({result['state']}, "
-              f"{len(result['branches'])} branches)")
+        added = ask(endpoint, WalletAdd(args.descriptors, birthday=args.birthday, gap=args.gap,
+                                        change_gap=args.change_gap, label=args.label),
+                    timeout=120)
+        w = added.wallet
+        verb = "registered" if added.new else "already registered"
+        print(f"wallet {w.id} {verb} ({w.state}, {len(w.branches)} branches)")
     elif args.wallet_command == "list":
-        wallets = control_request(endpoint, "wallet.list")
+        wallets = ask(endpoint, WalletList())
         if args.json:
-            print(json.dumps(wallets, indent=2))
+            print(json.dumps([w.to_wire() for w in wallets], indent=2))
         for w in [] if args.json else wallets:
-            progress = f" backfill {w['backfill']['percent']}%" if w["backfill"] else ""
-            print(f"{w['id']}  {w['state']}{progress}  {w['label']}")
-            for b in w["branches"]:
-                print(f"    {b['descriptor']}  used {b['used']} derived {b['derived']}")
+            progress = f" backfill {w.backfill.percent}%" if w.backfill else ""
+            print(f"{w.id}  {w.state}{progress}  {w.label}")
+            for b in w.branches:
+                print(f"    {b.descriptor}  used {b.used} derived {b.derived}")
     else:
-        result = control_request(endpoint, "wallet.remove", id=args.id)
-        print(f"wallet {result['removed']} removed")
+        print(f"wallet {ask(endpoint, WalletRemove(args.id)).removed} removed")
     return 0
 
 
 def _pairing(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import control_request
+    from .control import ControlError, ask
+    from .control.messages import (
+        PairingList,
+        PairingOpen,
+        PairingPayload,
+        PairingReset,
+        PairingRevoke,
+    )
 
     endpoint = cfg.control_endpoint("indexer")
     cmd = args.pairing_command
     if cmd == "list":
-        clients = control_request(endpoint, "pairing.list")
+        clients = ask(endpoint, PairingList())
         if args.json:
-            print(json.dumps(clients, indent=2))
+            print(json.dumps([c.to_wire() for c in clients], indent=2))
         for c in [] if args.json else clients:
-            state = "connected" if c["connected"] else ""
-            kind = "browser" if c.get("kind") == "web" else "noise"
-            print(f"{c['key']}  {kind:7}  {c['label'] or '-'}  {state}")
+            state = "connected" if c.connected else ""
+            kind = "browser" if c.kind == "web" else "noise"
+            print(f"{c.key}  {kind:7}  {c.label or '-'}  {state}")
     elif cmd == "revoke":
-        print(f"revoked {control_request(endpoint, 'pairing.revoke', key=args.key)['revoked']}")
+        print(f"revoked {ask(endpoint, PairingRevoke(args.key)).revoked}")
     elif cmd == "reset":
-        result = control_request(endpoint, "pairing.reset")
-        print(f"{result['revoked']} clients revoked; pairing is open")
+        print(f"{ask(endpoint, PairingReset()).revoked} clients revoked; pairing is open")
     elif cmd == "open":
-        left = control_request(endpoint, "pairing.open")["window_seconds_left"]
-        print(f"pairing open for {left:.0f} s")
+        left = ask(endpoint, PairingOpen()).window_seconds_left
+        print(f"pairing open for {left or 0:.0f} s")
     else:
-        result = control_request(endpoint, "pairing.payload")
-        if result["payload"] is None:
-            print("appliance: pairing is closed (appliance pairing open)", file=sys.stderr)
-            return 1
-        if args.link and not result.get("setup_url"):
-            print("appliance: the setup page is off ([setup] port)", file=sys.stderr)
-            return 1
-        print(result["setup_url"] if args.link else result["payload"])
+        payload = ask(endpoint, PairingPayload())
+        if payload.payload is None:
+            raise ControlError("pairing is closed (appliance pairing open)")
+        if args.link and not payload.setup_url:
+            raise ControlError("the setup page is off ([setup] port)")
+        print(payload.setup_url if args.link else payload.payload)
     return 0
 
 
 def _tower(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import control_request
+    from .control import ControlError, ask
+    from .control.messages import TowerStatus, TowerUrl
 
+    endpoint = cfg.control_endpoint("tower")
     if args.tower_command == "url":
-        result = control_request(cfg.control_endpoint("tower"), "url")
-        if result["url"] is None:
-            print("appliance: the tower's HTTP port is off ([tower] http_port)", file=sys.stderr)
-            return 1
-        print(result["url"])
+        url = ask(endpoint, TowerUrl()).url
+        if url is None:
+            raise ControlError("the tower's HTTP port is off ([tower] http_port)")
+        print(url)
     else:
-        status = control_request(cfg.control_endpoint("tower"), "status")
+        status = ask(endpoint, TowerStatus())
         if args.json:
-            print(json.dumps(status, indent=2, sort_keys=True))
+            print(json.dumps(status.to_wire(), indent=2, sort_keys=True))
         else:
-            print(f"tower {status['tower_id']} at height {status['height']}: "
-                  f"{status['channels']} channels / {status['sweeps']} sweeps, "
-                  f"{status['users']} users / {status['appointments']} appointments, "
-                  f"{status['breaches']} breaches answered")
+            c = status.counters
+            print(f"tower {status.tower_id} at height {status.height}: "
+                  f"{c['channels']} channels / {c['sweeps']} sweeps, "
+                  f"{c['users']} users / {c['appointments']} appointments, "
+                  f"{c['breaches']} breaches answered")
     return 0
 
 
 def _backup(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import control_request
+    from .control import ask
+    from .control.messages import BackupStatus, Export
 
     endpoint = cfg.control_endpoint("backup")
     if args.backup_command == "export":
-        result = control_request(endpoint, "export", timeout=300)
-        print(f"{result['streams']} streams exported to {result['path']}")
+        result = ask(endpoint, Export(), timeout=300)
+        print(f"{result.streams} streams exported to {result.path}")
     else:
-        print(json.dumps(control_request(endpoint, "status"), indent=2))
+        print(json.dumps(ask(endpoint, BackupStatus()).to_wire(), indent=2))
     return 0
 
 
@@ -278,12 +288,13 @@ def _restore(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _usb(cfg: Config, args: argparse.Namespace) -> int:
-    from .control import control_request
+    from .control import ask
+    from .control.messages import UsbBackup
 
-    result = control_request(cfg.control_endpoint("usb"), "backup", timeout=300,
-                             device=os.path.abspath(args.device))
-    print(f"{result['message']} {result['path']} ({result['seconds']} s)")
-    return 0 if result["ok"] else 1
+    result = ask(cfg.control_endpoint("usb"), UsbBackup(os.path.abspath(args.device)),
+                 timeout=300)
+    print(f"{result.message} {result.path} ({result.seconds} s)")
+    return 0 if result.ok else 1
 
 
 #: The commands that ask a running service over its control socket.
@@ -304,12 +315,8 @@ def _status(cfg: Config, as_json: bool) -> int:
                  if st.stale or (st.status is not None and st.status.phase == Phase.ERROR)]
     node: NodeStatus | str = asyncio.run(read_node_status(cfg))
     report["node"] = node if isinstance(node, str) else node.as_dict()
-    try:
-        from .control import ControlError, control_request
-
-        report["indexer"] = control_request(cfg.control_endpoint("indexer"), "status", timeout=5)
-    except ControlError as exc:
-        report["indexer"] = f"unavailable: {exc}"
+    indexer = _indexer_status(cfg)
+    report["indexer"] = indexer if isinstance(indexer, str) else indexer.to_wire()
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -319,15 +326,25 @@ def _status(cfg: Config, as_json: bool) -> int:
         else:
             for line in node.describe():
                 print(f"  {line}")
-        idx = report["indexer"]
-        if isinstance(idx, str):
-            print(f"  indexer: {idx}")
+        if isinstance(indexer, str):
+            print(f"  indexer: {indexer}")
         else:
-            print(f"  indexer: height {idx['height']}, {idx['wallets']} wallets, "
-                  f"{idx['scripts']} scripts, {idx['mempool_txs']} mempool txs, "
-                  f"{idx['electrum']['sessions']} Electrum clients")
+            print(f"  indexer: height {indexer.height}, {indexer.wallets} wallets, "
+                  f"{indexer.scripts} scripts, {indexer.mempool_txs} mempool txs, "
+                  f"{indexer.electrum['sessions']} Electrum clients")
         if bus:
             print("services:")
             for line in describe_states(bus):
                 print(f"  {line}")
     return 0 if not isinstance(node, str) and not unhealthy else 1
+
+
+def _indexer_status(cfg: Config) -> IndexerStatusReply | str:
+    """The indexer's status, or why there is none (status shows what it can)."""
+    from .control import ControlError, ask
+    from .control.messages import IndexerStatus
+
+    try:
+        return ask(cfg.control_endpoint("indexer"), IndexerStatus(), timeout=5)
+    except ControlError as exc:
+        return f"unavailable: {exc}"

@@ -12,7 +12,10 @@ A bad file stops the service at start with a :class:`ConfigError` that names the
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -35,8 +38,10 @@ __all__ = [
     "NodeSection",
     "TowerSection",
     "TransportSection",
+    "dump_toml",
     "load_config",
     "render_reference",
+    "toml_value",
 ]
 
 #: network name -> (bitcoind chain name, default RPC port)
@@ -464,4 +469,38 @@ def render_reference() -> str:
             lines.append(
                 f"| `{sname}.{f.name}` | {typ} | `{f.default!s}` | `{env_name}` | {f.metadata['doc']} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (a string, path, number or true/false: what hearth.toml holds) as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ("-" if value < 0 else "") + ("nan" if math.isnan(value) else "inf")
+        return repr(value)
+    if isinstance(value, str | Path):
+        # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
+        return json.dumps(str(value), ensure_ascii=False)
+    raise ConfigError(f"unsupported value {value!r}: hearth.toml holds only strings, "
+                      "numbers and true/false")
+
+
+def dump_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """A hearth.toml holding ``tables`` (section -> key -> value; None values left out),
+    the one writer for generated configuration files (tests, the boot-partition merge)."""
+    lines: list[str] = []
+    for section, table in tables.items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if not _BARE_KEY.match(key) or not _BARE_KEY.match(section):
+                raise ConfigError(f"{section}.{key}: not a hearth.toml key")
+            if value is not None:
+                lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

@@ -22,16 +22,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 from appliance.config import load_config  # noqa: E402
+from appliance.control import Request  # noqa: E402
 from appliance.durability import write_atomic  # noqa: E402
 from appliance.node.bitcoin_conf import BitcoindLayout, render_bitcoin_conf  # noqa: E402
 from appliance.node.rpc import BitcoinRPC  # noqa: E402
+
+R = TypeVar("R")
 
 SIM_WALLET = "sim"
 
@@ -202,52 +206,58 @@ def wait_running(d: Path, timeout: float = 90.0) -> None:
         time.sleep(0.5)
 
 
-def wait_indexer(cfg_path: Path, timeout: float = 120.0) -> dict[str, Any]:
-    from appliance.control import ControlError, control_request
+def _ask_until(endpoint: str, request: Request[R], ready: Callable[[R], bool],
+               timeout: float) -> R | None:
+    """Ask ``request`` every half second until ``ready(reply)``; None after ``timeout``."""
+    from appliance.control import ControlError, ask
 
-    cfg = load_config(cfg_path)
     deadline = time.monotonic() + timeout
-    while True:
+    while time.monotonic() < deadline:
         try:
-            status: dict[str, Any] = control_request(cfg.control_endpoint("indexer"), "status",
-                                                     timeout=5)
-            if status["electrum_ports"]["tcp"] is not None or not cfg.electrum.tcp_port:
-                return status
+            reply = ask(endpoint, request, timeout=5)
+            if ready(reply):
+                return reply
         except ControlError:
             pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"sim: the indexer did not come up (log: {cfg_path.parent / 'log'})")
         time.sleep(0.5)
+    return None
+
+
+def wait_indexer(cfg_path: Path, timeout: float = 120.0) -> dict[str, Any]:
+    from appliance.control.messages import IndexerStatus
+
+    cfg = load_config(cfg_path)
+    status = _ask_until(cfg.control_endpoint("indexer"), IndexerStatus(),
+                        lambda s: s.electrum_ports.tcp is not None or not cfg.electrum.tcp_port,
+                        timeout)
+    if status is None:
+        raise SystemExit(f"sim: the indexer did not come up (log: {cfg_path.parent / 'log'})")
+    return status.to_wire()
 
 
 def tower_info(cfg_path: Path, timeout: float = 60.0) -> dict[str, Any]:
     """The tower's ports and Electrum watchtower_url, once it is live."""
-    from appliance.control import ControlError, control_request
+    from appliance.control.messages import TowerUrl
 
     cfg = load_config(cfg_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result: dict[str, Any] = control_request(cfg.control_endpoint("tower"), "url", timeout=5)
-            if result["ports"]:
-                return {"watchtower_url": result["url"], "ports": result["ports"],
-                        "tower_id": result["tower_id"]}
-        except ControlError:
-            pass
-        time.sleep(0.5)
-    return {"error": f"the tower did not come up (log: {cfg_path.parent / 'log'})"}
+    result = _ask_until(cfg.control_endpoint("tower"), TowerUrl(), lambda r: bool(r.ports),
+                        timeout)
+    if result is None:
+        return {"error": f"the tower did not come up (log: {cfg_path.parent / 'log'})"}
+    return {"watchtower_url": result.url, "ports": result.ports, "tower_id": result.tower_id}
 
 
 def pairing_info(cfg_path: Path) -> dict[str, Any]:
     """The Noise pairing code and the setup page's link while pairing is open."""
-    from appliance.control import ControlError, control_request
+    from appliance.control import ControlError, ask
+    from appliance.control.messages import PairingPayload
 
     try:
-        result = control_request(load_config(cfg_path).control_endpoint("indexer"),
-                                 "pairing.payload", timeout=5)
+        result = ask(load_config(cfg_path).control_endpoint("indexer"), PairingPayload(),
+                     timeout=5)
     except ControlError:
         return {"payload": None, "setup_url": None}
-    return {"payload": result.get("payload") or None, "setup_url": result.get("setup_url")}
+    return {"payload": result.payload or None, "setup_url": result.setup_url}
 
 
 def refresh_pairing(d: Path, before: dict[str, Any] | None = None) -> bool:

@@ -1,6 +1,6 @@
 """The ``backup`` service's composition root: store, Noise listener, control socket, status.
 
-Control commands on ``<run_dir>/backup.ctl`` (see appliance/control.py):
+Control commands on ``<run_dir>/backup.ctl`` (types in appliance/control/messages.py):
 
 * ``export`` -> ``{"path": "<data_dir>/backup/export.bin"}``: one consistent file of every
   stream's current generation, ciphertext only (format in :mod:`.export`); the USB
@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from ..config import Config
 from ..control import ControlServer
+from ..control.messages import BackupStatus, BackupStatusReply, Export, Exported
 from ..durability import DISK_FULL_TEXT
 from ..identity import derive_secp256k1, load_or_create_hsm_secret
 from ..status import Phase, StatusPublisher
@@ -48,8 +48,8 @@ class BackupService:
         paired = PairedKeys(cfg.paired_clients_file)
         self.server = BackupServer(self.store, node_key, paired, on_change=self._publish)
         self.control = ControlServer(cfg.control_endpoint("backup"), {
-            "export": self.cmd_export,
-            "status": self.cmd_status,
+            Export: self.cmd_export,
+            BackupStatus: self.cmd_status,
         })
         self._export_lock = asyncio.Lock()
         self._shown_full = False
@@ -57,21 +57,22 @@ class BackupService:
         self._ready_detail = f"backups on port {bc_port}" if bc_port else "listener off"
         self.last_export: float | None = None
 
-    async def cmd_export(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_export(self, req: Export) -> Exported:
         async with self._export_lock:
             captures = capture_all(self.store)  # the point in time, on the loop
             path = await asyncio.to_thread(write_export, captures, self.cfg.backup_export_file)
             self.last_export = time.time()
             log.info("export written: %d streams", len(captures))
-            return {"path": str(path), "streams": len(captures)}
+            return Exported(path=str(path), streams=len(captures))
 
-    async def cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_status(self, req: BackupStatus) -> BackupStatusReply:
         c = self.server.counters
-        return {"port": self.server.port if self.server.server else None,
-                "streams": len(self.store.streams()), "bytes": self.store.total_bytes,
-                "last_write": self.store.last_write or None, "connected": len(self.server.live),
-                "clients": {o: self.store.usage(o) for o in sorted(self.store.owners())},
-                "quota": self.store.quota_bytes, "counters": dict(c.__dict__)}
+        return BackupStatusReply(
+            port=self.server.port if self.server.server else None,
+            streams=len(self.store.streams()), bytes=self.store.total_bytes,
+            last_write=self.store.last_write or None, connected=len(self.server.live),
+            clients={o: self.store.usage(o) for o in sorted(self.store.owners())},
+            quota=self.store.quota_bytes, counters=dict(c.__dict__))
 
     def _publish(self) -> None:
         c = self.server.counters

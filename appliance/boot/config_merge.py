@@ -12,16 +12,14 @@ a refused file changes nothing (the caller leaves it where the user put it).
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
 import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, toml_value
+from ..durability import write_atomic
 
 __all__ = ["MergeError", "merge_config_files", "merge_toml", "toml_value"]
 
@@ -32,21 +30,11 @@ class MergeError(ValueError):
     """The user's file cannot be taken; the message says why, naming the key."""
 
 
-def toml_value(value: Any) -> str:
-    """``value`` (a scalar from ``tomllib``) written back as TOML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return ("-" if value < 0 else "") + ("nan" if math.isnan(value) else "inf")
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
-        return json.dumps(value, ensure_ascii=False)
-    raise MergeError(f"unsupported value {value!r}: hearth.toml holds only strings, "
-                     "numbers and true/false")
+def _toml_value(value: Any) -> str:
+    try:
+        return toml_value(value)
+    except ConfigError as exc:
+        raise MergeError(str(exc)) from None
 
 
 def _key_line(key: str) -> re.Pattern[str]:
@@ -82,7 +70,7 @@ def merge_toml(image_text: str, user_text: str) -> str:
         for key, value in table.items():
             if isinstance(value, dict | list):
                 raise MergeError(f"{section}.{key}: expected a single value, got {value!r}")
-            line = f"{key} = {toml_value(value)}"
+            line = f"{key} = {_toml_value(value)}"
             pattern = _key_line(key)
             # The image's set value wins the search over its commented default.
             hits = [i for i in range(start + 1, end) if pattern.match(lines[i])]
@@ -118,25 +106,13 @@ def merge_config_files(user: Path, target: Path) -> str:
     except ConfigError as exc:
         raise MergeError(str(exc)) from None
     merged = merge_toml(target.read_text(), user.read_text())
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(merged)
-            fh.flush()
-            os.fchmod(fh.fileno(), target.stat().st_mode & 0o7777)
-            os.fsync(fh.fileno())
+    with tempfile.TemporaryDirectory(dir=target.parent) as check_dir:
+        check = Path(check_dir) / target.name  # the loader reads files: check a copy first
+        check.write_text(merged)
         try:
-            load_config(tmp, env={})
+            load_config(check, env={})
         except ConfigError as exc:
             raise MergeError(f"merged with the image's settings: {exc}") from None
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(target, merged.encode(), target.stat().st_mode & 0o7777)
     keys = [f"{s}.{k}" for s, t in tomllib.loads(user.read_text()).items() for k in t]
     return f"{len(keys)} setting(s) taken: {', '.join(keys) or 'none'}"

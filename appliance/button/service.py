@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from ..config import Config
-from ..control import ControlError, control_request
+from ..control import ControlError, Request, ask
+from ..control.messages import PairingOpen, PairingReset, PhrasePress
 from ..devices.button import (
     Button,
     ButtonEventKind,
@@ -29,9 +31,10 @@ __all__ = ["main"]
 log = logging.getLogger("button")
 
 
-def _command(cfg: Config, cmd: str) -> str:
+def _command(cfg: Config, request: Request[Any]) -> str:
+    """'' once the indexer did it, else why not (shown as the button's last error)."""
     try:
-        control_request(cfg.control_endpoint("indexer"), cmd, timeout=10)
+        ask(cfg.control_endpoint("indexer"), request, timeout=10)
         return ""
     except ControlError as exc:
         return str(exc)
@@ -40,10 +43,9 @@ def _command(cfg: Config, cmd: str) -> str:
 def _phrase_press(cfg: Config) -> bool:
     """True if the usb service took the press to page through the recovery phrase."""
     try:
-        result = control_request(cfg.control_endpoint("usb"), "phrase.press", timeout=2)
+        return ask(cfg.control_endpoint("usb"), PhrasePress(), timeout=2).consumed
     except ControlError:
         return False  # no usb service: the press means what it always does
-    return bool(result.get("consumed"))
 
 
 async def main(cfg: Config) -> None:
@@ -67,12 +69,12 @@ async def main(cfg: Config) -> None:
                 log.info("short press: recovery phrase screen")
                 bus.update(detail="recovery phrase", counters={"countdown": -1, "presses": presses + 1})
             elif event.kind == ButtonEventKind.SHORT_PRESS:
-                error = await asyncio.to_thread(_command, cfg, "pairing.open")
+                error = await asyncio.to_thread(_command, cfg, PairingOpen())
                 log.info("short press: pairing window %s", error or "open")
                 bus.update(detail="pairing opened", last_error=error or None,
                            counters={"countdown": -1, "presses": presses + 1})
             elif event.kind == ButtonEventKind.LONG_PRESS:
-                error = await asyncio.to_thread(_command, cfg, "pairing.reset")
+                error = await asyncio.to_thread(_command, cfg, PairingReset())
                 log.info("long press: pairing %s", error or "reset")
                 bus.update(detail="pairing reset", last_error=error or None,
                            counters={"countdown": -1, "presses": presses + 1})

@@ -94,7 +94,7 @@ def script_to_scripthash(script_pubkey: BytesLike) -> bytes:
 
 def scripthash_hex(script_pubkey: BytesLike) -> str:
     """The Electrum protocol's scripthash string for ``script_pubkey``."""
-    return hashlib.sha256(script_pubkey).digest()[::-1].hex()
+    return script_to_scripthash(script_pubkey).hex()
 
 
 # --------------------------------------------------------------------------- classification

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
 from ..config import Config
-from ..control import ControlError, control_request
+from ..control import ControlError, ask
+from ..control.messages import PairingPayload, Payload, PhraseWords, PhraseWordsReply
 from ..devices.frames import FrameRecorder, to_terminal
 from ..devices.oled import Dimmer, OledDevice, make_device, present
 from ..devices.pages import (
@@ -66,9 +66,9 @@ _USB_STATES = {UsbState.RUNNING: UsbBackupState.RUNNING, UsbState.OK: UsbBackupS
                UsbState.FAILED: UsbBackupState.FAILED}
 
 
-def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] | None,
+def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
                 started: float, now: float | None = None,
-                phrase: dict[str, Any] | None = None, *, under_voltage: bool = False,
+                phrase: PhraseWordsReply | None = None, *, under_voltage: bool = False,
                 unknown_wallet: bool = False) -> tuple[Page, float | None, bool]:
     """The page to show, with the age and staleness of the data behind it.
 
@@ -108,25 +108,24 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
                 return (UsbBackupPage(state, headline="Restored", note=f"box {box}"), usb.age_s,
                         usb.stale)
             return UsbBackupPage(state), usb.age_s, usb.stale
-    if phrase and phrase.get("words"):
-        words = tuple(str(w) for w in phrase["words"])
-        last = bool(phrase.get("last"))
-        return (RecoveryWordsPage(words, int(phrase["first"]), int(phrase["total"]),
-                                  hint="Wrote them? Press" if last else "Press: next"), None, False)
+    if phrase and phrase.words:
+        return (RecoveryWordsPage(tuple(phrase.words), phrase.first, phrase.total,
+                                  hint="Wrote them? Press" if phrase.last else "Press: next"),
+                None, False)
     node = states.get("node")
     if node is not None and node.status is not None:
         free = int(node.status.counters.get("disk_free_bytes", -1))
         if 0 <= free < _DISK_LOW_BYTES:
             return ErrorPage.disk_nearly_full(free), node.age_s, node.stale
-    if pairing and pairing.get("payload"):
+    if pairing and pairing.payload:
         now = time.monotonic() if now is None else now
-        server, fingerprint = pairing.get("tls_server"), pairing.get("tls_fingerprint")
+        server, fingerprint = pairing.tls_server, pairing.tls_fingerprint
         if server and int(now // _ALTERNATE_S) % 2:
             # For phone wallets without Noise: their server setting, and the start of
             # the certificate fingerprint to compare with what the wallet shows.
             caption = "Wallet server TLS " + (fingerprint or "")[:11]
             return PairingPage(server, caption=caption, text_mode=True), None, False
-        url = pairing.get("setup_url")
+        url = pairing.setup_url
         if url:
             # The setup page's link: any phone camera opens it; the browser then shows
             # the certificate, whose fingerprint should start like this.
@@ -134,7 +133,7 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
             hexes = (fingerprint or "").replace(":", "")
             caption = f"Cert {hexes[:4]} {hexes[4:8]}"
             return PairingPage(url, caption=caption), None, False
-        return PairingPage(str(pairing["payload"])), None, False
+        return PairingPage(pairing.payload), None, False
     if unknown_wallet:
         idx = states.get("indexer")
         return ErrorPage.unknown_wallet(), idx.age_s if idx else None, False
@@ -167,28 +166,25 @@ def choose_page(states: dict[str, ServiceState], pairing: dict[str, str | None] 
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
 
 
-def _phrase_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, Any] | None:
+def _phrase_info(cfg: Config, states: dict[str, ServiceState]) -> PhraseWordsReply | None:
     usb = states.get("usb")
     if usb is None or usb.status is None or int(usb.status.counters.get("phrase_first", -1)) < 0:
         return None
     try:  # the words never travel on the bus: ask the usb service for this screen's
-        result = control_request(cfg.control_endpoint("usb"), "phrase.words", timeout=2)
+        return ask(cfg.control_endpoint("usb"), PhraseWords(), timeout=2)
     except ControlError:
         return None
-    return result if isinstance(result, dict) else None
 
 
-def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> dict[str, str | None] | None:
+def _pairing_info(cfg: Config, states: dict[str, ServiceState]) -> Payload | None:
     idx = states.get("indexer")
     if idx is None or idx.status is None or not idx.status.counters.get("pairing_open"):
         return None
     try:  # the token itself never travels on the bus: ask the indexer for it
-        result = control_request(cfg.control_endpoint("indexer"), "pairing.payload", timeout=2)
+        payload = ask(cfg.control_endpoint("indexer"), PairingPayload(), timeout=2)
     except ControlError:
         return None
-    if not result.get("payload"):
-        return None
-    return {k: result.get(k) for k in ("payload", "setup_url", "tls_server", "tls_fingerprint")}
+    return payload if payload.payload else None
 
 
 def _open_panel(cfg: Config) -> tuple[OledDevice, Panel]:

@@ -17,6 +17,32 @@ from typing import Any
 from ..chain import double_sha256
 from ..config import Config
 from ..control import ControlError, ControlServer
+from ..control.messages import (
+    Backfill,
+    Branch,
+    ElectrumPorts,
+    IndexerStatus,
+    IndexerStatusReply,
+    PairedClientInfo,
+    PairingList,
+    PairingOpen,
+    PairingPayload,
+    PairingRedeemWeb,
+    PairingReset,
+    PairingRevoke,
+    PairingState,
+    Payload,
+    Redeemed,
+    Removed,
+    ResetDone,
+    Revoked,
+    WalletAdd,
+    WalletAdded,
+    WalletList,
+    WalletRemove,
+    WalletSummary,
+    WindowOpen,
+)
 from ..durability import WriteFailed
 from ..electrum.handlers import ServerInfo
 from ..electrum.server import ElectrumServer, SessionManager
@@ -96,16 +122,16 @@ class IndexerService:
                 }, advertise_host=tc.advertise_host, window_seconds=tc.pairing_window_s,
                 pairing_allowed=lambda: is_acknowledged(cfg) or not cfg.usb.phrase_gate)
         self.control = ControlServer(cfg.control_endpoint("indexer"), {
-            "wallet.add": self.cmd_wallet_add,
-            "wallet.list": self.cmd_wallet_list,
-            "wallet.remove": self.cmd_wallet_remove,
-            "status": self.cmd_status,
-            "pairing.list": self.cmd_pairing_list,
-            "pairing.revoke": self.cmd_pairing_revoke,
-            "pairing.reset": self.cmd_pairing_reset,
-            "pairing.open": self.cmd_pairing_open,
-            "pairing.payload": self.cmd_pairing_payload,
-            "pairing.redeem_web": self.cmd_pairing_redeem_web,
+            WalletAdd: self.cmd_wallet_add,
+            WalletList: self.cmd_wallet_list,
+            WalletRemove: self.cmd_wallet_remove,
+            IndexerStatus: self.cmd_status,
+            PairingList: self.cmd_pairing_list,
+            PairingRevoke: self.cmd_pairing_revoke,
+            PairingReset: self.cmd_pairing_reset,
+            PairingOpen: self.cmd_pairing_open,
+            PairingPayload: self.cmd_pairing_payload,
+            PairingRedeemWeb: self.cmd_pairing_redeem_web,
         })
 
     def _gap_extended(self) -> None:
@@ -208,70 +234,62 @@ class IndexerService:
             self.status.event("unknown_wallet_query", count=unknown - self._unknown_seen)
             self._unknown_seen = unknown
 
-    # --- control commands -----------------------------------------------------------------
-    def _summary(self, wallet: Wallet) -> dict[str, Any]:
+    # --- control commands (types in appliance/control/messages.py) --------------------------
+    def _summary(self, wallet: Wallet) -> WalletSummary:
         prog = self.backfiller.progress.get(wallet.wallet_id)
-        return {
-            "id": wallet.id_hex, "label": wallet.label, "state": wallet.state,
-            "birthday": wallet.birthday, "gap": wallet.gap, "change_gap": wallet.change_gap,
-            "branches": [{"descriptor": b.descriptor, "derived": b.derived, "used": b.used}
-                         for b in wallet.branches],
-            "backfill": prog.as_dict() if prog is not None and wallet.state != "live" else None,
-            "jobs": wallet.jobs,
-            "error": self.backfiller.errors.get(wallet.wallet_id),
-        }
+        return WalletSummary(
+            id=wallet.id_hex, label=wallet.label, state=wallet.state,
+            birthday=wallet.birthday, gap=wallet.gap, change_gap=wallet.change_gap,
+            branches=[Branch(b.descriptor, b.derived, b.used) for b in wallet.branches],
+            backfill=Backfill.from_wire(prog.as_dict())
+            if prog is not None and wallet.state != "live" else None,
+            jobs=wallet.jobs, error=self.backfiller.errors.get(wallet.wallet_id))
 
-    async def cmd_wallet_add(self, req: dict[str, Any]) -> dict[str, Any]:
-        items = req.get("descriptors")
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ControlError("descriptors must be a list of strings")
-        birthday = req.get("birthday")
-        if birthday is not None and (not isinstance(birthday, int) or birthday < 0):
+    async def cmd_wallet_add(self, req: WalletAdd) -> WalletAdded:
+        if req.birthday is not None and req.birthday < 0:
             raise ControlError("birthday must be a block height")
         try:
             wallet, new = await self.indexer.add_wallet(
-                items, birthday=birthday,
-                gap=int(req.get("gap") or self.cfg.indexer.gap_limit),
-                change_gap=int(req.get("change_gap") or self.cfg.indexer.change_gap_limit),
-                label=str(req.get("label") or ""))
+                req.descriptors, birthday=req.birthday,
+                gap=req.gap or self.cfg.indexer.gap_limit,
+                change_gap=req.change_gap or self.cfg.indexer.change_gap_limit,
+                label=req.label)
         except WalletError as exc:
             raise ControlError(str(exc)) from None
         except WriteFailed as exc:  # e.g. a full disk: not added, and it says why
             raise ControlError(f"wallet not added: {exc.text}") from None
         self.backfiller.wakeup.set()
         await self.indexer.refresh_lookahead()
-        return {"new": new, **self._summary(wallet)}
+        return WalletAdded(new, self._summary(wallet))
 
-    async def cmd_wallet_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+    async def cmd_wallet_list(self, req: WalletList) -> list[WalletSummary]:
         return [self._summary(w) for w in self.indexer.wallets.values()]
 
-    async def cmd_wallet_remove(self, req: dict[str, Any]) -> dict[str, Any]:
-        wid_hex = str(req.get("id", ""))
-        matches = [w for w in self.indexer.wallets if w.hex().startswith(wid_hex)]
-        if not wid_hex or len(matches) != 1:
-            raise ControlError(f"no single wallet with id {wid_hex!r}")
+    async def cmd_wallet_remove(self, req: WalletRemove) -> Removed:
+        matches = [w for w in self.indexer.wallets if w.hex().startswith(req.id)]
+        if not req.id or len(matches) != 1:
+            raise ControlError(f"no single wallet with id {req.id!r}")
         touched = self.indexer.remove_wallet(matches[0])
         await self.backend.notify_scripthashes(touched)
-        return {"removed": matches[0].hex()}
+        return Removed(matches[0].hex())
 
-    async def cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_status(self, req: IndexerStatus) -> IndexerStatusReply:
         tip = self.indexer.tip()
         header = self.indexer.store.header(tip[0]) if tip else None
         stats = self.follower.stats
-        return {
-            "height": tip[0] if tip else None,
-            "tip": double_sha256(header)[::-1].hex() if header else None,
-            "wallets": len(self.indexer.wallets),
-            "scripts": len(self.indexer.scripts.refs),
-            "adhoc_scripts": len(self.indexer.adhoc),
-            "adhoc_catchups": self.adhoc.passes,
-            "mempool_txs": len(self.indexer.mempool.txs),
-            "blocks_indexed": stats.blocks, "reorgs": stats.reorgs, "resyncs": stats.resyncs,
-            "last_block_ms": round(stats.last_block_ms, 1),
-            "electrum": self.sessions.stats(),
-            "electrum_ports": {"tcp": self._port("tcp"), "tls": self._port("tls")},
-            "pairing": self._pairing_state(),
-        }
+        return IndexerStatusReply(
+            height=tip[0] if tip else None,
+            tip=double_sha256(header)[::-1].hex() if header else None,
+            wallets=len(self.indexer.wallets),
+            scripts=len(self.indexer.scripts.refs),
+            adhoc_scripts=len(self.indexer.adhoc),
+            adhoc_catchups=self.adhoc.passes,
+            mempool_txs=len(self.indexer.mempool.txs),
+            blocks_indexed=stats.blocks, reorgs=stats.reorgs, resyncs=stats.resyncs,
+            last_block_ms=round(stats.last_block_ms, 1),
+            electrum=self.sessions.stats(),
+            electrum_ports=ElectrumPorts(tcp=self._port("tcp"), tls=self._port("tls")),
+            pairing=self._pairing_state())
 
     # --- pairing ------------------------------------------------------------------------------
     def _need_gate(self) -> NoiseGate:
@@ -279,40 +297,40 @@ class IndexerService:
             raise ControlError("the Noise listener is off (transport.noise_port = 0)")
         return self.gate
 
-    def _pairing_state(self) -> dict[str, Any] | None:
+    def _pairing_state(self) -> PairingState | None:
         if self.gate is None or self.gate.server is None:
             return None
         g = self.gate
-        return {"noise_port": g.port, "box_key": g.node_key.public.hex(),
-                "window_open": g.window.is_open, "window_seconds_left": g.window.seconds_left(),
-                "paired": len(g.whitelist.clients), "refused": g.counters.refused,
-                "failed_handshakes": g.server.failed_handshakes if g.server else 0,
-                "connected": sum(len(s) for s in g.live.values())}
+        return PairingState(
+            noise_port=g.port, box_key=g.node_key.public.hex(), window_open=g.window.is_open,
+            window_seconds_left=g.window.seconds_left(), paired=len(g.whitelist.clients),
+            refused=g.counters.refused,
+            failed_handshakes=g.server.failed_handshakes if g.server else 0,
+            connected=sum(len(s) for s in g.live.values()))
 
-    async def cmd_pairing_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+    async def cmd_pairing_list(self, req: PairingList) -> list[PairedClientInfo]:
         gate = self._need_gate()
-        return [{"key": c.pubkey, "label": c.label, "paired_at": c.paired_at, "kind": c.kind,
-                 "connected": len(gate.live.get(k, ()))} for k, c in gate.whitelist.clients.items()]
+        return [PairedClientInfo(c.pubkey, c.label, c.paired_at, c.kind, len(gate.live.get(k, ())))
+                for k, c in gate.whitelist.clients.items()]
 
-    async def cmd_pairing_revoke(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_pairing_revoke(self, req: PairingRevoke) -> Revoked:
         gate = self._need_gate()
-        prefix = str(req.get("key", "")).lower()
+        prefix = req.key.lower()
         keys = [k for k in gate.whitelist.clients if k.hex().startswith(prefix)]
         if not prefix or len(keys) != 1:
             raise ControlError(f"no single paired client with key {prefix!r}")
         gate.revoke(keys[0])
-        return {"revoked": keys[0].hex()}
+        return Revoked(keys[0].hex())
 
-    async def cmd_pairing_reset(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"revoked": self._need_gate().reset()}
+    async def cmd_pairing_reset(self, req: PairingReset) -> ResetDone:
+        return ResetDone(self._need_gate().reset())
 
-    async def cmd_pairing_open(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_pairing_open(self, req: PairingOpen) -> WindowOpen:
         gate = self._need_gate()
         gate.open_window()
-        return {"window_seconds_left": gate.window.seconds_left()}
+        return WindowOpen(gate.window.seconds_left())
 
-    async def cmd_pairing_payload(self, req: dict[str, Any]) -> dict[str, Any]:
-        """For the display only (the socket is the appliance user's): the QR text."""
+    async def cmd_pairing_payload(self, req: PairingPayload) -> Payload:
         gate = self._need_gate()
         payload = gate.payload()
         tls = self._port("tls")
@@ -322,35 +340,37 @@ class IndexerService:
         setup = self.cfg.setup.port
         url = (f"HTTPS://{gate.host()}:{setup}/P/{encode_web_token(gate.window.web_token)}"
                if payload and setup else None)
-        return {"payload": payload, "window_seconds_left": gate.window.seconds_left(),
-                "setup_url": url, "tls_server": server,
-                "tls_fingerprint": self.tls_fingerprint if server or url else None}
+        return Payload(payload=payload, window_seconds_left=gate.window.seconds_left(),
+                       setup_url=url, tls_server=server,
+                       tls_fingerprint=self.tls_fingerprint if server or url else None)
 
-    async def cmd_pairing_redeem_web(self, req: dict[str, Any]) -> dict[str, Any]:
-        """The setup page redeems its URL token for a browser session; only the session
-        cookie's hash comes here and is kept (see pairing/store.py)."""
+    async def cmd_pairing_redeem_web(self, req: PairingRedeemWeb) -> Redeemed:
+        """Only the session cookie's hash comes here and is kept (see pairing/store.py)."""
         gate = self._need_gate()
-        token, digest = bytes.fromhex(str(req["token"])), bytes.fromhex(str(req["session_hash"]))
+        token, digest = bytes.fromhex(req.token), bytes.fromhex(req.session_hash)
         if len(digest) != 32:
             raise ControlError("session_hash must be 32 bytes")
         if not gate.pairing_allowed() or not gate.window.redeem_web(token):
             raise ControlError("pairing link refused (used, expired or wrong)")
-        gate.whitelist.add(digest, str(req.get("label", ""))[:64], KIND_WEB)
+        gate.whitelist.add(digest, req.label[:64], KIND_WEB)
         gate.counters.paired += 1
-        log.info("paired a browser %s (%s)", digest.hex()[:16], req.get("label") or "no label")
-        return {"paired": digest.hex()}
+        log.info("paired a browser %s (%s)", digest.hex()[:16], req.label or "no label")
+        return Redeemed(digest.hex())
 
+    # --- the same wallet commands for paired clients, over Noise (hearth.* JSON-RPC) --------
     async def _hearth_wallet_add(self, params: Any, client: bytes) -> Any:
-        return await self.cmd_wallet_add(_params(params, "descriptors", "birthday", "label"))
+        req = WalletAdd.from_wire(_params(params, "descriptors", "birthday", "label"))
+        return (await self.cmd_wallet_add(req)).to_wire()
 
     async def _hearth_wallet_list(self, params: Any, client: bytes) -> Any:
-        return await self.cmd_wallet_list({})
+        return [w.to_wire() for w in await self.cmd_wallet_list(WalletList())]
 
     async def _hearth_wallet_remove(self, params: Any, client: bytes) -> Any:
-        return await self.cmd_wallet_remove(_params(params, "id"))
+        req = WalletRemove.from_wire(_params(params, "id"))
+        return (await self.cmd_wallet_remove(req)).to_wire()
 
     async def _hearth_status(self, params: Any, client: bytes) -> Any:
-        status = await self.cmd_status({})
+        status = (await self.cmd_status(IndexerStatus())).to_wire()
         return {k: status[k] for k in ("height", "tip", "wallets", "mempool_txs")}
 
     def _port(self, kind: str) -> int | None:

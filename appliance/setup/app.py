@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from ..control import ControlError
+from ..control.messages import PairedClientInfo, WalletAdded, WalletSummary
 from ..pairing.window import decode_web_token
 from . import views
 from .scan import MAX_PHOTO_BYTES, DecoderFailed, PhotoError, read_qr_codes_isolated
@@ -58,10 +59,10 @@ class BoxAPI(Protocol):
     def is_paired(self, session: Session) -> bool: ...
     async def redeem(self, token: bytes, session: Session, label: str) -> None: ...
     async def wallet_add(self, items: list[str], birthday: int | None,
-                         label: str) -> dict[str, Any]: ...
-    async def wallet_list(self) -> list[dict[str, Any]]: ...
+                         label: str) -> WalletAdded: ...
+    async def wallet_list(self) -> list[WalletSummary]: ...
     async def wallet_remove(self, wallet_id: str) -> None: ...
-    async def devices(self) -> list[dict[str, Any]]: ...
+    async def devices(self) -> list[PairedClientInfo]: ...
     async def revoke(self, key: str) -> None: ...
     async def pairing_open(self) -> None: ...
     async def noise_code(self) -> str | None: ...
@@ -205,8 +206,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
 
     async def _devices(session: Session) -> list[views.DeviceView]:
         mine = session.key_hash.hex()
-        return [views.DeviceView(d["key"], d["label"], d.get("kind", "noise"),
-                                 bool(d["connected"]), d["key"] == mine)
+        return [views.DeviceView(d.key, d.label, d.kind, bool(d.connected), d.key == mine)
                 for d in await _quiet(box.devices(), [])]
 
     async def _connect(request: web.Request) -> views.ConnectView:
@@ -230,7 +230,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
             if "private" in str(exc):
                 values["key"] = ""  # never send a secret back into the page
             return await home(request, human_wallet_error(str(exc)), values, 400)
-        raise web.HTTPSeeOther(f"/w/{result['id']}")
+        raise web.HTTPSeeOther(f"/w/{result.wallet.id}")
 
     decoding = asyncio.Semaphore(1)  # one photo in memory and on the CPU at a time
 
@@ -272,7 +272,7 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
 
     async def wallet(request: web.Request) -> web.Response:
         wid = request.match_info["id"]
-        found = [w for w in await _quiet(box.wallet_list(), []) if w["id"] == wid]
+        found = [w for w in await _quiet(box.wallet_list(), []) if w.id == wid]
         if not found:
             return _html(views.message_page("No such wallet", "The box has no wallet with "
                                             "this id (removed?)."), 404)
@@ -375,13 +375,12 @@ async def _quiet(call: Awaitable[Any], default: Any) -> Any:
         return default
 
 
-def _wallet_view(w: dict[str, Any]) -> views.WalletView:
-    backfill = w.get("backfill") or {}
-    percent = backfill.get("percent")
-    return views.WalletView(str(w["id"]), str(w.get("label") or ""), str(w["state"]),
-                            float(percent) if percent is not None else None,
-                            backfill.get("eta_s"), w.get("error"),
-                            len(w.get("branches", [])))
+def _wallet_view(w: WalletSummary) -> views.WalletView:
+    backfill = w.backfill
+    return views.WalletView(w.id, w.label, w.state,
+                            backfill.percent if backfill is not None else None,
+                            backfill.eta_s if backfill is not None else None, w.error,
+                            len(w.branches))
 
 
 def _browser_label(agent: str) -> str:

@@ -12,12 +12,27 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from ..config import Config
-from ..control import ControlError, control_request
+from ..control import ControlError, Request, ask
+from ..control.messages import (
+    IndexerStatus,
+    PairedClientInfo,
+    PairingList,
+    PairingOpen,
+    PairingPayload,
+    PairingRedeemWeb,
+    PairingRevoke,
+    TowerUrl,
+    WalletAdd,
+    WalletAdded,
+    WalletList,
+    WalletRemove,
+    WalletSummary,
+)
 from ..node import BitcoinRPC
 from ..pairing.store import KIND_WEB, PairedKeys
 from ..status import Phase, StatusPublisher, StatusSubscriber, describe_states
@@ -32,6 +47,8 @@ log = logging.getLogger("setup")
 
 _CERT_WAIT_S = 0.5
 
+R = TypeVar("R")
+
 
 class ControlBox:
     """:class:`~appliance.setup.app.BoxAPI` over the running services."""
@@ -45,52 +62,43 @@ class ControlBox:
         self.fingerprint = fingerprint
         self.sessions = PairedKeys(cfg.paired_clients_file, KIND_WEB)
 
-    async def _ask(self, service: str, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
-        return await asyncio.to_thread(control_request, self.cfg.control_endpoint(service), cmd,
-                                       timeout, **args)
+    async def _ask(self, service: str, request: Request[R], timeout: float = 10.0) -> R:
+        return await asyncio.to_thread(ask, self.cfg.control_endpoint(service), request, timeout)
 
     def is_paired(self, session: Session) -> bool:
         return session.key_hash in self.sessions
 
     async def redeem(self, token: bytes, session: Session, label: str) -> None:
-        await self._ask("indexer", "pairing.redeem_web", token=token.hex(),
-                        session_hash=session.key_hash.hex(), label=label)
+        await self._ask("indexer", PairingRedeemWeb(token.hex(), session.key_hash.hex(), label))
 
     async def wallet_add(self, items: list[str], birthday: int | None,
-                         label: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._ask("indexer", "wallet.add", timeout=120,
-                                                 descriptors=items, birthday=birthday,
-                                                 label=label)
-        return result
+                         label: str) -> WalletAdded:
+        return await self._ask("indexer", WalletAdd(items, birthday=birthday, label=label),
+                               timeout=120)
 
-    async def wallet_list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._ask("indexer", "wallet.list")
-        return result
+    async def wallet_list(self) -> list[WalletSummary]:
+        return await self._ask("indexer", WalletList())
 
     async def wallet_remove(self, wallet_id: str) -> None:
-        await self._ask("indexer", "wallet.remove", id=wallet_id)
+        await self._ask("indexer", WalletRemove(wallet_id))
 
-    async def devices(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._ask("indexer", "pairing.list")
-        return result
+    async def devices(self) -> list[PairedClientInfo]:
+        return await self._ask("indexer", PairingList())
 
     async def revoke(self, key: str) -> None:
-        await self._ask("indexer", "pairing.revoke", key=key)
+        await self._ask("indexer", PairingRevoke(key))
 
     async def pairing_open(self) -> None:
-        await self._ask("indexer", "pairing.open")
+        await self._ask("indexer", PairingOpen())
 
     async def noise_code(self) -> str | None:
-        code = (await self._ask("indexer", "pairing.payload", timeout=5))["payload"]
-        return str(code) if code else None
+        return (await self._ask("indexer", PairingPayload(), timeout=5)).payload or None
 
     async def tls_port(self) -> int | None:
-        port = (await self._ask("indexer", "status", timeout=5))["electrum_ports"]["tls"]
-        return int(port) if port else None
+        return (await self._ask("indexer", IndexerStatus(), timeout=5)).electrum_ports.tls
 
     async def watchtower_url(self) -> str | None:
-        url = (await self._ask("tower", "url", timeout=5))["url"]
-        return str(url) if url else None
+        return (await self._ask("tower", TowerUrl(), timeout=5)).url
 
     async def birthday_for(self, day: dt.date | None) -> int:
         try:

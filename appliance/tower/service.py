@@ -21,6 +21,14 @@ from coincurve import PrivateKey
 from ..chain import hash_to_hex_str
 from ..config import Config
 from ..control import ControlServer
+from ..control.messages import (
+    Audit,
+    AuditReply,
+    TowerStatus,
+    TowerStatusReply,
+    TowerUrl,
+    TowerUrlReply,
+)
 from ..durability import DiskFull
 from ..identity import derive_secp256k1, load_or_create_hsm_secret, write_secret_file
 from ..node.follower import FOLLOWER_TOPICS, ChainFollower
@@ -81,9 +89,9 @@ class TowerService:
         self.relay: TowerRelay | None = None
         self.http_guard = RequestGuard()  # one per-address budget across the listeners
         self.control = ControlServer(cfg.control_endpoint("tower"), {
-            "status": self.cmd_status,
-            "url": self.cmd_url,
-            "audit": self.cmd_audit,
+            TowerStatus: self.cmd_status,
+            TowerUrl: self.cmd_url,
+            Audit: self.cmd_audit,
         })
         self.follower = ChainFollower(rpc, sub, TowerListener(store, self.watcher, rpc,
                                                               self._report, self._error))
@@ -231,26 +239,28 @@ class TowerService:
                 log.info("the tower store writes again")
                 self._report()
 
-    async def cmd_status(self, _args: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_status(self, _req: TowerStatus) -> TowerStatusReply:
         tip = self.store.tip()
-        return {"height": self.watcher.height, "live": self._ready(), "ports": self.ports,
-                "tip": hash_to_hex_str(tip[1]) if tip else None,
-                "tower_id": self.api.tower_id.hex(), **self._counters()}
+        return TowerStatusReply(height=self.watcher.height, live=self._ready(),
+                                ports=dict(self.ports),
+                                tip=hash_to_hex_str(tip[1]) if tip else None,
+                                tower_id=self.api.tower_id.hex(), counters=self._counters())
 
-    async def cmd_audit(self, _args: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_audit(self, _req: Audit) -> AuditReply:
         """The counters next to a count of what is stored (a full scan: tests, the soak)."""
-        return {"counters": dict(self.store.counters), "stored": self.store.stored_counts(),
-                "writable": self.store.failed is None}
+        return AuditReply(counters=dict(self.store.counters), stored=self.store.stored_counts(),
+                          writable=self.store.failed is None)
 
-    async def cmd_url(self, _args: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_url(self, _req: TowerUrl) -> TowerUrlReply:
         """What to paste into Electrum's ``watchtower_url`` (the password is in it: this
         socket is reachable only by the appliance's own user)."""
         port = self.ports.get("http")
         bind = self.cfg.tower.bind
         host = bind if bind not in ("0.0.0.0", "::", "") else (
             self.cfg.transport.advertise_host or detect_lan_ipv4())
-        return {"url": f"http://{self.cfg.tower.user}:{tower_password(self.cfg)}@{host}:{port}"
-                if port else None, "tower_id": self.api.tower_id.hex(), "ports": self.ports}
+        return TowerUrlReply(
+            url=f"http://{self.cfg.tower.user}:{tower_password(self.cfg)}@{host}:{port}"
+            if port else None, tower_id=self.api.tower_id.hex(), ports=dict(self.ports))
 
     async def run(self) -> None:
         control = asyncio.create_task(self.control.serve(), name="control")

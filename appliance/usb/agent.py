@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
-from ..control import ControlError, control_request
+from ..control import ControlError, ask
+from ..control.messages import Export
 from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
 from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
@@ -74,10 +75,9 @@ def agent_export(cfg: Config) -> tuple[bytes | None, str, str]:
     error = ""
     fallback = cfg.backup_export_file
     try:
-        result = control_request(cfg.control_endpoint("backup"), "export", timeout=cfg.usb.export_timeout_s)
-        path = Path(str(result["path"]))
-        return path.read_bytes(), "live", ""
-    except (ControlError, KeyError, TypeError, OSError) as exc:
+        exported = ask(cfg.control_endpoint("backup"), Export(), timeout=cfg.usb.export_timeout_s)
+        return Path(exported.path).read_bytes(), "live", ""
+    except (ControlError, OSError) as exc:
         error = str(exc) or type(exc).__name__
     try:
         return fallback.read_bytes(), "last-export", error

@@ -21,10 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 from ..config import Config
 from ..control import ControlError, ControlServer
+from ..control.messages import (
+    PhrasePress,
+    PhrasePressed,
+    PhraseWords,
+    PhraseWordsReply,
+    UsbBackup,
+    UsbBackupReply,
+)
 from ..identity import recovery_phrase
 from ..status import Phase, StatusPublisher
 from ..status.fields import RESTORED_BOX, USB_STATE, UsbState, usb_state
@@ -55,9 +62,9 @@ class UsbService:
         if not is_acknowledged(cfg):
             self.phrase = PhraseScreens(len(recovery_phrase(box_secret(cfg))), words_per_screen(cfg))
         self.control = ControlServer(cfg.control_endpoint("usb"), {
-            "phrase.words": self.cmd_phrase_words,
-            "phrase.press": self.cmd_phrase_press,
-            "backup": self.cmd_backup,
+            PhraseWords: self.cmd_phrase_words,
+            PhrasePress: self.cmd_phrase_press,
+            UsbBackup: self.cmd_backup,
         })
         # This process is root; the display and button run as the services' user.
         ctl = Path(cfg.control_endpoint("usb")[len("ipc://"):])
@@ -122,32 +129,32 @@ class UsbService:
             self._publish(UsbState.IDLE, "idle")
 
     # --- control -----------------------------------------------------------------------------
-    async def cmd_phrase_words(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_phrase_words(self, req: PhraseWords) -> PhraseWordsReply:
         if self.phrase is None:
-            return {"words": [], "first": -1, "total": 0}
+            return PhraseWordsReply(words=[], first=-1, total=0)
         first, end = self.phrase.span()
         words = recovery_phrase(box_secret(self.cfg))
-        return {"words": words[first:end], "first": first + 1, "total": len(words),
-                "last": end >= len(words)}
+        return PhraseWordsReply(words=words[first:end], first=first + 1, total=len(words),
+                                last=end >= len(words))
 
-    async def cmd_phrase_press(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_phrase_press(self, req: PhrasePress) -> PhrasePressed:
         if self.phrase is None:
-            return {"consumed": False}
+            return PhrasePressed(consumed=False)
         if self.phrase.press():
             acknowledge(self.cfg)
             self.phrase = None
             log.info("recovery phrase acknowledged; pairing may open")
         c = self.bus.status.counters
         self._publish(usb_state(c) or UsbState.IDLE, str(self.bus.status.detail))
-        return {"consumed": True, "acknowledged": self.phrase is None}
+        return PhrasePressed(consumed=True, acknowledged=self.phrase is None)
 
-    async def cmd_backup(self, req: dict[str, Any]) -> dict[str, Any]:
-        device = Path(str(req.get("device", "")))
+    async def cmd_backup(self, req: UsbBackup) -> UsbBackupReply:
+        device = Path(req.device)
         if not device.is_absolute() or not device.exists():
             raise ControlError(f"no device {device}")
         outcome = await self.handle(device)
-        return {"ok": outcome.ok, "message": outcome.message, "kind": outcome.kind,
-                "path": outcome.path, "seconds": round(outcome.seconds, 2)}
+        return UsbBackupReply(ok=outcome.ok, message=outcome.message, kind=outcome.kind,
+                              path=outcome.path, seconds=round(outcome.seconds, 2))
 
     # --- udev ---------------------------------------------------------------------------------
     async def watch_udev(self) -> None:

@@ -245,9 +245,7 @@ def main() -> None:
     try:
         box.start()
         node.createwallet("w1")
-        descs = [d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
-                 if d["desc"].startswith("wpkh(")]
-        box.wallet_add(*descs)
+        box.wallet_add(*node.descriptors("w1"))
         address = node.rpc("getnewaddress", wallet="w1")
         for _ in range(20):
             node.send(address, "0.01")

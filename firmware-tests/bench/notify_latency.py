@@ -28,6 +28,8 @@ from blockgen import bindir  # noqa: E402
 from functional.framework.appliance import IndexerProcess, scripthash_of  # noqa: E402
 from functional.framework.node import NodeFactory, build_cached_chain  # noqa: E402
 
+from appliance.chain.encoding import double_sha256, hash_to_hex_str  # noqa: E402
+
 
 class Stamper(threading.Thread):
     """Records when bitcoind published each rawtx (by txid) and hashblock."""
@@ -44,7 +46,6 @@ class Stamper(threading.Thread):
         self.stop = False
 
     def run(self) -> None:
-        import hashlib
 
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
@@ -54,7 +55,7 @@ class Stamper(threading.Thread):
             topic, body, _seq = self.sock.recv_multipart()
             now = time.perf_counter()
             if topic == b"rawtx":  # keyed by wtxid: the hash of the full raw bytes
-                key = hashlib.sha256(hashlib.sha256(body).digest()).digest()[::-1].hex()
+                key = hash_to_hex_str(double_sha256(body))
             else:
                 key = body.hex()
             self.seen.setdefault(key, now)
@@ -81,9 +82,7 @@ def main() -> None:
     try:
         indexer.start()
         node.createwallet("w1")
-        descs = [d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
-                 if d["desc"].startswith("wpkh(")]
-        indexer.wallet_add(*descs)
+        indexer.wallet_add(*node.descriptors("w1"))
         indexer.wait_synced()
         client = indexer.client()
         addresses = [node.rpc("getnewaddress", wallet="w1", ) for _ in range(args.payments)]

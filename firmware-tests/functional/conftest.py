@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from functional.framework.appliance import IndexerProcess, ServiceProcess, TowerProcess
+from functional.framework.appliance import IndexerProcess, TowerProcess
 from functional.framework.node import TestNode
-
-P = TypeVar("P", bound=ServiceProcess)
-
-
-def running(proc: P) -> Iterator[P]:
-    """Start ``proc`` for the test, stop it after (a fixture's body: ``yield from``)."""
-    proc.start()
-    yield proc
-    proc.stop()
+from functional.framework.util import running
 
 
 @pytest.fixture

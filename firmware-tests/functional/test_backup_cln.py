@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from functional.framework.backup import (
     PluginHalted,
     dump_database,
 )
-from functional.framework.util import CLIENT, wait_until
+from functional.framework.util import run_client, running, wait_until
 
 pytestmark = pytest.mark.skipif(not INTEROP_PYTHON.exists(),
                                 reason="scripts/setup-interop makes the plugin's venv")
@@ -30,20 +29,11 @@ pytestmark = pytest.mark.skipif(not INTEROP_PYTHON.exists(),
 _U32 = 1 << 32
 
 
-def client(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([CLIENT, "--state-dir", str(state), *args], capture_output=True,
-                         text=True, timeout=120)
-    if check and res.returncode != 0:
-        raise AssertionError(res.stdout + res.stderr)
-    return res
-
 
 @pytest.fixture
 def box(tmp_path: Path, timeout_factor: float) -> Iterator[BackupBox]:
-    b = BackupBox(tmp_path / "box", compact_min_kib=16, timeout_factor=timeout_factor)
-    b.start()
-    yield b
-    b.stop()
+    yield from running(BackupBox(tmp_path / "box", compact_min_kib=16,
+                                 timeout_factor=timeout_factor))
 
 
 def make_node(tmp_path: Path, box: BackupBox, start_version: int) -> tuple[Lightningd, Path, Path]:
@@ -62,7 +52,7 @@ def make_node(tmp_path: Path, box: BackupBox, start_version: int) -> tuple[Light
     conn.commit()
     conn.close()
     state = box.client_state(tmp_path / "node-client", secrets.token_bytes(32))
-    client(state, "backup", "--port", str(box.port), "setup-cln", "--hsm-secret", str(hsm),
+    run_client(state, "backup", "--port", str(box.port), "setup-cln", "--hsm-secret", str(hsm),
            "--db", str(db), "--retry-s", "2")
     return Lightningd(db, state), hsm, db
 
@@ -77,7 +67,7 @@ def restore(tmp_path: Path, box: BackupBox, hsm: Path, name: str) -> Path:
     """On a new machine: a new client key, paired; only the hsm_secret is carried over."""
     state = box.client_state(tmp_path / f"{name}-client", secrets.token_bytes(32))
     out = tmp_path / f"{name}.sqlite3"
-    client(state, "backup", "--port", str(box.port), "restore", "--hsm-secret", str(hsm),
+    run_client(state, "backup", "--port", str(box.port), "restore", "--hsm-secret", str(hsm),
            "--out", str(out))
     return out
 
@@ -153,7 +143,7 @@ def test_restore_with_the_wrong_hsm_secret_finds_nothing(tmp_path: Path, box: Ba
     other = tmp_path / "other_hsm"
     other.write_bytes(secrets.token_bytes(32))
     state = box.client_state(tmp_path / "thief", secrets.token_bytes(32))
-    res = client(state, "backup", "--port", str(box.port), "restore", "--hsm-secret", str(other),
+    res = run_client(state, "backup", "--port", str(box.port), "restore", "--hsm-secret", str(other),
                  "--out", str(tmp_path / "x.sqlite3"), check=False)
     assert res.returncode == 1 and "holds no backup of node" in res.stderr
     assert not (tmp_path / "x.sqlite3").exists()

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,17 +24,14 @@ from appliance.status import read_status_once
 from appliance.transport.noise import Keypair
 from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.backup import BackupBox
-from functional.framework.util import CLIENT
+from functional.framework.util import run_client, running
 
 SID = "ab" * 32
 
 
 @pytest.fixture
 def box(tmp_path: Path, timeout_factor: float) -> Iterator[BackupBox]:
-    b = BackupBox(tmp_path / "box", quota_mib=1, timeout_factor=timeout_factor)
-    b.start()
-    yield b
-    b.stop()
+    yield from running(BackupBox(tmp_path / "box", quota_mib=1, timeout_factor=timeout_factor))
 
 
 def addr(box: BackupBox) -> BoxAddress:
@@ -230,13 +226,6 @@ def test_export_command_writes_a_consistent_0600_tar(box: BackupBox) -> None:
     assert out.returncode == 0 and f"1 streams exported to {path}" in out.stdout
 
 
-def client(state: Path, *args: str, stdin: str | None = None, check: bool = True) -> Any:
-    res = subprocess.run([CLIENT, "--state-dir", str(state), *args], capture_output=True,
-                         text=True, timeout=60, input=stdin)
-    if check and res.returncode != 0:
-        raise AssertionError(res.stdout + res.stderr)
-    return res
-
 
 def test_push_and_fetch_versioned_files(tmp_path: Path, box: BackupBox) -> None:
     state = box.client_state(tmp_path / "laptop", secrets.token_bytes(32))
@@ -244,20 +233,20 @@ def test_push_and_fetch_versioned_files(tmp_path: Path, box: BackupBox) -> None:
     scb = tmp_path / "channel.backup"
     for i in range(4):
         scb.write_bytes(secrets.token_bytes(300) + bytes([i]))
-        out = client(state, *port, "push", str(scb)).stdout
+        out = run_client(state, *port, "push", str(scb)).stdout
         assert f"version {i + 1} stored" in out
-    client(state, *port, "fetch", "channel.backup", "--out", str(tmp_path / "got"))
+    run_client(state, *port, "fetch", "channel.backup", "--out", str(tmp_path / "got"))
     assert (tmp_path / "got").read_bytes() == scb.read_bytes()
     electrum = "channel_backup:" + secrets.token_hex(80)
-    client(state, *port, "push", "-", "--name", "electrum-chan-1", stdin=electrum)
-    client(state, *port, "fetch", "electrum-chan-1", "--out", str(tmp_path / "e"))
+    run_client(state, *port, "push", "-", "--name", "electrum-chan-1", stdin=electrum)
+    run_client(state, *port, "fetch", "electrum-chan-1", "--out", str(tmp_path / "e"))
     assert (tmp_path / "e").read_text() == electrum
-    listing = json.loads(client(state, *port, "list").stdout)
+    listing = json.loads(run_client(state, *port, "list").stdout)
     assert sorted(s["kind"] for s in listing["streams"]) == ["file", "file"]
     assert max(len(s["generations"]) for s in listing["streams"]) == 3  # file_versions
     # another paired client can neither find nor read them
     other = box.client_state(tmp_path / "other", secrets.token_bytes(32))
-    res = client(other, *port, "fetch", "channel.backup", "--out", str(tmp_path / "x"), check=False)
+    res = run_client(other, *port, "fetch", "channel.backup", "--out", str(tmp_path / "x"), check=False)
     assert res.returncode == 1 and "no stream" in res.stderr
     for path in (box.data_dir / "backup").rglob("*"):
         if path.is_file():
@@ -267,7 +256,7 @@ def test_push_and_fetch_versioned_files(tmp_path: Path, box: BackupBox) -> None:
 def test_unreachable_box_is_a_clear_error(tmp_path: Path, box: BackupBox) -> None:
     state = box.client_state(tmp_path / "laptop", secrets.token_bytes(32))
     box.stop()
-    res = client(state, "backup", "--port", str(box.port), "list", check=False)
+    res = run_client(state, "backup", "--port", str(box.port), "list", check=False)
     assert res.returncode == 1 and "unreachable" in res.stderr
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from appliance.chain import Tx
+from appliance.chain.encoding import hash_to_hex_str, hex_str_to_hash
 from appliance.node import BitcoinRPC, ZMQSubscriber
 from appliance.node.follower import FOLLOWER_TOPICS, BlockRef, ChainFollower, ConnectedBlock
 from functional.framework.node import NodeFactory, TestNode
@@ -45,11 +46,11 @@ class Recorder:
 
     def tip(self) -> tuple[int, str]:
         with self.lock:
-            return len(self.hashes) - 1, self.hashes[-1][::-1].hex()
+            return len(self.hashes) - 1, hash_to_hex_str(self.hashes[-1])
 
     def mempool_hex(self) -> set[str]:
         with self.lock:
-            return {t[::-1].hex() for t in self.mempool}
+            return {hash_to_hex_str(t) for t in self.mempool}
 
     # --- ChainListener ------------------------------------------------------------------
     def chain_tip(self) -> BlockRef | None:
@@ -267,7 +268,7 @@ def test_pruned_blocks(node_factory: NodeFactory, node: TestNode,
     pruned_height = int(node.getblockchaininfo()["pruneheight"])
     assert pruned_height > 100
     wanted = node.getblockhash(100)
-    rec = Recorder(want_pruned={bytes.fromhex(wanted)[::-1]})
+    rec = Recorder(want_pruned={hex_str_to_hash(wanted)})
     f = start(following, node, rec)
     assert at_tip(node, rec)
     assert len(rec.asked_pruned) == pruned_height  # every block below pruneheight

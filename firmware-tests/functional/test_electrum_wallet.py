@@ -20,9 +20,7 @@ pytestmark = [pytest.mark.node, pytest.mark.slow,
 
 
 def account_tpub(node: TestNode, wallet: str) -> str:
-    desc = next(d["desc"] for d in node.rpc("listdescriptors", wallet=wallet)["descriptors"]
-                if d["desc"].startswith("wpkh(") and not d["internal"])
-    return str(desc.split("]")[1].split("/")[0])
+    return node.account_xpub(wallet)
 
 
 def core_view(node: TestNode, wallet: str) -> tuple[int, set[tuple[str, int]],

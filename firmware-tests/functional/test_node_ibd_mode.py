@@ -17,7 +17,7 @@ import pytest
 
 from appliance.node.bitcoin_conf import IBD_MARKER
 from functional.framework.node import NodeFactory
-from functional.framework.util import wait_until
+from functional.framework.util import hearth_section, supervisord_header, wait_until, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
@@ -36,31 +36,10 @@ def test_dbcache_lowered_and_bitcoind_restarted_after_sync(node_factory: NodeFac
         conf.chmod(0o640)  # as first boot writes it on the image (hearth:bitcoin)
         args = [a for a in node.args() if a != "-printtoconsole=0"]
         toml = d / "hearth.toml"
-        toml.write_text(f"""
-[hearth]
-network = "regtest"
-data_dir = "{d / 'data'}"
-run_dir = "{d / 'run'}"
-[node]
-rpc_url = "{node.rpc_url}"
-cookie_file = "{node.cookie_file}"
-bitcoin_dir = "{node.datadir}"
-zmq_hashblock = "{node.zmq['hashblock']}"
-conf_file = "{conf}"
-""")
+        write_config(toml, {"hearth": hearth_section(d),
+                            "node": {**node.hearth_node(("hashblock",)), "conf_file": conf}})
         sup = d / "supervisord.conf"
-        sup.write_text(f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{d}/s.sock
+        sup.write_text(supervisord_header(d) + f"""
 [program:bitcoind]
 command={' '.join(args)} -conf={conf} -printtoconsole=1
 priority=10

@@ -10,30 +10,19 @@ from pathlib import Path
 import pytest
 
 from functional.framework.node import TestNode
-from functional.framework.util import APPLIANCE, wait_until
+from functional.framework.util import APPLIANCE, hearth_section, wait_until, write_config
 
 pytestmark = pytest.mark.node
 
 
 
-def write_config(tmp_path: Path, node: TestNode) -> Path:
-    cfg = tmp_path / "hearth.toml"
-    cfg.write_text(f"""
-[hearth]
-network = "regtest"
-data_dir = "{tmp_path / 'data'}"
-run_dir = "{tmp_path / 'run'}"
-[node]
-rpc_url = "{node.rpc_url}"
-cookie_file = "{node.cookie_file}"
-bitcoin_dir = "{node.datadir}"
-zmq_hashblock = "{node.zmq['hashblock']}"
-""")
-    return cfg
+def node_config(tmp_path: Path, node: TestNode) -> Path:
+    return write_config(tmp_path / "hearth.toml", {
+        "hearth": hearth_section(tmp_path), "node": node.hearth_node(("hashblock",))})
 
 
 def test_status_reports_the_node(tmp_path: Path, node: TestNode) -> None:
-    cfg = write_config(tmp_path, node)
+    cfg = node_config(tmp_path, node)
     out = subprocess.run([APPLIANCE, "status", "--json", "--config", str(cfg)],
                          capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
@@ -45,7 +34,7 @@ def test_status_reports_the_node(tmp_path: Path, node: TestNode) -> None:
 
 
 def test_status_when_node_is_down_is_a_clear_line(tmp_path: Path, node: TestNode) -> None:
-    cfg = write_config(tmp_path, node)
+    cfg = node_config(tmp_path, node)
     node.stop()
     out = subprocess.run([APPLIANCE, "status", "--config", str(cfg)],
                          capture_output=True, text=True)
@@ -56,7 +45,7 @@ def test_status_when_node_is_down_is_a_clear_line(tmp_path: Path, node: TestNode
 
 
 def test_node_service_waits_for_bitcoind_then_logs_tips(tmp_path: Path, node: TestNode) -> None:
-    cfg = write_config(tmp_path, node)
+    cfg = node_config(tmp_path, node)
     node.stop()  # the service starts first, as it may on boot
     log = tmp_path / "service.log"
     with open(log, "w") as out:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import zmq
 
+from appliance.chain.encoding import hash_to_hex_str
 from appliance.config import load_config
 from appliance.node import (
     Notification,
@@ -97,7 +98,7 @@ def test_block_and_tx_notifications_match_the_node(node: TestNode, timeout_facto
             by_topic = {n.topic: n for n in notes}
             assert by_topic["hashblock"].body.hex() == block_hash
             rawblock = by_topic["rawblock"].body
-            assert sha256d(rawblock[:80])[::-1].hex() == block_hash
+            assert hash_to_hex_str(sha256d(rawblock[:80])) == block_hash
             assert rawblock.hex() == node.getblock(block_hash, 0)
             assert sequence_events(notes) == [
                 SequenceEvent(block_hash, SequenceLabel.BLOCK_CONNECTED)]
@@ -147,7 +148,7 @@ def test_topics_sharing_an_endpoint_share_a_socket(node_factory: NodeFactory,
             [block_hash] = node.mine(1)
             notes = await collect(sub, lambda ns: len(ns) >= 2, 10 * timeout_factor)
             assert sorted(n.topic for n in notes) == ["hashblock", "rawblock"]
-            assert all(sha256d(n.body[:80])[::-1].hex() == block_hash
+            assert all(hash_to_hex_str(sha256d(n.body[:80])) == block_hash
                        for n in notes if n.topic == "rawblock")
 
     asyncio.run(main())

@@ -17,18 +17,11 @@ from appliance.transport.stream import STREAM_ERRORS, connect
 from functional.framework.appliance import IndexerProcess
 from functional.framework.electrum_wallet import ElectrumWallet, electrum_available, vpub_of
 from functional.framework.node import TestNode
-from functional.framework.util import CLIENT, free_port, wait_until
+from functional.framework.util import CLIENT, free_port, run_client, wait_until
 
 pytestmark = pytest.mark.node
 
 
-
-def client(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([CLIENT, "--state-dir", str(state), *args], capture_output=True,
-                         text=True, timeout=60)
-    if check and res.returncode != 0:
-        raise AssertionError(res.stdout + res.stderr)
-    return res
 
 
 async def noise_call(box: IndexerProcess, key: Keypair, *requests: dict[str, Any]) -> list[Any]:
@@ -76,22 +69,22 @@ def test_pair_then_serve_then_reset(tmp_path: Path, box: IndexerProcess) -> None
     assert box.status()["indexer"]["pairing"]["refused"] >= 2
 
     laptop = tmp_path / "laptop"
-    out = client(laptop, "pair", code, "--label", "laptop").stdout
+    out = run_client(laptop, "pair", code, "--label", "laptop").stdout
     assert "paired with the box" in out
     # The token was single use, and the window closed.
-    res = client(tmp_path / "thief", "pair", code, check=False)
+    res = run_client(tmp_path / "thief", "pair", code, check=False)
     assert res.returncode == 1 and "refused" in res.stderr
     assert not box.status()["indexer"]["pairing"]["window_open"]
     listed = json.loads(box.cli("pairing", "list", "--json").stdout)
     assert [c["label"] for c in listed] == ["laptop"]
 
     # Paired: the Electrum core and the hearth.* methods answer.
-    status = json.loads(client(laptop, "status").stdout)
+    status = json.loads(run_client(laptop, "status").stdout)
     assert status["height"] == box.node.getblockcount()
 
     # Reset (the long press): the laptop's key is refused from now on.
     assert "1 clients revoked" in box.cli("pairing", "reset").stdout
-    res = client(laptop, "status", check=False)
+    res = run_client(laptop, "status", check=False)
     assert res.returncode == 1
     assert box.status()["indexer"]["pairing"]["window_open"]
 
@@ -101,8 +94,7 @@ def test_wallet_registration_over_the_paired_channel(tmp_path: Path, box: Indexe
     phone = Keypair.generate()
     token = PairingPayload.decode(box.cli("pairing", "show").stdout.strip()).token.hex()
     node.createwallet("w1")
-    desc = next(d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
-                if d["desc"].startswith("wpkh(") and not d["internal"])
+    [desc] = node.descriptors("w1", internal=False)
     replies = asyncio.run(noise_call(
         box, phone,
         {"method": "hearth.pair", "params": {"token": token, "label": "phone"}},
@@ -123,15 +115,13 @@ def test_wallet_registration_over_the_paired_channel(tmp_path: Path, box: Indexe
 def test_stock_electrum_through_the_tunnel(tmp_path: Path, box: IndexerProcess,
                                            node: TestNode) -> None:
     node.createwallet("w1")
-    desc = next(d["desc"] for d in node.rpc("listdescriptors", wallet="w1")["descriptors"]
-                if d["desc"].startswith("wpkh(") and not d["internal"])
-    vpub = vpub_of(desc.split("]")[1].split("/")[0])
+    vpub = vpub_of(node.account_xpub("w1"))
     box.wallet_add(vpub)
     node.send(node.rpc("getnewaddress", wallet="w1"), "1.25")
     node.mine(1)
     box.wait_synced()
     desktop = tmp_path / "desktop"
-    client(desktop, "pair", box.cli("pairing", "show").stdout.strip())
+    run_client(desktop, "pair", box.cli("pairing", "show").stdout.strip())
     port = free_port()
     tunnel = subprocess.Popen([CLIENT, "--state-dir", str(desktop), "tunnel", "--listen",
                                f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from appliance.status import Phase, ServiceStatus, read_status_once
-from functional.framework.util import wait_until
+from functional.framework.util import supervisord_header, wait_until, write_config
 
 # About 10 s: supervisord's BACKOFF delays and the flapping program's 1.1 s lives.
 pytestmark = pytest.mark.slow
@@ -79,23 +79,7 @@ def _conf(d: Path, hearth_toml: Path) -> str:
     listener = (f"{sys.executable} -m appliance.supervision.service --config {hearth_toml} "
                 f"--flood-restarts {FLOOD_RESTARTS} --flood-window {FLOOD_WINDOW_S} "
                 f"--retry-base {RETRY_BASE_S} --retry-max {RETRY_MAX_S}")
-    return f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-loglevel=info
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/s.sock
-
+    return supervisord_header(d) + f"""
 [eventlistener:hearth-supervision]
 command={listener}
 events=PROCESS_STATE
@@ -142,7 +126,7 @@ def box(timeout_factor: float) -> Iterator[Box]:
     run_dir = d / "run"
     run_dir.mkdir()
     hearth_toml = d / "hearth.toml"
-    hearth_toml.write_text(f'[hearth]\nnetwork = "regtest"\nrun_dir = "{run_dir}"\n')
+    write_config(hearth_toml, {"hearth": {"network": "regtest", "run_dir": run_dir}})
     conf = d / "supervisord.conf"
     conf.write_text(_conf(d, hearth_toml))
     proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)],

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 
+from appliance.chain.encoding import hex_str_to_hash
 from appliance.tower.client import TeosClient, TowerRefused
 from appliance.tower.crypto import locator_of
 from functional.framework.appliance import TowerProcess
@@ -63,7 +64,7 @@ def test_teos_appointment_answered_from_the_mempool(node: TestNode, tower: Tower
     tower_id = bytes.fromhex(tower.status()["tower_id"])
     assert client.tower_id == tower_id  # receipts are signed with the box's tower key
     commitment, penalty = presigned_pair(node)
-    ctxid = bytes.fromhex(commitment["txid"])[::-1]
+    ctxid = hex_str_to_hash(commitment["txid"])
     receipt = client.add_appointment(ctxid, bytes.fromhex(penalty["hex"]), to_self_delay=144)
     assert receipt["start_block"] == node.getblockcount()
     status, got = client.get_appointment(locator_of(ctxid))
@@ -122,7 +123,7 @@ def test_appointment_after_its_breach_is_answered_at_once(node: TestNode, tower:
     node.sendrawtransaction(commitment["hex"])
     # The tower has seen it on ZMQ (and found nothing waiting) before the appointment.
     wait_until(lambda: tower.status()["txs_checked"] > checked, timeout=10)
-    client.add_appointment(bytes.fromhex(commitment["txid"])[::-1], bytes.fromhex(penalty["hex"]))
+    client.add_appointment(hex_str_to_hash(commitment["txid"]), bytes.fromhex(penalty["hex"]))
     wait_until(lambda: in_mempool(node, penalty["txid"]), timeout=10)
     tower.wait_log("already broadcast when its penalty arrived")
 
@@ -131,7 +132,7 @@ def test_reorg_of_breach_and_penalty_rebroadcasts(node: TestNode, tower: TowerPr
     client = teos_client(tower)
     client.register()
     commitment, penalty = presigned_pair(node)
-    client.add_appointment(bytes.fromhex(commitment["txid"])[::-1], bytes.fromhex(penalty["hex"]))
+    client.add_appointment(hex_str_to_hash(commitment["txid"]), bytes.fromhex(penalty["hex"]))
     node.sendrawtransaction(commitment["hex"])
     wait_until(lambda: in_mempool(node, penalty["txid"]), timeout=10)
     node.mine(1)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 
+from appliance.chain.encoding import hex_str_to_hash
 from appliance.tower.client import TeosClient
 from appliance.tower.crypto import locator_of
 from functional.framework.appliance import IndexerProcess, TowerProcess
@@ -190,7 +191,7 @@ def test_teos_appointment_from_electrums_sweep_stops_the_breach(
     assert tower.status()["sweeps"] == 0
     mine = [a for a in relay.appointments if a["commitment"] == b.ctx["txid"]]
     assert len(mine) == 1, relay.appointments
-    locator = locator_of(bytes.fromhex(b.ctx["txid"])[::-1])
+    locator = locator_of(hex_str_to_hash(b.ctx["txid"]))
 
     sweep = check_sweep(node, b, bob, f)
     assert node.decoderawtransaction(mine[0]["raw_tx"])["txid"] == sweep["txid"]

@@ -9,11 +9,12 @@ interpreter. The tests skip only when that venv is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import subprocess
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,10 +58,17 @@ class Peer:
         self.proc = proc
 
     @classmethod
-    async def start(cls, python: Path, *args: str) -> Peer:
+    @contextlib.asynccontextmanager
+    async def running(cls, python: Path, *args: str) -> AsyncIterator[Peer]:
+        """The peer for the block; killed (if still running) and reaped after it."""
         proc = await asyncio.create_subprocess_exec(
             str(python), str(PEER), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        return cls(proc)
+        peer = cls(proc)
+        try:
+            yield peer
+        finally:
+            peer.kill()
+            await peer.finish()
 
     async def event(self, timeout: float = 30.0) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -83,6 +91,23 @@ class Peer:
     def kill(self) -> None:
         if self.proc.returncode is None:
             self.proc.kill()
+
+    async def done(self) -> None:
+        """It echoed every message and exited cleanly."""
+        assert await self.event() == {"event": "done", "messages": COUNT + 1}
+        assert await self.finish() == 0
+
+
+@contextlib.asynccontextmanager
+async def listening(on_connect: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                         Awaitable[None]]) -> AsyncIterator[int]:
+    """A TCP server on HOST for the block; yields its port."""
+    server = await asyncio.start_server(on_connect, HOST, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def messages(seed: int) -> list[bytes]:
@@ -116,8 +141,7 @@ async def exchange(stream: NoiseStream, peer_pub: bytes, seed: int) -> None:
 
 def test_hearth_initiator_to_pyln_responder(interop_python: Path) -> None:
     async def main() -> None:
-        peer = await Peer.start(interop_python, "listen", "--key", PYLN.secret.hex())
-        try:
+        async with Peer.running(interop_python, "listen", "--key", PYLN.secret.hex()) as peer:
             listening = await peer.event()
             assert listening["node_id"] == PYLN.public.hex()
             async with await connect(HOST, listening["port"], HEARTH, PYLN.public) as stream:
@@ -126,11 +150,7 @@ def test_hearth_initiator_to_pyln_responder(interop_python: Path) -> None:
                 # pyln's responder learned our static key from act three.
                 assert shaken == {"event": "handshake", "remote_pubkey": HEARTH.public.hex()}
                 await exchange(stream, PYLN.public, seed=1)
-            assert await peer.event() == {"event": "done", "messages": COUNT + 1}
-            assert await peer.finish() == 0
-        finally:
-            peer.kill()
-            await peer.finish()
+            await peer.done()
     run(main(), 120)
 
 
@@ -150,24 +170,19 @@ def test_pyln_initiator_to_hearth_responder(interop_python: Path) -> None:
             stream.close()
             await stream.wait_closed()
 
-        server = await asyncio.start_server(on_connect, HOST, 0)
-        port = server.sockets[0].getsockname()[1]
-        peer = await Peer.start(interop_python, "connect", "--key", PYLN.secret.hex(),
-                                "--node-id", HEARTH.public.hex(), "--port", str(port))
-        try:
-            stream = await asyncio.wait_for(accepted.get(), 30)
-            assert isinstance(stream, NoiseStream), stream
-            assert stream.remote_static == PYLN.public  # what Hearth's whitelist would check
-            assert await peer.event() == {"event": "handshake", "remote_pubkey": HEARTH.public.hex()}
-            await exchange(stream, PYLN.public, seed=2)
-            assert await peer.event() == {"event": "done", "messages": COUNT + 1}
-            assert await peer.finish() == 0
-        finally:
-            done.set()
-            peer.kill()
-            await peer.finish()
-            server.close()
-            await server.wait_closed()
+        async with listening(on_connect) as port, Peer.running(
+                interop_python, "connect", "--key", PYLN.secret.hex(),
+                "--node-id", HEARTH.public.hex(), "--port", str(port)) as peer:
+            try:
+                stream = await asyncio.wait_for(accepted.get(), 30)
+                assert isinstance(stream, NoiseStream), stream
+                assert stream.remote_static == PYLN.public  # what Hearth's whitelist would check
+                assert await peer.event() == {"event": "handshake",
+                                              "remote_pubkey": HEARTH.public.hex()}
+                await exchange(stream, PYLN.public, seed=2)
+                await peer.done()
+            finally:
+                done.set()
     run(main(), 120)
 
 
@@ -184,19 +199,12 @@ def test_pyln_with_the_wrong_node_id_is_refused(interop_python: Path) -> None:
             stream.close()
             await accepted.put(None)
 
-        server = await asyncio.start_server(on_connect, HOST, 0)
-        port = server.sockets[0].getsockname()[1]
-        peer = await Peer.start(interop_python, "connect", "--key", PYLN.secret.hex(),
-                                "--node-id", Keypair.generate().public.hex(), "--port", str(port))
-        try:
+        async with listening(on_connect) as port, Peer.running(
+                interop_python, "connect", "--key", PYLN.secret.hex(),
+                "--node-id", Keypair.generate().public.hex(), "--port", str(port)) as peer:
             refused = await asyncio.wait_for(accepted.get(), 30)
             assert isinstance(refused, BadTagError) and refused.code == "ACT1_BAD_TAG"
             report = await peer.event()
             assert report["event"] == "error" and "act2" in report["error"]
             assert await peer.finish() == 1
-        finally:
-            peer.kill()
-            await peer.finish()
-            server.close()
-            await server.wait_closed()
     run(main(), 60)

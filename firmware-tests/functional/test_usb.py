@@ -32,6 +32,7 @@ import pytest
 from appliance.button.service import _phrase_press
 from appliance.config import Config, load_config
 from appliance.control import ControlServer, control_request
+from appliance.control.messages import Export, Exported, Payload, PhrasePress
 from appliance.devices.pages import RecoveryWordsPage, render
 from appliance.display.service import _phrase_info, choose_page
 from appliance.identity import box_id, derive_secp256k1, load_or_create_hsm_secret, recovery_phrase
@@ -42,6 +43,7 @@ from appliance.usb.archive import decrypt_backup
 from appliance.usb.phrase import is_acknowledged
 from appliance.usb.service import UsbService
 from appliance.usb.stick import mounted, probe
+from functional.framework.util import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 APPLIANCE = REPO / ".venv" / "bin" / "appliance"
@@ -319,10 +321,8 @@ def test_yank_mid_write_leaves_no_corrupt_latest_and_next_plug_in_works(base: Pa
 # --------------------------------------------------------------------------- restore
 
 def _config_file(cfg: Config, base: Path, name: str) -> Path:
-    path = base / f"{name}.toml"
-    path.write_text(f'[hearth]\nnetwork = "regtest"\ndata_dir = "{cfg.hearth.data_dir}"\n'
-                    f'run_dir = "{cfg.hearth.run_dir}"\n')
-    return path
+    return write_config(base / f"{name}.toml", {"hearth": {
+        "network": "regtest", "data_dir": cfg.hearth.data_dir, "run_dir": cfg.hearth.run_dir}})
 
 
 def _backup_file(base: Path, cfg: Config) -> Path:
@@ -424,16 +424,16 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
     img = image(base / "stick.img", "ext4")
     export_file = cfg.backup_export_file
 
-    async def export(req: dict[str, object]) -> dict[str, str]:
+    async def export(req: Export) -> Exported:
         # the backup service's contract: write export.bin atomically, return its path
         export_file.parent.mkdir(parents=True, exist_ok=True)
         export_file.write_bytes(b"LIVE-EXPORT")
-        return {"path": str(export_file)}
+        return Exported(path=str(export_file), streams=1)
 
     async def scenario() -> list[dict[str, object]]:
         assert not _phrase_press(cfg)  # no usb service: a press is a pairing press
         results = []
-        backup_server = ControlServer(cfg.control_endpoint("backup"), {"export": export})
+        backup_server = ControlServer(cfg.control_endpoint("backup"), {Export: export})
         serving = asyncio.create_task(backup_server.serve())
         async with StatusPublisher(cfg.hearth.run_dir, "usb") as bus:
             service = UsbService(cfg, bus)
@@ -446,7 +446,7 @@ def test_service_uses_the_backup_export_then_falls_back_and_pages_the_phrase(bas
                     # words come over the control socket, the page shows them whole
                     states = {"usb": ServiceState(bus.status, 0.1, False)}
                     info = await asyncio.to_thread(_phrase_info, cfg, states)
-                    page, _, _ = choose_page(states, {"payload": "HEARTH:X"}, 0.0, phrase=info)
+                    page, _, _ = choose_page(states, Payload("HEARTH:X"), 0.0, phrase=info)
                     assert isinstance(page, RecoveryWordsPage), page
                     assert page.words == tuple(words[4 * screen:4 * screen + 4])
                     assert render(page).getbbox() is not None
@@ -624,7 +624,7 @@ def test_udev_add_and_remove_reach_the_agent_through_pyudev(base: Path) -> None:
                     udev_broadcast("add", dev, "hearth_usb")
                     await wait_state(bus, UsbState.OK)
                     assert "Backup OK" in bus.status.detail
-                    await service.cmd_phrase_press({})  # a press while the result is up
+                    await service.cmd_phrase_press(PhrasePress())  # a press while the result is up
                     assert bus.status.counters["backups_ok"] == 1
                     assert bus.status.counters[USB_STATE] == UsbState.OK
                     udev_broadcast("remove", dev, "hearth_usb")

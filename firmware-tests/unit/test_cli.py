@@ -10,6 +10,7 @@ import pytest
 
 import appliance
 from appliance.cli import main
+from appliance.config import dump_toml
 
 
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,7 +53,7 @@ def test_config_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_backup_commands_say_when_the_service_is_down(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "hearth.toml"
-    cfg.write_text(f'[hearth]\nrun_dir = "{tmp_path / "run"}"\n')
+    cfg.write_text(dump_toml({"hearth": {"run_dir": tmp_path / "run"}}))
     for command in ("status", "export"):
         assert main(["backup", command, "--config", str(cfg)]) == 1
         assert "not running" in capsys.readouterr().err

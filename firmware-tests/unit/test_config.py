@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import ConfigError, load_config, render_reference
+from appliance.config import ConfigError, dump_toml, load_config, render_reference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +71,26 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_docs_config_reference_is_current() -> None:
     doc = (REPO / "docs" / "config.md").read_text()
     assert render_reference() in doc, "run: appliance config reference, paste into docs/config.md"
+
+
+def test_dump_toml_writes_what_load_config_reads(tmp_path: Path) -> None:
+    odd = tmp_path / 'we"ird \\ dir ü'
+    path = tmp_path / "hearth.toml"
+    path.write_text(dump_toml({
+        "hearth": {"network": "regtest", "data_dir": odd, "run_dir": odd / "run"},
+        "electrum": {"tcp_port": 50001, "hostname": None},  # None: not written
+        "usb": {"phrase_gate": False}, "node": {"rpc_timeout": 5.5}}))
+    cfg = load_config(path, env={})
+    assert cfg.hearth.data_dir == odd and cfg.hearth.run_dir == odd / "run"
+    assert cfg.electrum.tcp_port == 50001 and not cfg.usb.phrase_gate
+    assert cfg.node.rpc_timeout == 5.5 and "hostname" not in path.read_text()
+
+
+@pytest.mark.parametrize(("tables", "message"), [
+    ({"hearth": {"bad key": 1}}, "not a hearth.toml key"),
+    ({"hearth": {"network": ["regtest"]}}, "unsupported value"),
+])
+def test_dump_toml_refuses_what_hearth_toml_cannot_hold(tables: dict[str, dict[str, object]],
+                                                        message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        dump_toml(tables)

@@ -8,25 +8,27 @@ protocol answers; the end-to-end tests also drive Debian's real Electrum wallet.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
 import subprocess
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from appliance.chain.script import scripthash_hex
+
 from .node import TestNode
-from .util import APPLIANCE, free_port, stop_process, wait_until
+from .util import APPLIANCE, free_port, hearth_section, stop_process, wait_until, write_config
 
 __all__ = ["ElectrumClient", "ElectrumError", "IndexerProcess", "scripthash_of"]
 
 
 
 def scripthash_of(script_hex: str) -> str:
-    return hashlib.sha256(bytes.fromhex(script_hex)).digest()[::-1].hex()
+    return scripthash_hex(bytes.fromhex(script_hex))
 
 
 class ElectrumError(Exception):
@@ -100,28 +102,16 @@ class ServiceProcess:
     ready_log = ""  # the log line that says the service is up
     ready_timeout = 60.0
 
-    def __init__(self, base: Path, node: TestNode, sections: str, *, timeout_factor: float = 1.0
-                 ) -> None:
+    def __init__(self, base: Path, node: TestNode, sections: Mapping[str, Mapping[str, Any]],
+                 *, timeout_factor: float = 1.0) -> None:
         self.base = base
         self.node = node
         self.factor = timeout_factor
         self.config = base / "hearth.toml"
         self.log_file = base / f"{self.service}.log"
         base.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(f"""
-[hearth]
-network = "regtest"
-data_dir = "{base / 'data'}"
-run_dir = "{base / 'run'}"
-[node]
-rpc_url = "{node.rpc_url}"
-cookie_file = "{node.cookie_file}"
-bitcoin_dir = "{node.datadir}"
-zmq_rawblock = "{node.zmq['rawblock']}"
-zmq_rawtx = "{node.zmq['rawtx']}"
-zmq_hashblock = "{node.zmq['hashblock']}"
-zmq_sequence = "{node.zmq['sequence']}"
-{sections}""")
+        write_config(self.config, {"hearth": hearth_section(base), "node": node.hearth_node(),
+                                   **sections, "log": {"level": "debug"}})
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -174,27 +164,18 @@ class IndexerProcess(ServiceProcess):
     ready_log = "serving Electrum RPC"
     ready_timeout = 120.0
 
-    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
-                 extra: str = "") -> None:
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0) -> None:
         self.tcp_port = free_port()
         self.tls_port = free_port()
         self.noise_port = free_port()
-        super().__init__(base, node, f"""[electrum]
-bind = "127.0.0.1"
-tcp_port = {self.tcp_port}
-tls_port = {self.tls_port}
-hostname = "localhost"
-[transport]
-noise_port = {self.noise_port}
-bind = "127.0.0.1"
-advertise_host = "127.0.0.1"
-[usb]
-# No usb service here to page through the recovery phrase: pairing opens at once.
-phrase_gate = false
-[log]
-level = "debug"
-{extra}
-""", timeout_factor=timeout_factor)
+        super().__init__(base, node, {
+            "electrum": {"bind": "127.0.0.1", "tcp_port": self.tcp_port,
+                         "tls_port": self.tls_port, "hostname": "localhost"},
+            "transport": {"noise_port": self.noise_port, "bind": "127.0.0.1",
+                          "advertise_host": "127.0.0.1"},
+            # No usb service here to page through the recovery phrase: pairing opens at once.
+            "usb": {"phrase_gate": False},
+        }, timeout_factor=timeout_factor)
         self.clients: list[ElectrumClient] = []
 
     def close_clients(self) -> None:
@@ -254,25 +235,16 @@ class TowerProcess(ServiceProcess):
     USER = "tower-test"
     PASSWORD = "correct horse battery staple"
 
-    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
-                 extra: str = "") -> None:
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0) -> None:
         self.http_port = free_port()
         self.https_port = free_port()
         self.noise_port = free_port()
-        super().__init__(base, node, f"""[electrum]
-hostname = "localhost"
-[tower]
-bind = "127.0.0.1"
-http_port = {self.http_port}
-https_port = {self.https_port}
-noise_port = {self.noise_port}
-user = "{self.USER}"
-password = "{self.PASSWORD}"
-finality_depth = 6
-[log]
-level = "debug"
-{extra}
-""", timeout_factor=timeout_factor)
+        super().__init__(base, node, {
+            "electrum": {"hostname": "localhost"},
+            "tower": {"bind": "127.0.0.1", "http_port": self.http_port,
+                      "https_port": self.https_port, "noise_port": self.noise_port,
+                      "user": self.USER, "password": self.PASSWORD, "finality_depth": 6},
+        }, timeout_factor=timeout_factor)
 
     @property
     def url(self) -> str:

@@ -30,7 +30,7 @@ from appliance.control import ControlError, control_request
 from appliance.identity import derive_secp256k1, load_or_create_hsm_secret
 from appliance.pairing.store import Whitelist
 
-from .util import APPLIANCE, free_port, stop_process, wait_until
+from .util import APPLIANCE, free_port, hearth_section, stop_process, wait_until, write_config
 
 __all__ = ["INTEROP_PYTHON", "REPO", "BackupBox", "Lightningd", "PluginHalted", "dump_database"]
 
@@ -49,10 +49,10 @@ class BackupBox:
         self.config = root / "hearth.toml"
         self.log_path = root / "backup.log"
         root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(
-            f'[hearth]\nnetwork = "regtest"\ndata_dir = "{self.data_dir}"\nrun_dir = "{self.run_dir}"\n'
-            f'[backup]\nport = {self.port}\nbind = "127.0.0.1"\nquota_mib = {quota_mib}\n'
-            f"compact_min_kib = {compact_min_kib}\n")
+        write_config(self.config, {
+            "hearth": hearth_section(root),
+            "backup": {"port": self.port, "bind": "127.0.0.1", "quota_mib": quota_mib,
+                       "compact_min_kib": compact_min_kib}})
         secret = load_or_create_hsm_secret(self.data_dir / "hsm_secret")
         self.key = derive_secp256k1(secret, "noise-static").public
         self.whitelist = Whitelist(self.data_dir / "indexer" / "paired-clients.json")

@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from appliance.chain.encoding import hex_str_to_hash
+
 from .util import free_port, wait_until
 
 __all__ = ["ElectrumLN", "ElectrumLNError", "SweepRelay", "sat", "wait_for"]
@@ -245,7 +247,7 @@ class SweepRelay:
             return self.ctns.get(params[0], 0)
         if method == "add_sweep_tx":
             outpoint, ctn, prevout, raw_tx = params
-            commitment_txid = bytes.fromhex(prevout.split(":")[0])[::-1]
+            commitment_txid = hex_str_to_hash(prevout.split(":")[0])
             receipt = self.client.add_appointment(commitment_txid, bytes.fromhex(raw_tx))
             self.appointments.append({"ctn": ctn, "commitment": prevout.split(":")[0],
                                       "raw_tx": raw_tx, "receipt": receipt})

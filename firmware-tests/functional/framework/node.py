@@ -82,6 +82,21 @@ class TestNode:
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.rpc_port}"
 
+    def hearth_node(self, topics: tuple[str, ...] = ZMQ_TOPICS) -> dict[str, Any]:
+        """hearth.toml's ``[node]`` section for this node (ZMQ endpoints of ``topics``)."""
+        return {"rpc_url": self.rpc_url, "cookie_file": self.cookie_file,
+                "bitcoin_dir": self.datadir, **{f"zmq_{t}": self.zmq[t] for t in topics}}
+
+    def descriptors(self, wallet: str, *, internal: bool | None = None) -> list[str]:
+        """The wallet's public wpkh() descriptors (receive and change, or the one
+        ``internal`` picks)."""
+        return [d["desc"] for d in self.rpc("listdescriptors", wallet=wallet)["descriptors"]
+                if d["desc"].startswith("wpkh(") and internal in (None, d["internal"])]
+
+    def account_xpub(self, wallet: str) -> str:
+        """The tpub of the wallet's wpkh() account (what a phone wallet would show)."""
+        return self.descriptors(wallet, internal=False)[0].split("]")[1].split("/")[0]
+
     def args(self) -> list[str]:
         if self.conf_file is not None:
             return [str(self.bindir / "bitcoind"), f"-datadir={self.datadir}",

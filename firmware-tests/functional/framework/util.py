@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["APPLIANCE", "CLIENT", "assert_raises_rpc_error", "free_port", "stop_process", "wait_until"]
+from appliance.config import dump_toml
+
+__all__ = ["APPLIANCE", "CLIENT", "assert_raises_rpc_error", "free_port", "hearth_section",
+           "run_client", "running", "stop_process", "supervisord_header", "wait_until", "write_config"]
 
 
 #: The commands the venv installs, run as subprocesses the way an owner runs them.
@@ -30,6 +33,66 @@ CLIENT = str(Path(sys.executable).parent / "appliance-client")
 # never hand out the same port twice in a run, and skip ports already in use.
 _PORT_MIN, _PORT_MAX = 11000, 32000
 _next_port = _PORT_MIN + (os.getpid() * 37) % (_PORT_MAX - _PORT_MIN)
+
+
+def hearth_section(base: Path) -> dict[str, Any]:
+    """hearth.toml's ``[hearth]`` section of a test box rooted at ``base``."""
+    return {"network": "regtest", "data_dir": base / "data", "run_dir": base / "run"}
+
+
+def write_config(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``tables`` (section -> key -> value) as hearth.toml, through the appliance's
+    own writer."""
+    path.write_text(dump_toml(tables))
+    return path
+
+
+class _Runnable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Runnable)
+
+
+def running(proc: P) -> Iterator[P]:
+    """Start ``proc`` for the test, stop it after (a fixture's body: ``yield from``)."""
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def run_client(state: Path, *args: str, stdin: str | None = None, check: bool = True,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``appliance-client --state-dir STATE ARGS``; with ``check``, a failure raises with
+    its output."""
+    res = subprocess.run([CLIENT, "--state-dir", str(state), *args], capture_output=True,
+                         text=True, timeout=timeout, input=stdin)
+    if check and res.returncode != 0:
+        raise AssertionError(res.stdout + res.stderr)
+    return res
+
+
+def supervisord_header(d: Path) -> str:
+    """supervisord.conf's own sections for a test supervisord in ``d`` (socket ``d/s.sock``);
+    the test appends its programs."""
+    return f"""
+[unix_http_server]
+file={d}/s.sock
+chmod=0700
+
+[supervisord]
+logfile={d}/supervisord.log
+pidfile={d}/supervisord.pid
+childlogdir={d}
+loglevel=info
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{d}/s.sock
+"""
 
 
 def _bindable(port: int) -> bool:

@@ -8,14 +8,15 @@ from pathlib import Path
 from PIL import Image
 
 from appliance import cli
+from appliance.config import dump_toml
 from appliance.devices.pages import ErrorPage, render
 
 
 def test_error_step_draws_the_error_page_and_leaves_it(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     cfg = tmp_path / "hearth.toml"
-    cfg.write_text(f'[hearth]\nnetwork = "regtest"\n[display]\nsimulate = true\n'
-                   f'frames_dir = "{frames}"\n')
+    cfg.write_text(dump_toml({"hearth": {"network": "regtest"},
+                              "display": {"simulate": True, "frames_dir": frames}}))
     detail = "node.dbcache_mib: expected int, got 'lots'"
     assert cli.main(["display", "step", "hearth.toml refused", "--error", "--detail", detail,
                      "--config", str(cfg)]) == 0

@@ -9,6 +9,7 @@ from PIL import Image
 
 from appliance import __version__, cli
 from appliance.config import Config, load_config
+from appliance.control.messages import Payload
 from appliance.devices.pages import BootPage, ErrorPage, IndexPage, PairingPage, SyncPage, render
 from appliance.display.service import choose_page, show_step
 from appliance.status import Phase, ServiceState, ServiceStatus
@@ -35,13 +36,13 @@ def test_stale_service_is_an_error_not_fine() -> None:
 def test_supervisor_fatal_beats_pairing() -> None:
     states = {"node": state("node", Phase.READY),
               "supervisor": state("supervisor", Phase.DEGRADED, detail="hearth-tower FATAL")}
-    page, _, _ = choose_page(states, {"payload": "HEARTH:X"}, 0.0)
+    page, _, _ = choose_page(states, Payload("HEARTH:X"), 0.0)
     assert isinstance(page, ErrorPage) and "hearth-tower" in page.detail
 
 
 def test_pairing_alternates_with_the_tls_server() -> None:
-    pairing: dict[str, str | None] = {"payload": "HEARTH:X", "tls_server": "10.0.0.2:50002:s",
-                                      "tls_fingerprint": "AB:CD:EF:01:23"}
+    pairing = Payload("HEARTH:X", tls_server="10.0.0.2:50002:s",
+                      tls_fingerprint="AB:CD:EF:01:23")
     first, _, _ = choose_page({}, pairing, 0.0, now=0.0)
     second, _, _ = choose_page({}, pairing, 0.0, now=7.0)
     assert isinstance(first, PairingPage) and first.payload == "HEARTH:X"
@@ -108,11 +109,10 @@ def test_step_without_a_panel_is_a_clear_error_not_a_crash(tmp_path: Path,
 
 
 def test_pairing_shows_the_setup_link_with_the_fingerprint_start() -> None:
-    pairing: dict[str, str | None] = {
-        "payload": "HEARTH:X", "setup_url": "HTTPS://10.0.0.2:8443/P/ABCDEFGHIJKLM",
-        "tls_server": "10.0.0.2:50002:s", "tls_fingerprint": "AB:CD:EF:01:23"}
+    pairing = Payload("HEARTH:X", setup_url="HTTPS://10.0.0.2:8443/P/ABCDEFGHIJKLM",
+                      tls_server="10.0.0.2:50002:s", tls_fingerprint="AB:CD:EF:01:23")
     first, _, _ = choose_page({}, pairing, 0.0, now=0.0)
-    assert isinstance(first, PairingPage) and first.payload == pairing["setup_url"]
+    assert isinstance(first, PairingPage) and first.payload == pairing.setup_url
     assert not first.text_mode and first.caption == "Cert ABCD EF01"
     render(first)  # fits a version <= 3 code on the panel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.control.messages import Payload
 from appliance.devices.pages import PANEL_128X64, ErrorPage, render
 from appliance.display.service import choose_page
 from appliance.status import Phase, ServiceState, ServiceStatus
@@ -18,7 +19,7 @@ def test_disk_full_page_beats_service_down_and_pairing() -> None:
               "tower": state("tower", Phase.DEGRADED, counters={"disk_full": 1}),
               "backup": state("backup", Phase.DEGRADED, counters={"disk_full": 1}),
               "supervisor": state("supervisor", Phase.DEGRADED, detail="bitcoind FATAL")}
-    page, _, _ = choose_page(states, {"payload": "HEARTH:X"}, 0.0)
+    page, _, _ = choose_page(states, Payload("HEARTH:X"), 0.0)
     assert page == ErrorPage.disk_full(["tower", "backup"])
     assert page.title == "Disk full" and "tower and backup" in page.detail
     assert render(page, PANEL_128X64).getbbox() is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appliance.control.messages import Payload
 from appliance.devices.pages import ErrorPage
 from appliance.devices.power import PowerMonitor, find_rpi_volt
 from appliance.display.service import choose_page
@@ -45,7 +46,7 @@ def test_off_a_pi_nothing_is_shown(tmp_path: Path) -> None:
 
 
 def test_under_voltage_page_beats_everything() -> None:
-    page, _, _ = choose_page({}, {"payload": "HEARTH:X"}, 0.0, under_voltage=True)
+    page, _, _ = choose_page({}, Payload("HEARTH:X"), 0.0, under_voltage=True)
     assert isinstance(page, ErrorPage) and page.title == "Under-voltage"
 
 

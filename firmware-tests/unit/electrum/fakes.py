@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.chain import parse_tx
+from appliance.chain.encoding import hash_to_hex_str, hex_str_to_hash
 from appliance.electrum.backend import (
     BackendError,
     HistoryItem,
@@ -63,7 +64,7 @@ def sha256d(data: bytes) -> bytes:
 
 def rev(display_hex: str) -> bytes:
     """Display hex -> internal-order bytes."""
-    return bytes.fromhex(display_hex)[::-1]
+    return hex_str_to_hash(display_hex)
 
 
 def merkle_branch(leaves: list[bytes], index: int) -> tuple[list[bytes], bytes]:
@@ -186,12 +187,12 @@ class FakeBackend:
 
     async def transaction_verbose(self, txid: bytes) -> dict[str, Any]:
         raw = await self.transaction(txid)
-        return {"txid": txid[::-1].hex(), "hex": raw.hex(), "confirmations": 3}
+        return {"txid": hash_to_hex_str(txid), "hex": raw.hex(), "confirmations": 3}
 
     async def merkle_proof(self, txid: bytes, height: int) -> MerkleProof:
         txids = self.blocks.get(height, [])
         if txid not in txids:
-            raise BackendError(f"tx {txid[::-1].hex()} not in block at height {height}")
+            raise BackendError(f"tx {hash_to_hex_str(txid)} not in block at height {height}")
         pos = txids.index(txid)
         return MerkleProof(height, pos, merkle_branch(txids, pos)[0])
 
@@ -212,13 +213,13 @@ class FakeBackend:
         results: dict[str, Any] = {}
         for raw in raw_txs:
             tx = parse_tx(raw)
-            txid = tx.txid[::-1].hex()
+            txid = hash_to_hex_str(tx.txid)
             entry: dict[str, Any] = {"txid": txid}
             if raw in self.rejections:
                 entry["error"] = self.rejections[raw]
             else:
                 self.broadcasts.append(raw)
-            results[tx.wtxid[::-1].hex()] = entry
+            results[hash_to_hex_str(tx.wtxid)] = entry
         failed = any("error" in r for r in results.values())
         return {"package_msg": "transaction failed" if failed else "success",
                 "tx-results": results, "replaced-transactions": []}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from appliance.chain.encoding import hash_to_hex_str
 from appliance.chain.script import script_to_scripthash
 from appliance.electrum.backend import HistoryItem
 from appliance.electrum.errors import (
@@ -73,7 +74,7 @@ async def error_of(client: Client, method: str, *params: Any) -> tuple[int, str]
 
 
 def test_status_of_matches_the_spec_example() -> None:
-    text = "".join(f"{i.txid[::-1].hex()}:{i.height}:" for i in EXAMPLE_HISTORY)
+    text = "".join(f"{hash_to_hex_str(i.txid)}:{i.height}:" for i in EXAMPLE_HISTORY)
     assert hashlib.sha256(text.encode()).hexdigest() == EXAMPLE_STATUS
     assert status_of(EXAMPLE_HISTORY) == EXAMPLE_STATUS
     assert status_of([]) is None
@@ -639,7 +640,7 @@ def test_blockchain_transaction_broadcast_returns_txid_or_bitcoind_reason() -> N
         async with serving(backend) as h:
             client = await connect(h)
             txid = await client.request("blockchain.transaction.broadcast", "beef")
-            assert txid == sha256d(b"\xbe\xef")[::-1].hex()
+            assert txid == hash_to_hex_str(sha256d(b"\xbe\xef"))
             assert backend.broadcasts == [b"\xbe\xef"]
             assert await error_of(client, "blockchain.transaction.broadcast", "dead") == (
                 BAD_REQUEST, "bad-txns-inputs-missingorspent")

@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.chain.encoding import hash_to_hex_str
 from appliance.electrum.backend import HistoryItem
 from appliance.electrum.errors import (
     BAD_REQUEST,
@@ -47,8 +48,8 @@ def expected_status(items: list[HistoryItem]) -> str:
     """The spec's definition, spelled out independently of the code under test."""
     confirmed = [i for i in items if i.height > 0]
     mempool = sorted((i for i in items if i.height <= 0),
-                     key=lambda i: (-i.height, i.txid[::-1].hex()))
-    text = "".join(f"{i.txid[::-1].hex()}:{i.height}:" for i in confirmed + mempool)
+                     key=lambda i: (-i.height, hash_to_hex_str(i.txid)))
+    text = "".join(f"{hash_to_hex_str(i.txid)}:{i.height}:" for i in confirmed + mempool)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from appliance.chain import Tx, double_sha256, parse_tx
+from appliance.chain.encoding import hash_to_hex_str
 from appliance.chain.tx import TxIn, TxOut, serialize_tx
 from appliance.node import NodeUnavailable, Notification, RPCError
 from appliance.node.follower import BlockRef, ChainFollower, ConnectedBlock
@@ -48,7 +49,7 @@ class FakeNode:
             self.known[self.hash_hex(len(self.headers) - 1)] = self.headers[-1]
 
     def hash_hex(self, height: int) -> str:
-        return double_sha256(self.headers[height])[::-1].hex()
+        return hash_to_hex_str(double_sha256(self.headers[height]))
 
     async def call(self, method: str, *params: Any, **_kw: Any) -> Any:
         self.calls.append(method)
@@ -219,7 +220,7 @@ def test_a_gap_rereads_blocks_and_mempool() -> None:
     async def scenario() -> None:
         async with Harness() as h:
             tx = next(txs(1))
-            h.node.mempool[tx.txid[::-1].hex()] = tx.raw
+            h.node.mempool[hash_to_hex_str(tx.txid)] = tx.raw
             h.node.extend(2)
             h.sub.send("sequence", sequence(tx.txid, "A"), gap=7)  # 7 messages lost
             await until(lambda: h.listener.resyncs == 2 and h.at_tip())

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from functional.framework.qrphoto import qr_photo
 
 from appliance.control import ControlError
+from appliance.control.messages import Branch, PairedClientInfo, WalletAdded, WalletSummary
 from appliance.setup.app import Counters, make_app
 from appliance.setup.scan import MAX_PHOTO_BYTES
 from appliance.setup.sessions import COOKIE_NAME, RedeemLimiter, Session
@@ -29,7 +30,7 @@ class FakeBox:
     def __init__(self) -> None:
         self.token = b"\x01" * 8
         self.paired: dict[str, str] = {}  # key hash hex -> label
-        self.wallets: list[dict[str, Any]] = []
+        self.wallets: list[WalletSummary] = []
         self.opened = 0
         self.counters = Counters()  # what the app publishes on the status bus
 
@@ -43,23 +44,22 @@ class FakeBox:
         self.paired[session.key_hash.hex()] = label
 
     async def wallet_add(self, items: list[str], birthday: int | None,
-                         label: str) -> dict[str, Any]:
+                         label: str) -> WalletAdded:
         if items[0].startswith("tprv"):
             raise ControlError("that is a private key: Hearth only takes public keys")
-        wallet = {"id": "ab" * 8, "label": label, "state": "live", "branches": [{}, {}],
-                  "backfill": None, "birthday": birthday}
+        branches = [Branch(d, 20, 0) for d in ("receive", "change")]
+        wallet = WalletSummary("ab" * 8, label, "live", birthday, 20, 20, branches, None, [], None)
         self.wallets.append(wallet)
-        return wallet
+        return WalletAdded(True, wallet)
 
-    async def wallet_list(self) -> list[dict[str, Any]]:
+    async def wallet_list(self) -> list[WalletSummary]:
         return self.wallets
 
     async def wallet_remove(self, wallet_id: str) -> None:
-        self.wallets = [w for w in self.wallets if w["id"] != wallet_id]
+        self.wallets = [w for w in self.wallets if w.id != wallet_id]
 
-    async def devices(self) -> list[dict[str, Any]]:
-        return [{"key": k, "label": v, "kind": "web", "connected": 0}
-                for k, v in self.paired.items()]
+    async def devices(self) -> list[PairedClientInfo]:
+        return [PairedClientInfo(k, v, 0.0, "web", 0) for k, v in self.paired.items()]
 
     async def revoke(self, key: str) -> None:
         if self.paired.pop(key, None) is None:
@@ -127,7 +127,7 @@ def test_paired_browser_adds_removes_and_unpairs_itself() -> None:
                                                     "when": "new", "label": "<b>"},
                                   allow_redirects=False, headers=h)
         assert added.status == 303 and added.headers["Location"] == "/w/" + "ab" * 8
-        assert box.wallets[0]["birthday"] == 7 and box.wallets[0]["label"] == "<b>"
+        assert box.wallets[0].birthday == 7 and box.wallets[0].label == "<b>"
         assert "&lt;b&gt;" in await (await client.get("/w/" + "ab" * 8, headers=h)).text()
         assert (await client.get("/w/nope", headers=h)).status == 404
         removed = await client.post(f"/wallets/{'ab' * 8}/remove", data={"csrf": csrf},

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import load_config
+from appliance.config import dump_toml, load_config
 from appliance.status import Phase, StatusPublisher, read_status_once
 from appliance.status.schema import MAX_COUNTERS
 from appliance.supervision import (
@@ -392,7 +392,7 @@ def test_listener_restarts_a_fatal_program_and_shows_its_last_error(run_dir: Pat
 def test_run_listener_over_a_pipe(run_dir: Path, tmp_path: Path) -> None:
     """The whole process loop in-process: stdin a pipe, EOF ends it, the socket goes away."""
     cfg_file = tmp_path / "hearth.toml"
-    cfg_file.write_text(f'[hearth]\nrun_dir = "{run_dir}"\n')
+    cfg_file.write_text(dump_toml({"hearth": {"run_dir": run_dir}}))
     cfg = load_config(cfg_file)
     written: list[bytes] = []
     rpc = FakeRpc([{"group": "seeded", "name": "seeded", "statename": "RUNNING"}])
@@ -422,7 +422,7 @@ def test_run_listener_over_a_pipe(run_dir: Path, tmp_path: Path) -> None:
 def test_run_listener_refuses_a_stdin_that_is_not_a_pipe(run_dir: Path, tmp_path: Path) -> None:
     """/dev/null or a file cannot be watched by epoll: fail at once instead of hanging."""
     cfg_file = tmp_path / "hearth.toml"
-    cfg_file.write_text(f'[hearth]\nrun_dir = "{run_dir}"\n')
+    cfg_file.write_text(dump_toml({"hearth": {"run_dir": run_dir}}))
     cfg = load_config(cfg_file)
     with open(os.devnull, "rb") as devnull, pytest.raises(RuntimeError, match="not a pipe"):
         asyncio.run(asyncio.wait_for(run_listener(cfg, stdin=devnull, write=lambda b: None), 10))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from appliance.chain import Tx, parse_tx
+from appliance.chain.encoding import hash_to_hex_str
 from appliance.chain.tx import TxIn, TxOut, serialize_tx
 
 
@@ -23,4 +24,4 @@ def funding_and_breach() -> tuple[Tx, Tx]:
 
 
 def display(txid: bytes) -> str:
-    return txid[::-1].hex()
+    return hash_to_hex_str(txid)

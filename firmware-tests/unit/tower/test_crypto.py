@@ -10,6 +10,7 @@ from coincurve import PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from appliance.chain.encoding import hex_str_to_hash
 from appliance.tower.crypto import (
     SignatureError,
     decrypt_blob,
@@ -26,7 +27,7 @@ VECTORS = json.loads((Path(__file__).parents[2] / "vectors" / "teos_crypto.json"
 
 def test_rust_teos_encryption_vector() -> None:
     v = VECTORS["encrypt"]
-    txid = bytes.fromhex(v["commitment_txid_display"])[::-1]  # internal byte order
+    txid = hex_str_to_hash(v["commitment_txid_display"])  # internal byte order
     tx = bytes.fromhex(v["penalty_tx"])
     assert encrypt_blob(tx, txid).hex() == v["encrypted_blob"]
     assert decrypt_blob(bytes.fromhex(v["encrypted_blob"]), txid) == tx
@@ -35,7 +36,7 @@ def test_rust_teos_encryption_vector() -> None:
 
 
 def test_locator_is_internal_order_prefix() -> None:
-    txid = bytes.fromhex(VECTORS["encrypt"]["commitment_txid_display"])[::-1]
+    txid = hex_str_to_hash(VECTORS["encrypt"]["commitment_txid_display"])
     assert locator_of(txid) == txid[:16]
     assert locator_of(txid).hex() == "b4a11e76c7115e2cd79526f3543e6bec"
     with pytest.raises(ValueError):

@@ -12,6 +12,7 @@ import pytest
 from mnemonic import Mnemonic
 
 from appliance.config import load_config
+from appliance.control.messages import Payload, PhraseWordsReply
 from appliance.devices.pages import (
     PANEL_128X64,
     PANEL_128X128,
@@ -143,12 +144,12 @@ def _usb_state(counters: dict[str, int | float], detail: str = "", error: str | 
 
 def test_display_shows_phrase_before_pairing_and_usb_results() -> None:
     words = recovery_phrase(SECRET)
-    phrase = {"words": words[:4], "first": 1, "total": 12, "last": False}
+    phrase = PhraseWordsReply(words=words[:4], first=1, total=12, last=False)
     page, _, _ = choose_page({"usb": _usb_state({"backup_state": 0, "phrase_first": 0})},
-                             {"payload": "HEARTH:X"}, 0.0, phrase=phrase)
+                             Payload("HEARTH:X"), 0.0, phrase=phrase)
     assert isinstance(page, RecoveryWordsPage) and page.words == tuple(words[:4])
     page, _, _ = choose_page({"usb": _usb_state({"backup_state": 3}, error="stick is full")},
-                             {"payload": "HEARTH:X"}, 0.0)
+                             Payload("HEARTH:X"), 0.0)
     assert isinstance(page, UsbBackupPage) and page.state is UsbBackupState.FAILED
     assert page.reason == "stick is full"
     page, _, _ = choose_page({"usb": _usb_state({"backup_state": 2})}, None, 0.0)
@@ -159,7 +160,7 @@ def test_display_shows_phrase_before_pairing_and_usb_results() -> None:
     page, _, _ = choose_page({"usb": restored}, None, 0.0)
     assert isinstance(page, UsbBackupPage) and page.headline == "Restored" and page.note == "box 0a1b2c3d"
     assert render(page) != render(UsbBackupPage(UsbBackupState.OK))
-    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 0})}, {"payload": "HEARTH:X"}, 0.0)
+    page, _, _ = choose_page({"usb": _usb_state({"backup_state": 0})}, Payload("HEARTH:X"), 0.0)
     assert not isinstance(page, (UsbBackupPage, RecoveryWordsPage))
 
 
