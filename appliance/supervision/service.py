@@ -36,6 +36,7 @@ from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
 from .logtail import last_error_line
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
+from .repair import REPAIR_PROGRAM, needs_repair, run_repair
 from .rpc import RpcFactory, supervisor_rpc
 from .tracker import SupervisionTracker
 
@@ -70,7 +71,9 @@ class SupervisionListener:
         self.handled = 0
         self._published_error: str | None = None
         self._stops: set[asyncio.Future[None]] = set()
-        self._tails: dict[str, asyncio.Future[str | None]] = {}
+        self._tails: dict[str, asyncio.Future[tuple[str | None, bool]]] = {}
+        self._repairing: asyncio.Future[tuple[bool, str]] | None = None
+        self.repairs = 0  # repairs that brought a program back (repair.py)
         self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
         self._saved_paused: set[str] | None = None
         self._inherited = self._read_paused()  # before our first publish rewrites it
@@ -167,28 +170,60 @@ class SupervisionListener:
             return
         rpc = self.rpc
 
-        def call() -> str | None:
+        def call() -> tuple[str | None, bool]:
             proxy = rpc()
             text = str(proxy.tailProcessStdoutLog(name, 0, _TAIL_BYTES)[0])
             found = last_error_line(text)
             if found is None:  # a program whose stderr has its own log
-                found = last_error_line(str(proxy.tailProcessStderrLog(name, 0, _TAIL_BYTES)[0]))
-            return found
+                text = str(proxy.tailProcessStderrLog(name, 0, _TAIL_BYTES)[0])
+                found = last_error_line(text)
+            return found, needs_repair(name, text)
 
         fut = asyncio.ensure_future(asyncio.to_thread(call))
         self._tails[name] = fut
         fut.add_done_callback(lambda f: self._error_read(name, f))
 
-    def _error_read(self, name: str, fut: asyncio.Future[str | None]) -> None:
+    def _error_read(self, name: str, fut: asyncio.Future[tuple[str | None, bool]]) -> None:
         self._tails.pop(name, None)
         if fut.cancelled() or fut.exception() is not None:
             return  # no log (stdout_logfile=NONE) or supervisord busy: the state says enough
-        self.tracker.note_error(name, fut.result())
+        error, damaged = fut.result()
+        if damaged and self._repairing is None:
+            error = "block filter index damaged by a crash: repairing it"
+            self._repair(name)
+        self.tracker.note_error(name, error)
+        self._publish()
+
+    def _repair(self, name: str) -> None:
+        """Run the repair its log asked for (repair.py), off the event loop."""
+        assert self.rpc is not None
+        rpc = self.rpc
+        log.warning("%s: its block filter index is damaged; repairing it", name)
+        self.publisher.event("repair_started", f"{name}: block filter index damaged by a crash")
+        fut = asyncio.ensure_future(asyncio.to_thread(lambda: run_repair(rpc())))
+        self._repairing = fut
+        fut.add_done_callback(lambda f: self._repaired(name, f))
+
+    def _repaired(self, name: str, fut: asyncio.Future[tuple[bool, str]]) -> None:
+        self._repairing = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        ok, said = (False, str(exc)) if exc is not None else fut.result()
+        if ok:
+            self.repairs += 1
+            log.warning("%s: repaired (%s); started again", name, said)
+            self.publisher.event("repaired", f"{name}: {said}")
+        else:
+            log.error("%s: repair failed: %s", name, said)
+            self.tracker.note_error(name, f"block filter index repair failed: {said}")
         self._publish()
 
     async def drain(self) -> None:
         """Wait for stops still in flight (on exit)."""
         pending: set[asyncio.Future[Any]] = {*self._stops, *self._tails.values()}
+        if self._repairing is not None:
+            pending.add(self._repairing)
         if pending:
             await asyncio.wait(pending, timeout=5)
 
@@ -197,7 +232,8 @@ class SupervisionListener:
         # last_error only when it changes: every update(last_error=...) restamps its time.
         new_error = s.last_error != self._published_error
         self._published_error = s.last_error
-        self.publisher.update(phase=s.phase, detail=s.detail, counters=s.counters,
+        self.publisher.update(phase=s.phase, detail=s.detail,
+                              counters={**s.counters, "repairs": self.repairs},
                               last_error=s.last_error if new_error else KEEP)
         for kind, detail in self.tracker.take_events():
             self.publisher.event(kind, detail)
@@ -281,7 +317,8 @@ async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
         flood_restarts=flood_restarts or sc.flood_restarts,
         flood_window_s=flood_window_s or sc.flood_window_s,
         retry_base_s=retry_base_s or sc.retry_base_s,
-        retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
+        retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s),
+        ignore=[n for n in (own, REPAIR_PROGRAM) if n])
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
         listener = SupervisionListener(publisher, tracker, write, rpc,
                                        paused_file=cfg.supervision_paused_file)
