@@ -19,7 +19,7 @@ Run as bitcoind's user with bitcoind stopped (LevelDB's lock refuses a running o
 the supervision listener starts the ``bitcoind-repair`` program when bitcoind's log
 shows :data:`DAMAGED` (``appliance/supervision/repair.py``)::
 
-    python -m appliance.node.filter_repair --datadir /var/lib/bitcoind --chain main
+    python -m appliance.node.filter_repair --datadir /var/lib/bitcoind
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import plyvel
 
-from ..config import chain_dir
+from ..config import NETWORKS, chain_dir
 
 __all__ = ["DAMAGED", "REWIND", "index_db", "rewind_filter_index"]
 
@@ -44,7 +44,14 @@ _HEIGHT = b"t"  # "t" + big-endian height -> (block hash, filter hash, header, p
 
 
 def index_db(datadir: Path, chain: str) -> Path:
-    return chain_dir(datadir, chain) / "indexes" / "blockfilter" / "basic" / "db"
+    """The index of ``chain``; ``"auto"``: the one index under ``datadir`` (a box runs one
+    network, and the repair program need not read hearth.toml to know which)."""
+    if chain != "auto":
+        return chain_dir(datadir, chain) / "indexes" / "blockfilter" / "basic" / "db"
+    found = [db for name, _ in NETWORKS.values() if (db := index_db(datadir, name)).is_dir()]
+    if len(found) != 1:
+        raise OSError(f"{len(found)} block filter indexes under {datadir}: say --chain")
+    return found[0]
 
 
 def rewind_filter_index(db_path: Path, blocks: int = REWIND) -> int:
@@ -83,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                                 description="rewind bitcoind's block filter index after a "
                                             "crash (bitcoind must be stopped)")
     p.add_argument("--datadir", type=Path, required=True, help="bitcoind's -datadir")
-    p.add_argument("--chain", default="main", help="main, test, testnet4, signet, regtest")
+    p.add_argument("--chain", default="auto",
+                   help="main, test, testnet4, signet, regtest; auto: the one index there")
     p.add_argument("--blocks", type=int, default=REWIND, help="how far back")
     args = p.parse_args(argv)
-    path = index_db(args.datadir, args.chain)
     try:
-        height = rewind_filter_index(path, args.blocks)
+        height = rewind_filter_index(index_db(args.datadir, args.chain), args.blocks)
     except OSError as exc:
         print(f"filter index not repaired: {exc}", file=sys.stderr)
         return 1

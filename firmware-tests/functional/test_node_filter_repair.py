@@ -67,7 +67,7 @@ redirect_stderr=true
 stdout_logfile={d}/bitcoind.log
 
 [program:bitcoind-repair]
-command={sys.executable} -m appliance.node.filter_repair --datadir {node.datadir} --chain regtest
+command={sys.executable} -m appliance.node.filter_repair --datadir={node.datadir}
 autostart=false
 autorestart=false
 startsecs=0
