@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
-import subprocess
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,31 +23,15 @@ import pytest
 
 from appliance.status import read_status_once
 from functional.framework.node import NodeFactory, TestNode
+from functional.framework.supervisord import ctl, supervisord
 from functional.framework.util import wait_until
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
-VENV_BIN = Path(sys.executable).parent
 
-
-def _conf(d: Path, node: TestNode, hearth_toml: Path) -> str:
+def _programs(d: Path, node: TestNode, hearth_toml: Path) -> str:
     args = [a.replace("-printtoconsole=0", "-printtoconsole=1") for a in node.args()]
     return f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/s.sock
-
 [eventlistener:hearth-supervision]
 command={sys.executable} -m appliance.supervision.service --config {hearth_toml} --retry-base 2 --retry-max 4
 events=PROCESS_STATE
@@ -88,29 +71,16 @@ def supervised(node_factory: NodeFactory) -> Iterator[tuple[TestNode, Path, Path
     hearth_toml = d / "hearth.toml"
     hearth_toml.write_text(f'[hearth]\nnetwork = "regtest"\nrun_dir = "{run_dir}"\n'
                            f'[node]\nbitcoin_dir = "{node.datadir}"\n')
-    conf = d / "supervisord.conf"
-    conf.write_text(_conf(d, node, hearth_toml))
-    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        node.wait_for_rpc_connection()
-        yield node, d, conf
+        with supervisord(d, _programs(d, node, hearth_toml)) as (conf, _):
+            node.wait_for_rpc_connection()
+            yield node, d, conf
     finally:
-        proc.send_signal(signal.SIGTERM)  # stops bitcoind cleanly, then exits
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         for name in ("listener.err", "repair.log"):
             if (d / name).exists():
                 sys.stderr.write((d / name).read_text()[-3000:])  # shown when a test fails
         node._close()
-
-
-def ctl(conf: Path, *args: str) -> str:
-    return subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(conf), *args],
-                          capture_output=True, text=True, timeout=60).stdout
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_bitcoind_back_by_itself_after_a_reorg_below_its_flush_and_kill_9(

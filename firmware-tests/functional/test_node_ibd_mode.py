@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from appliance.node.bitcoin_conf import IBD_MARKER
 from functional.framework.node import NodeFactory
+from functional.framework.supervisord import supervisord
 from functional.framework.util import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
@@ -48,19 +47,7 @@ bitcoin_dir = "{node.datadir}"
 zmq_hashblock = "{node.zmq['hashblock']}"
 conf_file = "{conf}"
 """)
-        sup = d / "supervisord.conf"
-        sup.write_text(f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{d}/s.sock
+        programs = f"""
 [program:bitcoind]
 command={' '.join(args)} -conf={conf} -printtoconsole=1
 priority=10
@@ -74,10 +61,8 @@ priority=20
 startsecs=2
 redirect_stderr=true
 stdout_logfile={d}/node.log
-""")
-        proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(sup)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+"""
+        with supervisord(d, programs):
             def cache_sizes() -> list[float]:
                 log = d / "bitcoind.log"
                 return [float(m) for m in _UTXO_CACHE.findall(log.read_text())] if log.exists() else []
@@ -89,8 +74,5 @@ stdout_logfile={d}/node.log
             # Mode and group kept: on the image bitcoind reads it through its group.
             assert conf.stat().st_mode & 0o7777 == 0o640
             assert "initial sync over: dbcache=40, restarting bitcoind" in (d / "node.log").read_text()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=90)
     finally:
         shutil.rmtree(d, ignore_errors=True)

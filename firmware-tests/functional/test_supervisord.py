@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from appliance.status import Phase, ServiceStatus, read_status_once
+from functional.framework.supervisord import ctl, supervisord
 from functional.framework.util import wait_until
 
 # About 10 s: supervisord's BACKOFF delays and the flapping program's 1.1 s lives.
@@ -44,8 +45,7 @@ class Box:
     factor: float
 
     def ctl(self, *args: str) -> str:
-        return subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), *args],
-                              capture_output=True, text=True, timeout=30).stdout
+        return ctl(self.conf, *args)
 
     def state(self, program: str) -> tuple[str, int | None]:
         """(STATE, pid) from ``supervisorctl status``."""
@@ -80,22 +80,6 @@ def _conf(d: Path, hearth_toml: Path) -> str:
                 f"--flood-restarts {FLOOD_RESTARTS} --flood-window {FLOOD_WINDOW_S} "
                 f"--retry-base {RETRY_BASE_S} --retry-max {RETRY_MAX_S}")
     return f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-loglevel=info
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/s.sock
-
 [eventlistener:hearth-supervision]
 command={listener}
 events=PROCESS_STATE
@@ -143,19 +127,10 @@ def box(timeout_factor: float) -> Iterator[Box]:
     run_dir.mkdir()
     hearth_toml = d / "hearth.toml"
     hearth_toml.write_text(f'[hearth]\nnetwork = "regtest"\nrun_dir = "{run_dir}"\n')
-    conf = d / "supervisord.conf"
-    conf.write_text(_conf(d, hearth_toml))
-    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield Box(d, run_dir, conf, proc, timeout_factor)
+        with supervisord(d, _conf(d, hearth_toml)) as (conf, proc):
+            yield Box(d, run_dir, conf, proc, timeout_factor)
     finally:
-        proc.send_signal(signal.SIGTERM)  # it stops every program, then exits
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         err = d / "listener.err"
         if err.exists():
             sys.stderr.write(err.read_text()[-4000:])  # shown only when a test fails
