@@ -73,7 +73,6 @@ class SupervisionListener:
         self._stops: set[asyncio.Future[None]] = set()
         self._tails: dict[str, asyncio.Future[tuple[str | None, bool]]] = {}
         self._repairing: asyncio.Future[tuple[bool, str]] | None = None
-        self.repairs = 0  # repairs that brought a program back (repair.py)
         self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
         self._saved_paused: set[str] | None = None
         self._inherited = self._read_paused()  # before our first publish rewrites it
@@ -211,7 +210,7 @@ class SupervisionListener:
         exc = fut.exception()
         ok, said = (False, str(exc)) if exc is not None else fut.result()
         if ok:
-            self.repairs += 1
+            self.tracker.note_repaired(name, said)
             log.warning("%s: repaired (%s); started again", name, said)
             self.publisher.event("repaired", f"{name}: {said}")
         else:
@@ -232,8 +231,7 @@ class SupervisionListener:
         # last_error only when it changes: every update(last_error=...) restamps its time.
         new_error = s.last_error != self._published_error
         self._published_error = s.last_error
-        self.publisher.update(phase=s.phase, detail=s.detail,
-                              counters={**s.counters, "repairs": self.repairs},
+        self.publisher.update(phase=s.phase, detail=s.detail, counters=s.counters,
                               last_error=s.last_error if new_error else KEEP)
         for kind, detail in self.tracker.take_events():
             self.publisher.event(kind, detail)

@@ -122,6 +122,7 @@ class SupervisionTracker:
         self.programs: dict[str, ProgramState] = {}
         self.fatal_total = 0
         self.last_error: str | None = None
+        self.repairs = 0  # programs brought back by a repair (repair.py)
         self._events: list[tuple[str, str]] = []
 
     # --- input -------------------------------------------------------------------------
@@ -145,6 +146,14 @@ class SupervisionTracker:
         p = self.programs.get(name)
         if p is not None and error:
             p.error = error
+
+    def note_repaired(self, name: str, what: str) -> None:
+        """A repair brought ``name`` back: counted, and said until the next problem."""
+        self.repairs += 1
+        self.last_error = f"{name} repaired after a crash: {what}"
+        p = self.programs.get(name)
+        if p is not None:
+            p.error = None
 
     def due(self, now: float) -> list[str]:
         """Programs whose retry delay is over: start them (the caller does)."""
@@ -237,6 +246,7 @@ class SupervisionTracker:
             "programs": len(progs), "running": running, "fatal": len(fatal),
             "backoff": sum(p.state == "BACKOFF" for p in progs), "fatal_total": self.fatal_total,
             "flood_stopped": len(flooded), "failing": len(failing), "retries": self.retries_total,
+            "repairs": self.repairs,
         }
         # Two per program while they fit the schema's limit; a box has about nine.
         for p in progs:

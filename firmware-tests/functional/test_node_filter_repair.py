@@ -128,6 +128,10 @@ def test_bitcoind_back_by_itself_after_a_reorg_below_its_flush_and_kill_9(
     wait_until(lambda: re.search(r"RUNNING", ctl(conf, "status", "bitcoind")), timeout=30)
     said = (d / "repair.log").read_text()
     assert "rewound to height" in said, said
+    # What `appliance status` shows afterwards (the OLED showed "repairing it" meanwhile).
+    st = read_status_once(d / "run", timeout=2.0)["supervisor"].status
+    assert st is not None and st.last_error is not None
+    assert st.last_error.startswith("bitcoind repaired after a crash: block filter index rewound")
 
     # The repaired index equals the one the node that never crashed built.
     ref.setnetworkactive(True)
