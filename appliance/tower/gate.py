@@ -112,6 +112,9 @@ class _GatedConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        # Bytes that came with the end of the TLS handshake (TLS 1.3: the request can
+        # follow the client's Finished at once), before start_tls returned to us.
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -163,6 +166,9 @@ class _GatedConnection(asyncio.Protocol):
         inner = self._factory()
         self._inner = inner
         inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            inner.data_received(data)
 
     # --- the header deadline ---------------------------------------------------------------
     def arm(self, seconds: float, why: str) -> None:
@@ -201,6 +207,10 @@ class _GatedConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
             self._inner.data_received(data)
+        elif self._transport is not None and sum(map(len, self._early)) + len(data) <= 65536:
+            self._early.append(data)
+        else:  # more than any request's headers before the handshake ended: not a client
+            self._close()
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None
