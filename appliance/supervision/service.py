@@ -48,6 +48,7 @@ log = logging.getLogger("supervision")
 
 _TICK_S = 1.0  # how often due restarts are looked for
 _TAIL_BYTES = 4096  # of a dead program's log, for its last error line
+_MAX_REPAIRS = 3  # in a row without the program staying up: then it is not this damage
 
 
 class SupervisionListener:
@@ -73,6 +74,7 @@ class SupervisionListener:
         self._stops: set[asyncio.Future[None]] = set()
         self._tails: dict[str, asyncio.Future[tuple[str | None, bool]]] = {}
         self._repairing: asyncio.Future[tuple[bool, str]] | None = None
+        self._repairs_unproven: dict[str, int] = {}  # repairs since the program last ran
         self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
         self._saved_paused: set[str] | None = None
         self._inherited = self._read_paused()  # before our first publish rewrites it
@@ -100,6 +102,8 @@ class SupervisionListener:
                     self._stop(name)
                 if ev.state in ("EXITED", "BACKOFF", "FATAL"):
                     self._read_error(ev.namespec)
+                elif ev.state == "RUNNING":  # past startsecs: the last repair worked
+                    self._repairs_unproven.pop(ev.namespec, None)
                 self._publish()
             self.handled += 1
             # Answer at once: supervisord holds the next event (buffer_size) until we do.
@@ -188,8 +192,12 @@ class SupervisionListener:
             return  # no log (stdout_logfile=NONE) or supervisord busy: the state says enough
         error, damaged = fut.result()
         if damaged and self._repairing is None:
-            error = "block filter index damaged by a crash: repairing it"
-            self._repair(name)
+            if self._repairs_unproven.get(name, 0) < _MAX_REPAIRS:
+                error = "block filter index damaged by a crash: repairing it"
+                self._repair(name)
+            else:  # the rewind did not help: a person must choose (-reindex: days)
+                error = (f"block filter index still damaged after {_MAX_REPAIRS} repairs: "
+                         "bitcoind needs -reindex")
         self.tracker.note_error(name, error)
         self._publish()
 
@@ -201,6 +209,7 @@ class SupervisionListener:
         self.publisher.event("repair_started", f"{name}: block filter index damaged by a crash")
         fut = asyncio.ensure_future(asyncio.to_thread(lambda: run_repair(rpc())))
         self._repairing = fut
+        self._repairs_unproven[name] = self._repairs_unproven.get(name, 0) + 1
         fut.add_done_callback(lambda f: self._repaired(name, f))
 
     def _repaired(self, name: str, fut: asyncio.Future[tuple[bool, str]]) -> None:
