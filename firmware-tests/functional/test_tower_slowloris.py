@@ -26,7 +26,7 @@ from appliance.tower.crypto import locator_of
 from appliance.tower.gate import GateLimits
 from functional.framework.appliance import TowerProcess
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.slow]  # about 12 s: the 10 s deadlines
 
 HOSTILE = "127.0.0.2"
 PER_PORT = 24  # more than one address's share (GateLimits.per_address) on each port
