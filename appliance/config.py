@@ -53,6 +53,14 @@ NETWORKS: dict[str, tuple[str, int]] = {
     "regtest": ("regtest", 18443),
 }
 
+
+
+def chain_dir(bitcoin_dir: Path, chain: str) -> Path:
+    """Where bitcoind keeps ``chain``'s data under its ``-datadir`` (mainnet: the datadir)."""
+    sub = {"main": "", "test": "testnet3"}.get(chain, chain)
+    return bitcoin_dir / sub if sub else bitcoin_dir
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -273,8 +281,7 @@ class Config:
     def cookie_file(self) -> Path:
         if self.node.cookie_file:
             return Path(self.node.cookie_file)
-        sub = {"main": "", "test": "testnet3"}.get(self.chain, self.chain)
-        return self.node.bitcoin_dir / sub / ".cookie" if sub else self.node.bitcoin_dir / ".cookie"
+        return chain_dir(self.node.bitcoin_dir, self.chain) / ".cookie"
 
     @property
     def network_is_main(self) -> bool:

@@ -25,10 +25,11 @@ class AddressCounts:
     def __getitem__(self, address: str) -> int:
         return self._counts.get(address, 0)
 
-    def acquire(self, address: str, limit: int | None = None) -> bool:
-        """Count one more for ``address``; False (nothing counted) if it holds ``limit``."""
+    def acquire(self, address: str, limit: int | None = None, total: int | None = None) -> bool:
+        """Count one more for ``address``; False (nothing counted) if it holds ``limit``
+        or all addresses together hold ``total``."""
         held = self._counts.get(address, 0)
-        if limit is not None and held >= limit:
+        if (limit is not None and held >= limit) or (total is not None and self.total >= total):
             return False
         self._counts[address] = held + 1
         self.total += 1

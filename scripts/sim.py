@@ -158,6 +158,13 @@ def supervisord_conf(d: Path, bindir: Path, config: Path) -> str:
             f"stdout_logfile={log / (name + '.log')}", "stdout_logfile_maxbytes=5MB",
             "stdout_logfile_backups=2", "",
         ]
+    # Run by the listener when bitcoind's block filter index is damaged (as on the box).
+    out += [
+        "[program:bitcoind-repair]",
+        f"command={VENV_BIN / 'python'} -m appliance.node.filter_repair --datadir={d / 'bitcoin'}",
+        "autostart=false", "autorestart=false", "startsecs=0", "startretries=0",
+        "redirect_stderr=true", f"stdout_logfile={log / 'bitcoind-repair.log'}", "",
+    ]
     return "\n".join(out)
 
 
@@ -198,6 +205,7 @@ def wait_running(d: Path, timeout: float = 90.0) -> None:
     while True:
         lines = supervisorctl(d, "status").stdout.strip().splitlines()
         states = {line.split()[0]: line.split()[1] for line in lines if line.strip()}
+        states.pop("bitcoind-repair", None)  # one-shot, run by the listener when needed
         if states and all(s == "RUNNING" for s in states.values()):
             return
         if any(s in ("FATAL", "BACKOFF", "EXITED") for s in states.values()) \

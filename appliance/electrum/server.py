@@ -422,8 +422,8 @@ class ElectrumServer:
     async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
         """The TLS handshake, if this address and the server have room for one."""
         address = peer_address(writer.get_extra_info("peername"))
-        if (self._handshaking.total >= _MAX_TLS_HANDSHAKES
-                or not self._handshaking.acquire(address, _MAX_TLS_HANDSHAKES_PER_ADDRESS)):
+        if not self._handshaking.acquire(address, _MAX_TLS_HANDSHAKES_PER_ADDRESS,
+                                         _MAX_TLS_HANDSHAKES):
             self.manager.counters.sessions_refused += 1
             self.manager.log_refusal("tls %s: refused, too many TLS handshakes at once",
                                      address)

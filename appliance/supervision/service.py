@@ -36,6 +36,7 @@ from ..services import run_until_signal
 from ..status import KEEP, StatusPublisher
 from .logtail import last_error_line
 from .protocol import ACK, READY, EventReader, ProtocolError, parse_process_state
+from .repair import REPAIR_PROGRAM, needs_repair, run_repair
 from .rpc import RpcFactory, supervisor_rpc
 from .tracker import SupervisionTracker
 
@@ -47,6 +48,7 @@ log = logging.getLogger("supervision")
 
 _TICK_S = 1.0  # how often due restarts are looked for
 _TAIL_BYTES = 4096  # of a dead program's log, for its last error line
+_MAX_REPAIRS = 3  # in a row without the program staying up: then it is not this damage
 
 
 class SupervisionListener:
@@ -70,7 +72,9 @@ class SupervisionListener:
         self.handled = 0
         self._published_error: str | None = None
         self._stops: set[asyncio.Future[None]] = set()
-        self._tails: dict[str, asyncio.Future[str | None]] = {}
+        self._tails: dict[str, asyncio.Future[tuple[str | None, bool]]] = {}
+        self._repairing: asyncio.Future[tuple[bool, str]] | None = None
+        self._repairs_unproven: dict[str, int] = {}  # repairs since the program last ran
         self.paused_file = paused_file  # in run_dir: gone after a reboot, as it should be
         self._saved_paused: set[str] | None = None
         self._inherited = self._read_paused()  # before our first publish rewrites it
@@ -98,6 +102,8 @@ class SupervisionListener:
                     self._stop(name)
                 if ev.state in ("EXITED", "BACKOFF", "FATAL"):
                     self._read_error(ev.namespec)
+                elif ev.state == "RUNNING":  # past startsecs: the last repair worked
+                    self._repairs_unproven.pop(ev.namespec, None)
                 self._publish()
             self.handled += 1
             # Answer at once: supervisord holds the next event (buffer_size) until we do.
@@ -167,28 +173,65 @@ class SupervisionListener:
             return
         rpc = self.rpc
 
-        def call() -> str | None:
+        def call() -> tuple[str | None, bool]:
             proxy = rpc()
             text = str(proxy.tailProcessStdoutLog(name, 0, _TAIL_BYTES)[0])
             found = last_error_line(text)
             if found is None:  # a program whose stderr has its own log
-                found = last_error_line(str(proxy.tailProcessStderrLog(name, 0, _TAIL_BYTES)[0]))
-            return found
+                text = str(proxy.tailProcessStderrLog(name, 0, _TAIL_BYTES)[0])
+                found = last_error_line(text)
+            return found, needs_repair(name, text)
 
         fut = asyncio.ensure_future(asyncio.to_thread(call))
         self._tails[name] = fut
         fut.add_done_callback(lambda f: self._error_read(name, f))
 
-    def _error_read(self, name: str, fut: asyncio.Future[str | None]) -> None:
+    def _error_read(self, name: str, fut: asyncio.Future[tuple[str | None, bool]]) -> None:
         self._tails.pop(name, None)
         if fut.cancelled() or fut.exception() is not None:
             return  # no log (stdout_logfile=NONE) or supervisord busy: the state says enough
-        self.tracker.note_error(name, fut.result())
+        error, damaged = fut.result()
+        if damaged and self._repairing is None:
+            if self._repairs_unproven.get(name, 0) < _MAX_REPAIRS:
+                error = "block filter index damaged by a crash: repairing it"
+                self._repair(name)
+            else:  # the rewind did not help: a person must choose (-reindex: days)
+                error = (f"block filter index still damaged after {_MAX_REPAIRS} repairs: "
+                         "bitcoind needs -reindex")
+        self.tracker.note_error(name, error)
+        self._publish()
+
+    def _repair(self, name: str) -> None:
+        """Run the repair its log asked for (repair.py), off the event loop."""
+        assert self.rpc is not None
+        rpc = self.rpc
+        log.warning("%s: its block filter index is damaged; repairing it", name)
+        self.publisher.event("repair_started", f"{name}: block filter index damaged by a crash")
+        fut = asyncio.ensure_future(asyncio.to_thread(lambda: run_repair(rpc())))
+        self._repairing = fut
+        self._repairs_unproven[name] = self._repairs_unproven.get(name, 0) + 1
+        fut.add_done_callback(lambda f: self._repaired(name, f))
+
+    def _repaired(self, name: str, fut: asyncio.Future[tuple[bool, str]]) -> None:
+        self._repairing = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        ok, said = (False, str(exc)) if exc is not None else fut.result()
+        if ok:
+            self.tracker.note_repaired(name, said)
+            log.warning("%s: repaired (%s); started again", name, said)
+            self.publisher.event("repaired", f"{name}: {said}")
+        else:
+            log.error("%s: repair failed: %s", name, said)
+            self.tracker.note_error(name, f"block filter index repair failed: {said}")
         self._publish()
 
     async def drain(self) -> None:
         """Wait for stops still in flight (on exit)."""
         pending: set[asyncio.Future[Any]] = {*self._stops, *self._tails.values()}
+        if self._repairing is not None:
+            pending.add(self._repairing)
         if pending:
             await asyncio.wait(pending, timeout=5)
 
@@ -281,7 +324,8 @@ async def run_listener(cfg: Config, *, flood_restarts: int | None = None,
         flood_restarts=flood_restarts or sc.flood_restarts,
         flood_window_s=flood_window_s or sc.flood_window_s,
         retry_base_s=retry_base_s or sc.retry_base_s,
-        retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s), ignore=own)
+        retry_max_s=max(retry_max_s or sc.retry_max_s, retry_base_s or sc.retry_base_s),
+        ignore=[n for n in (own, REPAIR_PROGRAM) if n])
     async with StatusPublisher(cfg.hearth.run_dir, SERVICE) as publisher:
         listener = SupervisionListener(publisher, tracker, write, rpc,
                                        paused_file=cfg.supervision_paused_file)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..status.schema import MAX_COUNTERS, Phase
@@ -104,7 +105,8 @@ class SupervisionTracker:
     def __init__(self, *, flood_restarts: int = DEFAULT_FLOOD_RESTARTS,
                  flood_window_s: float = DEFAULT_FLOOD_WINDOW_S,
                  retry_base_s: float = DEFAULT_RETRY_BASE_S,
-                 retry_max_s: float = DEFAULT_RETRY_MAX_S, ignore: str | None = None) -> None:
+                 retry_max_s: float = DEFAULT_RETRY_MAX_S,
+                 ignore: str | Iterable[str] | None = None) -> None:
         if flood_restarts < 1 or not flood_window_s > 0:
             raise ValueError("flood_restarts must be >= 1 and flood_window_s > 0")
         if not 0 < retry_base_s <= retry_max_s:
@@ -114,17 +116,20 @@ class SupervisionTracker:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.retries_total = 0
-        self.ignore = ignore  # the listener's own name: its own events say nothing new
+        # The listener's own name (its own events say nothing new) and one-shot programs
+        # it runs itself (the bitcoind repair, which exits when done).
+        self.ignore = frozenset([ignore] if isinstance(ignore, str) else ignore or ())
         self.programs: dict[str, ProgramState] = {}
         self.fatal_total = 0
         self.last_error: str | None = None
+        self.repairs = 0  # programs brought back by a repair (repair.py)
         self._events: list[tuple[str, str]] = []
 
     # --- input -------------------------------------------------------------------------
     def seed(self, name: str, state: str, now: float = 0.0, *, paused: bool = False) -> None:
         """A program's state from ``getAllProcessInfo`` at start; events seen already win.
         ``paused``: a listener before us paused it (it is STOPPED, but not for good)."""
-        if name == self.ignore or name in self.programs:
+        if name in self.ignore or name in self.programs:
             return
         p = self.programs[name] = ProgramState(name, state=state, fatal=state == "FATAL")
         if paused and state == "STOPPED":
@@ -141,6 +146,14 @@ class SupervisionTracker:
         p = self.programs.get(name)
         if p is not None and error:
             p.error = error
+
+    def note_repaired(self, name: str, what: str) -> None:
+        """A repair brought ``name`` back: counted, and said until the next problem."""
+        self.repairs += 1
+        self.last_error = f"{name} repaired after a crash: {what}"
+        p = self.programs.get(name)
+        if p is not None:
+            p.error = None
 
     def due(self, now: float) -> list[str]:
         """Programs whose retry delay is over: start them (the caller does)."""
@@ -166,7 +179,7 @@ class SupervisionTracker:
     def apply(self, ev: ProcessStateEvent, now: float) -> list[str]:
         """Take one event seen at monotonic time ``now``; returns programs to stop."""
         name = ev.namespec
-        if name == self.ignore or ev.process == self.ignore:
+        if name in self.ignore or ev.process in self.ignore:
             return []
         p = self.programs.setdefault(name, ProgramState(name))
         p.state = ev.state
@@ -233,6 +246,7 @@ class SupervisionTracker:
             "programs": len(progs), "running": running, "fatal": len(fatal),
             "backoff": sum(p.state == "BACKOFF" for p in progs), "fatal_total": self.fatal_total,
             "flood_stopped": len(flooded), "failing": len(failing), "retries": self.retries_total,
+            "repairs": self.repairs,
         }
         # Two per program while they fit the schema's limit; a box has about nine.
         for p in progs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -42,8 +43,10 @@ class TowerRefused(Exception):
 
 class TeosClient:
     def __init__(self, base_url: str, user_key: PrivateKey, *, tower_id: bytes | None = None,
-                 basic_auth: tuple[str, str] | None = None, timeout: float = 30.0) -> None:
+                 basic_auth: tuple[str, str] | None = None, timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.ssl_context = ssl_context  # for https://: e.g. one trusting the box's certificate
         self.key = user_key
         self.tower_id = tower_id
         self.basic_auth = basic_auth
@@ -61,7 +64,8 @@ class TeosClient:
             token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout,
+                                        context=self.ssl_context) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             text = exc.read()

@@ -12,10 +12,13 @@ HTTP Basic auth guards the Electrum methods and TEOS registration on the network
 listeners: no ``Authorization`` header gets 401 (with ``WWW-Authenticate``), a wrong one
 403. The other TEOS calls are authenticated by the user's signature.
 
-Request cost is bounded before the API sees a body (:class:`RequestGuard`, shared by the
-listeners): at most ``_MAX_BODY`` bytes (413), read within ``_BODY_TIMEOUT`` (408), at
-most ``per_address`` requests at once from one address (503), and JSON with too many
-values or nested too deep is refused unparsed with 400 and TEOS's
+Connections are bounded before aiohttp sees a byte (:class:`~appliance.tower.gate.ConnectionGate`
+on the TCP listeners: per-address and total caps, TLS handshakes capped and timed, request
+headers due within 10 s). Request cost is bounded before the API sees a body
+(:class:`RequestGuard`, shared by the listeners): at most ``_MAX_BODY`` bytes (413), read
+within ``_BODY_TIMEOUT`` (408), at most ``per_address`` requests at once from one address
+(503), and JSON with too many values or nested too deep is refused unparsed with 400 and
+TEOS's
 ``INVALID_REQUEST_FORMAT`` (a JSON-RPC error on ``POST /``). Refusals are counted and
 logged at a bounded rate.
 """
@@ -36,6 +39,7 @@ from ..jsonguard import json_cost_error
 from ..peers import AddressCounts
 from ..ratelog import RateLimitedLog
 from .api import INVALID_REQUEST_FORMAT, TeosError, TowerAPI
+from .gate import ConnectionGate, GateLimits
 
 __all__ = ["BasicAuth", "RequestGuard", "make_app"]
 
@@ -50,12 +54,19 @@ _INVALID_REQUEST = -32600  # JSON-RPC 2.0
 class RequestGuard:
     """Limits every tower listener shares; ``refused`` counts what they turned away."""
 
-    def __init__(self, *, per_address: int = 8, body_timeout: float = _BODY_TIMEOUT) -> None:
+    def __init__(self, *, per_address: int = 8, body_timeout: float = _BODY_TIMEOUT,
+                 gate: GateLimits | None = None) -> None:
         self.per_address = per_address
         self.body_timeout = body_timeout
         self.refused = 0
         self._running = AddressCounts()
         self._log = RateLimitedLog(log, "refused tower requests")
+        #: before a request: connections, TLS handshakes, header deadline (gate.py)
+        self.gate = ConnectionGate(self._refuse_connection, gate)
+
+    def _refuse_connection(self, address: str, message: str) -> None:
+        self.refused += 1
+        self._log("refused a connection from %s: %s", address, message)
 
     def refuse(self, request: web.Request, status: int, message: str) -> web.Response:
         self.refused += 1
@@ -73,7 +84,9 @@ class RequestGuard:
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
         address = request.remote or ""
+        self.gate.headers_in(request.transport)
         if not self._running.acquire(address, self.per_address):
+            self.gate.answered(request.transport)
             return self.refuse(request, 503, f"more than {self.per_address} requests at once")
         try:
             async with asyncio.timeout(self.body_timeout):
@@ -85,6 +98,7 @@ class RequestGuard:
                                f"request not received within {self.body_timeout:g} s")
         finally:
             self._running.release(address)
+            self.gate.answered(request.transport)
 
 
 class BasicAuth:

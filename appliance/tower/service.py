@@ -41,6 +41,7 @@ from ..status.fields import LAST_BREACH_STOPPED, LAST_BREACH_TS, LAST_BREACH_TXI
 from ..tls import ensure_certificate, server_ssl_context
 from .api import TowerAPI, TowerLimits
 from .follow import TowerListener
+from .gate import GatedSite
 from .http import BasicAuth, RequestGuard, make_app
 from .relay import TowerRelay
 from .store import TowerStore
@@ -164,8 +165,8 @@ class TowerService:
             if name == "unix":
                 site = web.UnixSite(runner, where["path"])
             else:
-                site = web.TCPSite(runner, where["host"], where["port"],
-                                   ssl_context=where.get("ssl_context"), reuse_address=True)
+                site = GatedSite(runner, where["host"], where["port"], gate=self.http_guard.gate,
+                                 ssl_context=where.get("ssl_context"))
             await site.start()
             server = getattr(site, "_server", None)
             if name != "unix" and server is not None and server.sockets:

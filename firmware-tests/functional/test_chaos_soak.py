@@ -63,8 +63,11 @@ from functional.framework.util import wait_until
 
 KILLS = int(os.environ.get("HEARTH_SOAK_KILLS", "6"))
 MINUTES = float(os.environ.get("HEARTH_SOAK_MINUTES", "1.5"))
-# bitcoind's chainstate is flushed after every block (see Workload.flush); 0 shows why.
-FLUSH = os.environ.get("HEARTH_SOAK_FLUSH", "1") != "0"
+# When bitcoind's chainstate is flushed after a block the soak mines (Workload.flush):
+# "random" (half the time: reorgs then land below the last flush, and a kill -9 after one
+# damages Knots' block filter index, which the box must repair by itself), "1" always,
+# "0" never (Knots on regtest then never flushes within a run).
+FLUSH = os.environ.get("HEARTH_SOAK_FLUSH", "random")
 # Start-up, the storms' time budget, and the last storm's checks.
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(MINUTES * 60 + 900)]
 
@@ -90,6 +93,8 @@ class Ledger:
     kills: dict[str, int] = field(default_factory=dict)
     storms: list[dict[str, Any]] = field(default_factory=list)
     behind: list[int] = field(default_factory=list)  # blocks bitcoind lost in "behind" storms
+    flushes: int = 0
+    reorg_power_cuts: int = 0  # reorgs followed by a kill -9 of bitcoind
 
 
 class Box:
@@ -141,8 +146,17 @@ class Box:
             return False
         return True
 
+    def filter_index_repairs(self) -> int:
+        """How often the listener repaired bitcoind's block filter index (its log)."""
+        try:
+            text = (self.d / "log" / "bitcoind-repair.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count("rewound to height")
+
     def all_running(self) -> bool:
         states = self.states()
+        states.pop("bitcoind-repair", None)  # one-shot: runs only when bitcoind needs it
         return bool(states) and all(s == "RUNNING" for s, _ in states.values())
 
     # --- bitcoind --------------------------------------------------------------------------
@@ -227,17 +241,18 @@ class Workload:
             self.flush()
 
     def flush(self) -> None:
-        """Make bitcoind write its chainstate now (``gettxoutsetinfo`` flushes first).
+        """Make bitcoind write its chainstate now (``gettxoutsetinfo`` flushes first), as
+        ``HEARTH_SOAK_FLUSH`` says.
 
         Knots 29.4 on regtest never flushes by itself within a run; after a reorg below
-        its last flushed tip, a kill -9 leaves its block filter index ahead of the
-        chainstate on another branch and bitcoind refuses to start for good ("Cannot
-        read last block filter header; index may be corrupted"). That is bitcoind's bug,
-        reported separately (docs/reliability.md); flushing here keeps the soak about
-        Hearth. ``HEARTH_SOAK_FLUSH=0`` reproduces it.
+        its last flushed tip, a kill -9 leaves its block filter index out of step and
+        bitcoind stops at every start ("Cannot read last block filter header; index may
+        be corrupted") until the supervision listener repairs the index
+        (docs/reliability.md). Flushing at random makes reorgs below a flush common.
         """
-        if FLUSH:
+        if FLUSH == "1" or (FLUSH == "random" and self.rng.random() < 0.5):
             self.box.node.gettxoutsetinfo("none")
+            self.ledger.flushes += 1
 
     def appointment(self, *, mine: bool) -> None:
         user_id = self.user.public_key.format().hex()
@@ -492,6 +507,8 @@ def test_chaos_soak(sim: Box) -> None:
         "appointment_refusals": ledger.appointment_refusals,
         "backup_records_acked": len(ledger.backup), "backup_refusals": ledger.backup_refusals,
         "behind_blocks": ledger.behind, "wallet_txs": ledger.txs,
+        "flush": FLUSH, "flushes": ledger.flushes, "reorg_power_cuts": ledger.reorg_power_cuts,
+        "filter_index_repairs": box.filter_index_repairs(),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "height": int(node.getblockcount()),
     }
@@ -533,11 +550,22 @@ def storm(kind: str, box: Box, work: Workload, ledger: Ledger, rng: random.Rando
         work.step()
         if box.rpc_ready():
             depth = rng.randint(1, 6)
+            # Half the reorgs end in a power cut, after a flush at the tip they replace:
+            # Knots' block filter index is then damaged, and the box must repair it.
+            power_cut = FLUSH == "random" and rng.random() < 0.5
+            if power_cut:
+                box.node.gettxoutsetinfo("none")
+                ledger.flushes += 1
             height = int(box.node.getblockcount())
             box.node.invalidateblock(box.node.getblockhash(height - depth + 1))
             kill(rng.choice(PROGRAMS[1:]))
             box.node.mine(depth + 1, box.node.new_address("bech32m"))
-            work.flush()
+            if power_cut:
+                ledger.reorg_power_cuts += 1
+                kill("bitcoind")
+                wait_until(box.rpc_ready, timeout=RECOVERY_S, factor=box.factor, interval=0.5)
+            else:
+                work.flush()
         work.step()
     elif kind == "disk":
         work.step(mine=False)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +15,8 @@ import pytest
 
 from appliance.node.bitcoin_conf import IBD_MARKER
 from functional.framework.node import NodeFactory
-from functional.framework.util import hearth_section, supervisord_header, wait_until, write_config
+from functional.framework.supervisord import supervisord
+from functional.framework.util import hearth_section, wait_until, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
@@ -38,8 +37,7 @@ def test_dbcache_lowered_and_bitcoind_restarted_after_sync(node_factory: NodeFac
         toml = d / "hearth.toml"
         write_config(toml, {"hearth": hearth_section(d),
                             "node": {**node.hearth_node(("hashblock",)), "conf_file": conf}})
-        sup = d / "supervisord.conf"
-        sup.write_text(supervisord_header(d) + f"""
+        programs = f"""
 [program:bitcoind]
 command={' '.join(args)} -conf={conf} -printtoconsole=1
 priority=10
@@ -53,10 +51,8 @@ priority=20
 startsecs=2
 redirect_stderr=true
 stdout_logfile={d}/node.log
-""")
-        proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(sup)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+"""
+        with supervisord(d, programs):
             def cache_sizes() -> list[float]:
                 log = d / "bitcoind.log"
                 return [float(m) for m in _UTXO_CACHE.findall(log.read_text())] if log.exists() else []
@@ -68,8 +64,5 @@ stdout_logfile={d}/node.log
             # Mode and group kept: on the image bitcoind reads it through its group.
             assert conf.stat().st_mode & 0o7777 == 0o640
             assert "initial sync over: dbcache=40, restarting bitcoind" in (d / "node.log").read_text()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=90)
     finally:
         shutil.rmtree(d, ignore_errors=True)

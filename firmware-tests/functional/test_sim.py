@@ -27,6 +27,8 @@ def test_sim_up_status_down(tmp_path: Path, bitcoind_bindir: Path) -> None:
         assert connect == json.loads(up.stdout)
         assert connect["network"] == "regtest" and connect["bitcoind"]["height"] >= 101
         assert (d / "hearth.toml").stat().st_mode & 0o077 == 0
+        # Issue 12: it was 0644 while holding the tower password and the pairing code.
+        assert (d / "connect.json").stat().st_mode & 0o077 == 0
         # The watchtower runs too and says how Electrum reaches it.
         tower = connect["tower"]
         assert tower["watchtower_url"].startswith("http://hearth:") and tower["ports"]["noise"]

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from appliance.status import Phase, ServiceStatus, read_status_once
-from functional.framework.util import supervisord_header, wait_until, write_config
+from functional.framework.supervisord import ctl, supervisord
+from functional.framework.util import wait_until, write_config
 
 # About 10 s: supervisord's BACKOFF delays and the flapping program's 1.1 s lives.
 pytestmark = pytest.mark.slow
@@ -44,8 +45,7 @@ class Box:
     factor: float
 
     def ctl(self, *args: str) -> str:
-        return subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), *args],
-                              capture_output=True, text=True, timeout=30).stdout
+        return ctl(self.conf, *args)
 
     def state(self, program: str) -> tuple[str, int | None]:
         """(STATE, pid) from ``supervisorctl status``."""
@@ -79,7 +79,7 @@ def _conf(d: Path, hearth_toml: Path) -> str:
     listener = (f"{sys.executable} -m appliance.supervision.service --config {hearth_toml} "
                 f"--flood-restarts {FLOOD_RESTARTS} --flood-window {FLOOD_WINDOW_S} "
                 f"--retry-base {RETRY_BASE_S} --retry-max {RETRY_MAX_S}")
-    return supervisord_header(d) + f"""
+    return f"""
 [eventlistener:hearth-supervision]
 command={listener}
 events=PROCESS_STATE
@@ -127,19 +127,10 @@ def box(timeout_factor: float) -> Iterator[Box]:
     run_dir.mkdir()
     hearth_toml = d / "hearth.toml"
     write_config(hearth_toml, {"hearth": {"network": "regtest", "run_dir": run_dir}})
-    conf = d / "supervisord.conf"
-    conf.write_text(_conf(d, hearth_toml))
-    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield Box(d, run_dir, conf, proc, timeout_factor)
+        with supervisord(d, _conf(d, hearth_toml)) as (conf, proc):
+            yield Box(d, run_dir, conf, proc, timeout_factor)
     finally:
-        proc.send_signal(signal.SIGTERM)  # it stops every program, then exits
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         err = d / "listener.err"
         if err.exists():
             sys.stderr.write(err.read_text()[-4000:])  # shown only when a test fails

@@ -16,7 +16,10 @@ BOOT_TIMEOUT = 900.0
 def expected_programs() -> set[str]:
     conf = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
     conf.read(REPO / "rootfs-overlay/etc/supervisor/conf.d/hearth.conf")
-    return {s.split(":", 1)[1] for s in conf.sections() if s.startswith(("program:", "eventlistener:"))}
+    # autostart=false: a one-shot program (bitcoind-repair), not a service; hearth-ready skips it.
+    return {s.split(":", 1)[1] for s in conf.sections()
+            if s.startswith(("program:", "eventlistener:"))
+            and conf[s].get("autostart", "true") != "false"}
 
 
 def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from appliance.config import dump_toml
 
 __all__ = ["APPLIANCE", "CLIENT", "assert_raises_rpc_error", "free_port", "hearth_section",
-           "run_client", "running", "stop_process", "supervisord_header", "wait_until", "write_config"]
+           "run_client", "running", "stop_process", "wait_until", "write_config"]
 
 
 #: The commands the venv installs, run as subprocesses the way an owner runs them.
@@ -71,28 +71,6 @@ def run_client(state: Path, *args: str, stdin: str | None = None, check: bool = 
     if check and res.returncode != 0:
         raise AssertionError(res.stdout + res.stderr)
     return res
-
-
-def supervisord_header(d: Path) -> str:
-    """supervisord.conf's own sections for a test supervisord in ``d`` (socket ``d/s.sock``);
-    the test appends its programs."""
-    return f"""
-[unix_http_server]
-file={d}/s.sock
-chmod=0700
-
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-loglevel=info
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/s.sock
-"""
 
 
 def _bindable(port: int) -> bool:

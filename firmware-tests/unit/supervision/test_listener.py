@@ -426,3 +426,83 @@ def test_run_listener_refuses_a_stdin_that_is_not_a_pipe(run_dir: Path, tmp_path
     cfg = load_config(cfg_file)
     with open(os.devnull, "rb") as devnull, pytest.raises(RuntimeError, match="not a pipe"):
         asyncio.run(asyncio.wait_for(run_listener(cfg, stdin=devnull, write=lambda b: None), 10))
+
+
+class FakeSupervisor:
+    """bitcoind failing with a damaged filter index, and the bitcoind-repair program."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.repair_runs = 0
+
+    def stopProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
+        self.calls.append(("stop", name))
+        return True
+
+    def startProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
+        self.calls.append(("start", name))
+        if name == "bitcoind-repair":
+            self.repair_runs += 1
+        return True
+
+    def getProcessInfo(self, name: str) -> dict[str, Any]:  # noqa: N802
+        return {"start": self.repair_runs, "pid": 0, "exitstatus": 0,
+                "statename": "EXITED" if self.repair_runs else "STOPPED"}
+
+    def tailProcessStdoutLog(self, name: str, offset: int, length: int  # noqa: N802
+                             ) -> tuple[str, int, bool]:
+        if name == "bitcoind-repair":
+            return ("block filter index rewound to height 5; bitcoind rebuilds it\n", 0, False)
+        return ("[error] Cannot read last block filter header; index may be corrupted\n"
+                "Shutdown: done\n", 0, False)
+
+    def tailProcessStderrLog(self, name: str, offset: int, length: int  # noqa: N802
+                             ) -> tuple[str, int, bool]:
+        return ("", 0, False)
+
+
+def test_listener_repairs_bitcoinds_filter_index_then_gives_up_if_it_does_not_help(
+        run_dir: Path) -> None:
+    sup = FakeSupervisor()
+
+    async def settle(listener: SupervisionListener) -> None:
+        for _ in range(50):
+            await listener.drain()
+            if listener._repairing is None and not listener._tails:  # noqa: SLF001
+                return
+            await asyncio.sleep(0.05)
+
+    async def body() -> None:
+        async with StatusPublisher(run_dir, "supervisor") as pub:
+            listener = SupervisionListener(pub, SupervisionTracker(), lambda b: None,
+                                           lambda: sup, clock=lambda: 0.0)
+            listener.start()
+            listener.feed(frame("BACKOFF", "bitcoind", tries=1))
+            await settle(listener)
+            assert sup.calls == [("stop", "bitcoind"), ("start", "bitcoind-repair"),
+                                 ("start", "bitcoind")]
+            st = pub.status
+            assert st.counters["repairs"] == 1
+            assert st.last_error == ("bitcoind repaired after a crash: block filter index "
+                                     "rewound to height 5; bitcoind rebuilds it")
+            for _ in range(2):  # still failing the same way: repaired again, up to 3 times
+                listener.feed(frame("BACKOFF", "bitcoind", tries=1))
+                await settle(listener)
+            assert sup.repair_runs == 3
+            listener.feed(frame("BACKOFF", "bitcoind", tries=1))
+            await settle(listener)
+            assert sup.repair_runs == 3  # not a fourth: the rewind does not help
+            listener.feed(frame("FATAL", "bitcoind", from_state="BACKOFF"))
+            await settle(listener)
+            assert "needs -reindex" in pub.status.detail
+            # Once bitcoind stays up, a later damage is repaired again.
+            listener.feed(frame("STARTING", "bitcoind") + frame("RUNNING", "bitcoind", pid=9))
+            listener.feed(frame("BACKOFF", "bitcoind", tries=1))
+            await settle(listener)
+            assert sup.repair_runs == 4
+            # Other programs' logs never ask for it.
+            listener.feed(frame("BACKOFF", "hearth-indexer", tries=1))
+            await settle(listener)
+            assert sup.repair_runs == 4
+
+    asyncio.run(asyncio.wait_for(body(), 30))

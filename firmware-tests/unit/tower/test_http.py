@@ -72,3 +72,50 @@ def test_RequestGuard_times_out_slow_bodies_and_caps_requests_per_address(
             await runner.cleanup()
             store.close()
     asyncio.run(main())
+
+
+async def _serve_gated(tmp_path: Path, guard: RequestGuard) -> tuple[web.AppRunner, int]:
+    from appliance.tower.gate import GatedSite
+
+    app = make_app(TowerAPI(TowerStore(tmp_path / "db"), PrivateKey(), lambda: 500,
+                            TowerLimits()), auth=None, lan_only=True, guard_with=guard)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = GatedSite(runner, "127.0.0.1", 0, gate=guard.gate)
+    await site.start()
+    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    return runner, port
+
+
+def test_gate_caps_connections_and_closes_slow_or_idle_ones(tmp_path: Path) -> None:
+    from appliance.tower.gate import GateLimits
+
+    async def run() -> None:
+        guard = RequestGuard(gate=GateLimits(per_address=3, max_connections=4, header_timeout=0.5))
+        runner, port = await _serve_gated(tmp_path, guard)
+        try:
+            # A keep-alive client is answered twice on one connection, each in time.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(2):
+                writer.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await _answer(reader))[0] == 200
+            # ... then, idle past the header deadline, it is closed.
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            # Headers that never end are cut at the deadline, not held.
+            slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+            slow.write(b"GET /ping HTTP/1.1\r\nHo")
+            assert await asyncio.wait_for(slow_reader.read(), 5) == b""
+            slow.close()
+            # Past the per-address cap a connection is reset at once; the held ones stay.
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+            assert await asyncio.wait_for(held[3][0].read(), 5) == b""
+            assert guard.gate.connections == 3
+            assert guard.refused >= 3  # idle, slow headers, over the cap
+            for _, w in held:
+                w.close()
+        finally:
+            await runner.cleanup()
+        assert guard.gate.connections == 0
+
+    asyncio.run(run())
