@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import double_sha256, hash_to_hex_str
+from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..chain.utxo import Utxo
 from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
@@ -138,7 +138,7 @@ class Backfiller:
         for u in result.get("unspents", []):
             sh = scripthash_of(bytes.fromhex(u["scriptPubKey"]))
             provisional.setdefault(sh, []).append(Utxo(
-                bytes.fromhex(u["txid"])[::-1], int(u["vout"]), int(u["height"]),
+                hex_str_to_hash(u["txid"]), int(u["vout"]), int(u["height"]),
                 int(Decimal(u["amount"]) * 100_000_000)))
             # Start the gap past the highest index that holds coins.
             desc = u.get("desc", "")

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from itertools import accumulate, compress, repeat
 from operator import mul, rshift
 
+from ..chain import hash_to_hex_str
+
 __all__ = [
     "FILTER_M",
     "FILTER_P",
@@ -296,7 +298,7 @@ class GCSFilter:
 
     @classmethod
     def from_hex(cls, block_hash_internal_order: bytes, filter_hex: str) -> GCSFilter:
-        """From ``getblockfilter``'s ``filter`` field (hash: ``bytes.fromhex(hex)[::-1]``)."""
+        """From ``getblockfilter``'s ``filter`` field (hash: ``hex_str_to_hash(hex)``)."""
         try:
             data = bytes.fromhex(filter_hex)
         except (ValueError, TypeError) as exc:
@@ -307,7 +309,7 @@ class GCSFilter:
         return self.n
 
     def __repr__(self) -> str:
-        return f"GCSFilter(block={self.block_hash[::-1].hex()}, n={self.n})"
+        return f"GCSFilter(block={hash_to_hex_str(self.block_hash)}, n={self.n})"
 
     def hash_to_range(self, item: bytes) -> int:
         """The value ``item`` has (or would have) in this filter: SipHash, then fast range."""

@@ -226,7 +226,7 @@ class Indexer:
         entry = AdhocEntry(now, now)
         self.adhoc.entries[scripthash] = entry
         self.store.put_adhoc(scripthash, entry)
-        log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash[::-1].hex()[:16],
+        log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash.hex()[:16],
                  len(self.adhoc))
         return True
 

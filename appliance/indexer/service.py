@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from ..chain import double_sha256
+from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..config import Config
 from ..control import ControlError, ControlServer
 from ..durability import WriteFailed
@@ -260,7 +260,7 @@ class IndexerService:
         stats = self.follower.stats
         return {
             "height": tip[0] if tip else None,
-            "tip": double_sha256(header)[::-1].hex() if header else None,
+            "tip": hash_to_hex_str(double_sha256(header)) if header else None,
             "wallets": len(self.indexer.wallets),
             "scripts": len(self.indexer.scripts.refs),
             "adhoc_scripts": len(self.indexer.adhoc),
@@ -380,7 +380,7 @@ async def main(cfg: Config) -> None:
             log.info("waiting for bitcoind at %s", rpc.url)
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")
             await rpc.wait_ready(timeout=float("inf"))
-            genesis = bytes.fromhex(await rpc.call("getblockhash", 0))[::-1]
+            genesis = hex_str_to_hash(await rpc.call("getblockhash", 0))
             store = IndexStore(cfg.service_dir("indexer") / "index", genesis,
                                cache_mib=cfg.indexer.db_cache_mib)
             try:
