@@ -399,6 +399,7 @@ class _Scope:
     outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
     _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
     _query: ScriptSet | None = None
+    _query_prev: ScriptSet | None = None
 
     @property
     def key(self) -> bytes:
@@ -441,7 +442,11 @@ class _Scope:
         """The scope's scripts prepared for filter matching, rebuilt only when they change."""
         scripts = self.script_set(idx)
         if self._query is None:
-            self._query = ScriptSet(scripts)
+            # The gap moves a few scripts per matched block: grow the last query rather
+            # than pack every script again.
+            old = self._query_prev
+            self._query = ScriptSet(scripts) if old is None else old.updated(scripts)
+            self._query_prev = self._query
         return self._query
 
     def scripts(self, idx: Indexer) -> list[bytes]:
