@@ -188,6 +188,7 @@ class Backfiller:
         self.progress[scope.key] = prog
         unsaved = 0
         pacer = Pacer()
+        costs = _Costs()
         await scope.load_outputs(idx, pacer)
         while True:
             wallet = idx.wallets.get(scope.wid)
@@ -203,14 +204,17 @@ class Backfiller:
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
             query = scope.query(idx)
-            if has_filters:
+            if has_filters and not (costs.filters_cost_more() and await self._kept(start)):
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
                 if scope.query(idx) is not query:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
+            began = time.perf_counter()
             matched = await self._matching(hashes, filters, query, pacer)
+            if filters[0] is not None:
+                costs.filtered(len(hashes), time.perf_counter() - began)
             prefetched = await self._prefetch(matched)
             for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
                 await pacer.tick()
@@ -227,12 +231,15 @@ class Backfiller:
                     scope.set_height(wallet, height)
                     prog.done += 1
                     unsaved += 1
+                    costs.ruled_out()
                     continue
+                began = time.perf_counter()
                 raw = prefetched.pop(block_hash, None) or await self._fetch(block_hash, prog)
                 wallet = idx.wallets.get(scope.wid)
                 if wallet is None or idx.store.header(height) != headers[offset]:
                     break
                 touched = await self._apply(scope, wallet, raw, height)
+                costs.applied(time.perf_counter() - began, bool(touched))
                 query = scope.query(idx)  # the gap may have grown
                 prog.done += 1
                 unsaved = 0
@@ -243,6 +250,11 @@ class Backfiller:
             if wallet is not None and unsaved >= _SAVE_EVERY:
                 idx.store.put_wallet(scope.wid, wallet.to_record())
                 unsaved = 0
+
+    async def _kept(self, height: int) -> bool:
+        """Whether bitcoind still has the blocks from ``height`` on (not pruned)."""
+        info = await self.rpc.call("getblockchaininfo")
+        return not info.get("pruned") or height > int(info.get("pruneheight", 0)) + 1
 
     async def _has_filters(self) -> bool:
         try:
@@ -377,6 +389,46 @@ class Backfiller:
         task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Costs:
+    """Whether matching filters still pays for itself in this scan.
+
+    A filter match costs about the same whatever the block (SipHash of every wallet
+    script); it saves fetching and applying the blocks it rules out. When almost every
+    block holds a wallet transaction (a busy wallet's years), the filters rule out
+    nothing and matching them is pure cost: fetch the (locally kept) blocks directly
+    until the share of blocks that touch the wallet drops again. Running averages."""
+
+    __slots__ = ("filter_s", "block_s", "hit")
+
+    def __init__(self) -> None:
+        self.filter_s: float | None = None  # seconds per filter match
+        self.block_s: float | None = None  # seconds per block fetched and applied
+        self.hit = 0.0  # share of applied blocks that touched the scope
+
+    def filtered(self, count: int, seconds: float) -> None:
+        self.filter_s = _average(self.filter_s, seconds / max(1, count))
+
+    def applied(self, seconds: float, touched: bool) -> None:
+        self.block_s = _average(self.block_s, seconds)
+        self.hit += (float(touched) - self.hit) * _WEIGHT
+
+    def ruled_out(self) -> None:
+        self.hit -= self.hit * _WEIGHT
+
+    def filters_cost_more(self) -> bool:
+        if self.filter_s is None or self.block_s is None:
+            return False
+        # Per block: filter + hit * block (filters) against block (none).
+        return self.filter_s > (1.0 - self.hit) * self.block_s
+
+
+_WEIGHT = 0.05  # of the newest sample in the running averages (~the last 20 blocks)
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else old + (new - old) * _WEIGHT
 
 
 class _Matched(list[bytes]):
