@@ -36,6 +36,7 @@ from ..chain.utxo import Utxo
 from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
 from ..node.pace import Pacer, parse_block_aside
+from . import heap
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
@@ -215,37 +216,41 @@ class Backfiller:
             matched = await self._matching(hashes, filters, query, pacer)
             if filters[0] is not None:
                 costs.filtered(len(hashes), time.perf_counter() - began)
-            prefetched = await self._prefetch(matched)
-            for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
-                await pacer.tick()
-                height = start + offset
-                wallet = idx.wallets.get(scope.wid)
-                if wallet is None or idx.store.header(height) != headers[offset]:
-                    break  # removed, or a reorg replaced this height: next round re-reads
-                if isinstance(filt, Exception):
-                    raise RuntimeError(f"getblockfilter at {height}: {filt}")
-                if scope.query(idx) is not query:
-                    break  # the job grew (a client asked further): redo from here
-                if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
-                        block_hash, filt["filter"]).match_any(query)):
-                    scope.set_height(wallet, height)
+            prefetched = _Prefetch(self.rpc, matched)
+            try:
+                for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
+                    await pacer.tick()
+                    height = start + offset
+                    wallet = idx.wallets.get(scope.wid)
+                    if wallet is None or idx.store.header(height) != headers[offset]:
+                        break  # removed, or a reorg replaced this height: next round re-reads
+                    if isinstance(filt, Exception):
+                        raise RuntimeError(f"getblockfilter at {height}: {filt}")
+                    if scope.query(idx) is not query:
+                        break  # the job grew (a client asked further): redo from here
+                    if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
+                            block_hash, filt["filter"]).match_any(query)):
+                        scope.set_height(wallet, height)
+                        prog.done += 1
+                        unsaved += 1
+                        costs.ruled_out()
+                        continue
+                    began = time.perf_counter()
+                    raw = await prefetched.take(block_hash) or await self._fetch(block_hash,
+                                                                                  prog)
+                    wallet = idx.wallets.get(scope.wid)
+                    if wallet is None or idx.store.header(height) != headers[offset]:
+                        break
+                    touched = await self._apply(scope, wallet, raw, height)
+                    costs.applied(time.perf_counter() - began, bool(touched))
+                    query = scope.query(idx)  # the gap may have grown
                     prog.done += 1
-                    unsaved += 1
-                    costs.ruled_out()
-                    continue
-                began = time.perf_counter()
-                raw = prefetched.pop(block_hash, None) or await self._fetch(block_hash, prog)
-                wallet = idx.wallets.get(scope.wid)
-                if wallet is None or idx.store.header(height) != headers[offset]:
-                    break
-                touched = await self._apply(scope, wallet, raw, height)
-                costs.applied(time.perf_counter() - began, bool(touched))
-                query = scope.query(idx)  # the gap may have grown
-                prog.done += 1
-                unsaved = 0
-                if touched:
-                    prog.matched_blocks += 1
-                    await self.on_scripthashes(touched)
+                    unsaved = 0
+                    if touched:
+                        prog.matched_blocks += 1
+                        await self.on_scripthashes(touched)
+            finally:
+                prefetched.close()
             wallet = idx.wallets.get(scope.wid)
             if wallet is not None and unsaved >= _SAVE_EVERY:
                 idx.store.put_wallet(scope.wid, wallet.to_record())
@@ -276,23 +281,6 @@ class Backfiller:
                     f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
                 matched.append(h)
         return matched
-
-    async def _prefetch(self, wanted: list[bytes]) -> dict[bytes, bytes]:
-        """The matching blocks, in RPC batches: a round trip per block cost more than
-        matching it. Pruned ones (and blocks that only match once the gap grows) are
-        left to ``_fetch``."""
-        out: dict[bytes, bytes] = {}
-        held = 0
-        for start in range(0, len(wanted), _PREFETCH):
-            if held > _PREFETCH_BYTES:
-                break  # the rest one by one, as the matching reaches them
-            chunk = wanted[start:start + _PREFETCH]
-            raws = await self.rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
-            for h, r in zip(chunk, raws, strict=True):
-                if isinstance(r, str):
-                    out[h] = bytes.fromhex(r)
-                    held += len(out[h])
-        return out
 
     async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
         hash_hex = hash_to_hex_str(block_hash)
@@ -380,6 +368,7 @@ class Backfiller:
             self.progress.pop(scope.key, None)
             idx.job_finished(scope.key)
         log.info("wallet %s: %s", wallet.id_hex, what)
+        heap.settle()  # its scripts and outputs stay: keep full collections off them
         # Its mempool transactions were not tracked while it backfilled: add them (the
         # slice is topped up, never emptied, so clients never see it shrink).
         self._resync_mempool()
@@ -429,6 +418,58 @@ _WEIGHT = 0.05  # of the newest sample in the running averages (~the last 20 blo
 
 def _average(old: float | None, new: float) -> float:
     return new if old is None else old + (new - old) * _WEIGHT
+
+
+class _Prefetch:
+    """The matching blocks of a batch, fetched in RPC batches (a round trip per block
+    cost more than matching it) by a task of its own while earlier ones are applied:
+    bitcoind reads and hex-encodes on the other core meanwhile. At most
+    ``_PREFETCH_BYTES`` are held ahead. Pruned ones (and blocks that only match once
+    the gap grows) come back None, for ``_fetch``."""
+
+    def __init__(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready: dict[bytes, asyncio.Future[bytes | None]] = {
+            h: loop.create_future() for h in wanted}
+        self._held = 0
+        self._room = asyncio.Event()
+        self._task = loop.create_task(self._run(rpc, list(wanted)))
+
+    async def _run(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+        try:
+            for start in range(0, len(wanted), _PREFETCH):
+                while self._held > _PREFETCH_BYTES:
+                    self._room.clear()
+                    await self._room.wait()
+                chunk = wanted[start:start + _PREFETCH]
+                raws = await rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
+                for h, r in zip(chunk, raws, strict=True):
+                    raw = bytes.fromhex(r) if isinstance(r, str) else None
+                    self._held += len(raw or b"")
+                    self._resolve(h, raw)
+        except NodeError:
+            pass  # bitcoind away: the caller's own fetch says so
+        finally:
+            for h in list(self._ready):
+                self._resolve(h, None)
+
+    def _resolve(self, block_hash: bytes, raw: bytes | None) -> None:
+        fut = self._ready.get(block_hash)
+        if fut is not None and not fut.done():
+            fut.set_result(raw)
+
+    async def take(self, block_hash: bytes) -> bytes | None:
+        fut = self._ready.get(block_hash)
+        if fut is None:
+            return None
+        raw = await fut
+        del self._ready[block_hash]
+        self._held -= len(raw or b"")
+        self._room.set()
+        return raw
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 class _Matched(list[bytes]):

@@ -29,6 +29,7 @@ from ..pairing.window import PairingWindow, encode_web_token
 from ..status import Phase, StatusPublisher
 from ..tls import ensure_certificate, server_ssl_context
 from ..usb.phrase import is_acknowledged
+from . import heap
 from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
@@ -126,6 +127,7 @@ class IndexerService:
                 synced.cancel()
                 for t in done:
                     t.result()
+            heap.settle()
             tip = self.indexer.tip()
             log.info("index at height %s; %d wallets", tip[0] if tip else None,
                      len(self.indexer.wallets))
