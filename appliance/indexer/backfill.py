@@ -48,6 +48,7 @@ __all__ = ["Backfiller", "BackfillProgress"]
 log = logging.getLogger("indexer.backfill")
 
 _FILTER_BATCH = 200
+_FIRST_BATCH = 20
 _PREFETCH = 10  # matching blocks per getblock batch (~30 MB of hex at mainnet sizes)
 _PREFETCH_BYTES = 32 << 20  # blocks held ahead of matching, at most
 _SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
@@ -201,7 +202,10 @@ class Backfiller:
                 return True
             prog.end = tip[0]
             start = scope.height(wallet) + 1
-            end = min(tip[0], start + _FILTER_BATCH - 1)
+            # The first batch is short: the cost model below decides from it whether
+            # the next ones use filters at all.
+            batch = _FIRST_BATCH if prog.done == 0 else _FILTER_BATCH
+            end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
             query = scope.query(idx)
@@ -394,20 +398,20 @@ class _Costs:
     def __init__(self) -> None:
         self.filter_s: float | None = None  # seconds per filter match
         self.block_s: float | None = None  # seconds per block fetched and applied
-        self.hit = 0.0  # share of applied blocks that touched the scope
+        self.hit: float | None = None  # share of blocks that touched the scope
 
     def filtered(self, count: int, seconds: float) -> None:
         self.filter_s = _average(self.filter_s, seconds / max(1, count))
 
     def applied(self, seconds: float, touched: bool) -> None:
         self.block_s = _average(self.block_s, seconds)
-        self.hit += (float(touched) - self.hit) * _WEIGHT
+        self.hit = _average(self.hit, float(touched))
 
     def ruled_out(self) -> None:
-        self.hit -= self.hit * _WEIGHT
+        self.hit = _average(self.hit, 0.0)
 
     def filters_cost_more(self) -> bool:
-        if self.filter_s is None or self.block_s is None:
+        if self.filter_s is None or self.block_s is None or self.hit is None:
             return False
         # Per block: filter + hit * block (filters) against block (none).
         return self.filter_s > (1.0 - self.hit) * self.block_s
