@@ -137,7 +137,9 @@ class Backfiller:
             log.warning("scantxoutset failed for wallet %s: %s", wallet.id_hex, exc.message)
             return
         provisional: dict[bytes, list[Utxo]] = {}
+        pacer = Pacer()  # thousands of coins: ~30 us each here
         for u in result.get("unspents", []):
+            await pacer.tick()
             sh = scripthash_of(bytes.fromhex(u["scriptPubKey"]))
             provisional.setdefault(sh, []).append(Utxo(
                 hex_str_to_hash(u["txid"]), int(u["vout"]), int(u["height"]),
@@ -209,7 +211,13 @@ class Backfiller:
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
             query = scope.query(idx)
-            if has_filters and not (costs.filters_cost_more() and await self._kept(start)):
+            direct = has_filters and costs.filters_cost_more() and await self._kept(start)
+            if direct != costs.direct:
+                costs.direct = direct
+                log.info("wallet %s: %s from height %d", wallet.id_hex,
+                         "filters rule out no block lately; reading blocks directly"
+                         if direct else "matching filters again", start)
+            if has_filters and not direct:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
                 if scope.query(idx) is not query:
@@ -393,12 +401,13 @@ class _Costs:
     nothing and matching them is pure cost: fetch the (locally kept) blocks directly
     until the share of blocks that touch the wallet drops again. Running averages."""
 
-    __slots__ = ("filter_s", "block_s", "hit")
+    __slots__ = ("filter_s", "block_s", "hit", "direct")
 
     def __init__(self) -> None:
         self.filter_s: float | None = None  # seconds per filter match
         self.block_s: float | None = None  # seconds per block fetched and applied
         self.hit: float | None = None  # share of blocks that touched the scope
+        self.direct = False  # reading blocks without their filters now
 
     def filtered(self, count: int, seconds: float) -> None:
         self.filter_s = _average(self.filter_s, seconds / max(1, count))
