@@ -316,6 +316,7 @@ class Indexer:
         again, so a payment to a just-derived script in the same block is not missed."""
         derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
         pacer = Pacer()
+        paid: set[bytes] | None = None  # every output script of txs, once needed
         while True:
             matches = []
             for m in iter_matches(txs, watched, lookup):
@@ -323,15 +324,22 @@ class Indexer:
                     matches.append(m)
                 await pacer.tick()
             grow = self._mark_used(matches, wallet_ids)
-            if not grow:
-                if derived:
-                    await self.refresh_lookahead(set(derived))
-                return matches, derived
+            new_scripts: set[bytes] = set()
             for wid in grow:
                 wallet = self.wallets[wid]
                 new = await self.derive_wallet(wallet)
                 self._register_scripts(wallet, new)
                 derived.setdefault(wid, {}).update(new)
+                new_scripts.update(new.values())
+            if new_scripts:
+                if paid is None:
+                    paid = {o.script_pubkey for tx in txs for o in tx.outputs}
+                if not paid.isdisjoint(new_scripts):
+                    continue  # a just-derived script is paid here: match again
+            # (A script no output pays cannot be spent here either: nothing to redo.)
+            if derived:
+                await self.refresh_lookahead(set(derived))
+            return matches, derived
 
     # --- writing a block's effects --------------------------------------------------------
     def write_matches(self, batch: UndoBatch, height: int, txids: list[bytes],

@@ -14,12 +14,17 @@ def test_filters_are_used_until_both_costs_are_known() -> None:
     assert not costs.filters_cost_more()  # no block applied yet
 
 
-def test_every_block_a_hit_makes_filters_pure_cost() -> None:
+def busy(filter_s: float) -> _Costs:
+    """A first batch of 20 filters, every block a hit."""
     costs = _Costs()
-    costs.filtered(20, 20 * 0.002)
+    costs.filtered(20, 20 * filter_s)
     for _ in range(20):
         costs.applied(0.003, touched=True)
-    assert costs.filters_cost_more()
+    return costs
+
+
+def test_every_block_a_hit_makes_filters_pure_cost() -> None:
+    assert busy(0.002).filters_cost_more()
 
 
 def test_sparse_hits_keep_the_filters() -> None:
@@ -34,10 +39,7 @@ def test_sparse_hits_keep_the_filters() -> None:
 
 
 def test_a_quiet_stretch_brings_the_filters_back() -> None:
-    costs = _Costs()
-    costs.filtered(20, 20 * 0.001)
-    for _ in range(20):
-        costs.applied(0.003, touched=True)
+    costs = busy(0.001)
     assert costs.filters_cost_more()
     for _ in range(40):  # read directly, none of them ours
         costs.applied(0.003, touched=False)
