@@ -8,7 +8,10 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    (``getblockfilter``) is matched against the wallet's scripts; only matching blocks
    are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
    Filters cover spent prevout scripts too, so spends are found without an outpoint
-   index. Without a filter index, kept blocks are scanned in full instead.
+   index. Without a filter index, kept blocks are scanned in full instead; so are they
+   while filters rule out (almost) no block, as for a busy wallet whose every block
+   holds a transaction (see ``_Costs``). Matching blocks are fetched ahead, in RPC
+   batches, while earlier ones are applied (``_Prefetch``).
 3. When the backfill reaches the tip, the wallet turns live while holding the chain
    lock, so no block is missed or counted twice between backfill and live indexing;
    only its own scripts are touched (cost linear in them), yielding to the event loop
