@@ -298,17 +298,10 @@ class ZMQSubscriber:
                     self._pending.append(Notification(min(topics), b"", -1, resync=True))
 
     async def _read_data(self, sock: zmq.asyncio.Socket, topics: frozenset[str]) -> None:
-        # The messages already queued are read through a plain (synchronous) view of the
-        # same socket: the asyncio socket's recv makes a future and a poll registration
-        # per message, most of what a mempool transaction cost here.
-        plain = zmq.Socket.shadow(sock.underlying)
         for _ in range(_BATCH):
-            if not _readable(sock):  # also re-arms the asyncio socket's edge-triggered fd
+            if not _readable(sock):
                 return
-            try:
-                frames = plain.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+            frames = await sock.recv_multipart()
             if len(frames) != 3 or len(frames[2]) != 4:
                 self.stats.malformed += 1
                 log.warning("zmq: ignoring malformed message (%d frames)", len(frames))
