@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance import __version__
+from appliance.chain.encoding import hash_to_hex_str, hex_str_to_hash
 from appliance.chain.tx import parse_tx
 
 from .backend import ElectrumBackend, HistoryItem
@@ -182,28 +183,24 @@ def _boolean(value: Any, name: str) -> bool:
 
 def _hash32(value: Any, name: str) -> bytes:
     """A 64-hex-char display-order hash -> internal-order bytes."""
-    return _hex64(value, name)[::-1]
+    return hex_str_to_hash(_hex64(value, name))
 
 
 def _scripthash(value: Any) -> bytes:
     """Scripthash bytes as the index keys them: the wire hex, decoded (no reversal)."""
-    return _hex64(value, "scripthash")
+    return bytes.fromhex(_hex64(value, "scripthash"))
 
 
-def _hex64(value: Any, name: str) -> bytes:
+def _hex64(value: Any, name: str) -> str:
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
         raise RPCError.invalid_params(f"{name} must be 64 hex characters")
-    return bytes.fromhex(value)
+    return value
 
 
 def _raw_hex(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or not _HEX.fullmatch(value):
         raise RPCError.invalid_params(f"{name} must be a non-empty hex string")
     return bytes.fromhex(value)
-
-
-def _hex_rev(h: bytes) -> str:
-    return h[::-1].hex()
 
 
 # --- versions -----------------------------------------------------------------------
@@ -274,7 +271,7 @@ def canonical_history(items: Iterable[HistoryItem]) -> list[HistoryItem]:
 
 def status_of(items: Iterable[HistoryItem]) -> str | None:
     """The spec's status: sha256 of ``"tx_hash:height:"`` for each tx, None if none."""
-    text = "".join(f"{_hex_rev(i.txid)}:{i.height}:" for i in canonical_history(items))
+    text = "".join(f"{hash_to_hex_str(i.txid)}:{i.height}:" for i in canonical_history(items))
     return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
@@ -288,7 +285,7 @@ async def scripthash_status(backend: ElectrumBackend, scripthash: bytes) -> str 
 def _history_json(items: Iterable[HistoryItem]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for item in canonical_history(items):
-        entry: dict[str, Any] = {"tx_hash": _hex_rev(item.txid), "height": item.height}
+        entry: dict[str, Any] = {"tx_hash": hash_to_hex_str(item.txid), "height": item.height}
         if item.height <= 0:
             # Electrum >= 4.0.1 rejects a mempool entry without an integer fee.
             entry["fee"] = item.fee if item.fee is not None else 0
@@ -316,7 +313,7 @@ async def server_features(ctx: HandlerContext) -> dict[str, Any]:
     info = ctx.info
     return {
         "hosts": {host: dict(ports) for host, ports in info.hosts.items()},
-        "genesis_hash": _hex_rev(ctx.backend.genesis_hash),
+        "genesis_hash": hash_to_hex_str(ctx.backend.genesis_hash),
         "hash_function": "sha256",
         "server_version": info.server_version,
         "protocol_min": version_string(PROTOCOL_MIN),
@@ -361,7 +358,7 @@ async def _header_proof(ctx: HandlerContext, height: int, cp_height: int) -> dic
     if cp_height > tip_height:
         raise RPCError.bad_request(f"cp_height {cp_height} must be <= tip height {tip_height}")
     branch, root = await ctx.backend.header_branch(height, cp_height)
-    return {"branch": [_hex_rev(h) for h in branch], "root": _hex_rev(root)}
+    return {"branch": [hash_to_hex_str(h) for h in branch], "root": hash_to_hex_str(root)}
 
 
 async def blockchain_headers_subscribe(ctx: HandlerContext) -> dict[str, Any]:
@@ -461,7 +458,7 @@ async def blockchain_scripthash_listunspent(ctx: HandlerContext,
     sh, watched = await _script(ctx, scripthash)
     utxos = await ctx.backend.unspent(sh) if watched else []
     ctx.bump_cost(1.0 + len(utxos) / 50)
-    return [{"tx_hash": _hex_rev(u.txid), "tx_pos": u.vout, "height": u.height,
+    return [{"tx_hash": hash_to_hex_str(u.txid), "tx_pos": u.vout, "height": u.height,
              "value": u.value} for u in utxos]
 
 
@@ -508,7 +505,7 @@ async def blockchain_transaction_get_merkle(ctx: HandlerContext, tx_hash: Any,
     ctx.bump_cost(1.0)
     proof = await ctx.backend.merkle_proof(txid, height)
     return {"block_height": proof.block_height,
-            "merkle": [_hex_rev(h) for h in proof.branch], "pos": proof.pos}
+            "merkle": [hash_to_hex_str(h) for h in proof.branch], "pos": proof.pos}
 
 
 async def blockchain_transaction_id_from_pos(ctx: HandlerContext, height: Any, tx_pos: Any,
@@ -519,14 +516,14 @@ async def blockchain_transaction_id_from_pos(ctx: HandlerContext, height: Any, t
     ctx.bump_cost(1.0)
     txid, branch = await ctx.backend.id_from_pos(height, tx_pos)
     if not want_merkle:
-        return _hex_rev(txid)
-    return {"tx_hash": _hex_rev(txid), "merkle": [_hex_rev(h) for h in branch]}
+        return hash_to_hex_str(txid)
+    return {"tx_hash": hash_to_hex_str(txid), "merkle": [hash_to_hex_str(h) for h in branch]}
 
 
 async def blockchain_transaction_broadcast(ctx: HandlerContext, raw_tx: Any) -> str:
     raw = _raw_hex(raw_tx, "raw_tx")
     ctx.bump_cost(1.0 + len(raw) / 2500)
-    return _hex_rev(await ctx.backend.broadcast(raw))
+    return hash_to_hex_str(await ctx.backend.broadcast(raw))
 
 
 async def blockchain_transaction_broadcast_package(ctx: HandlerContext, raw_txs: Any,
@@ -551,7 +548,7 @@ async def blockchain_transaction_broadcast_package(ctx: HandlerContext, raw_txs:
     if result.get("package_msg") == "success" and not errors:
         return {"success": True}
     if not errors:
-        errors = [{"txid": _hex_rev(parse_tx(raws[-1]).txid),
+        errors = [{"txid": hash_to_hex_str(parse_tx(raws[-1]).txid),
                    "error": str(result.get("package_msg", "rejected"))}]
     return {"success": False, "errors": errors}
 

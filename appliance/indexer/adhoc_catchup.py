@@ -23,7 +23,14 @@ import asyncio
 import logging
 import time
 
-from ..chain import ChainParseError, double_sha256, hash_to_hex_str, parse_block, parse_tx
+from ..chain import (
+    ChainParseError,
+    double_sha256,
+    hash_to_hex_str,
+    hex_str_to_hash,
+    parse_block,
+    parse_tx,
+)
 from ..chain import script_to_scripthash as scripthash_of
 from ..node import BitcoinRPC, NodeError, RPCError
 from .adhoc import ADHOC_RESCAN_BLOCKS
@@ -150,7 +157,7 @@ class AdhocCatchUp:
                 for op in ours])
             for item in spends:
                 spender = item.get("spendingtxid")
-                if spender is None or bytes.fromhex(spender)[::-1] in idx.mempool:
+                if spender is None or hex_str_to_hash(spender) in idx.mempool:
                     continue
                 try:
                     raw = await self.rpc.call("getrawtransaction", spender)

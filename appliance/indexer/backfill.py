@@ -8,7 +8,10 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    (``getblockfilter``) is matched against the wallet's scripts; only matching blocks
    are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
    Filters cover spent prevout scripts too, so spends are found without an outpoint
-   index. Without a filter index, kept blocks are scanned in full instead.
+   index. Without a filter index, kept blocks are scanned in full instead; so are they
+   while filters rule out (almost) no block, as for a busy wallet whose every block
+   holds a transaction (see ``_Costs``). Matching blocks are fetched ahead, in RPC
+   batches, while earlier ones are applied (``_Prefetch``).
 3. When the backfill reaches the tip, the wallet turns live while holding the chain
    lock, so no block is missed or counted twice between backfill and live indexing;
    only its own scripts are touched (cost linear in them), yielding to the event loop
@@ -31,11 +34,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..chain import double_sha256, hash_to_hex_str
+from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..chain.utxo import Utxo
 from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
 from ..node.pace import Pacer, parse_block_aside
+from . import heap
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
@@ -47,6 +51,7 @@ __all__ = ["Backfiller", "BackfillProgress"]
 log = logging.getLogger("indexer.backfill")
 
 _FILTER_BATCH = 200
+_FIRST_BATCH = 20
 _PREFETCH = 10  # matching blocks per getblock batch (~30 MB of hex at mainnet sizes)
 _PREFETCH_BYTES = 32 << 20  # blocks held ahead of matching, at most
 _SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
@@ -135,10 +140,12 @@ class Backfiller:
             log.warning("scantxoutset failed for wallet %s: %s", wallet.id_hex, exc.message)
             return
         provisional: dict[bytes, list[Utxo]] = {}
+        pacer = Pacer()  # thousands of coins: ~30 us each here
         for u in result.get("unspents", []):
+            await pacer.tick()
             sh = scripthash_of(bytes.fromhex(u["scriptPubKey"]))
             provisional.setdefault(sh, []).append(Utxo(
-                bytes.fromhex(u["txid"])[::-1], int(u["vout"]), int(u["height"]),
+                hex_str_to_hash(u["txid"]), int(u["vout"]), int(u["height"]),
                 int(Decimal(u["amount"]) * 100_000_000)))
             # Start the gap past the highest index that holds coins.
             desc = u.get("desc", "")
@@ -188,6 +195,7 @@ class Backfiller:
         self.progress[scope.key] = prog
         unsaved = 0
         pacer = Pacer()
+        costs = _Costs()
         await scope.load_outputs(idx, pacer)
         while True:
             wallet = idx.wallets.get(scope.wid)
@@ -199,50 +207,74 @@ class Backfiller:
                 return True
             prog.end = tip[0]
             start = scope.height(wallet) + 1
-            end = min(tip[0], start + _FILTER_BATCH - 1)
+            # The first batch is short: the cost model below decides from it whether
+            # the next ones use filters at all.
+            batch = _FIRST_BATCH if prog.done == 0 else _FILTER_BATCH
+            end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
             query = scope.query(idx)
-            if has_filters:
+            direct = has_filters and costs.filters_cost_more() and await self._kept(start)
+            if direct != costs.direct:
+                costs.direct = direct
+                log.info("wallet %s: %s from height %d", wallet.id_hex,
+                         "filters rule out no block lately; reading blocks directly"
+                         if direct else "matching filters again", start)
+            if has_filters and not direct:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
                 if scope.query(idx) is not query:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
+            began = time.perf_counter()
             matched = await self._matching(hashes, filters, query, pacer)
-            prefetched = await self._prefetch(matched)
-            for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
-                await pacer.tick()
-                height = start + offset
-                wallet = idx.wallets.get(scope.wid)
-                if wallet is None or idx.store.header(height) != headers[offset]:
-                    break  # removed, or a reorg replaced this height: next round re-reads
-                if isinstance(filt, Exception):
-                    raise RuntimeError(f"getblockfilter at {height}: {filt}")
-                if scope.query(idx) is not query:
-                    break  # the job grew (a client asked further): redo from here
-                if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
-                        block_hash, filt["filter"]).match_any(query)):
-                    scope.set_height(wallet, height)
+            if filters[0] is not None:
+                costs.filtered(len(hashes), time.perf_counter() - began)
+            prefetched = _Prefetch(self.rpc, matched)
+            try:
+                for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
+                    await pacer.tick()
+                    height = start + offset
+                    wallet = idx.wallets.get(scope.wid)
+                    if wallet is None or idx.store.header(height) != headers[offset]:
+                        break  # removed, or a reorg replaced this height: next round re-reads
+                    if isinstance(filt, Exception):
+                        raise RuntimeError(f"getblockfilter at {height}: {filt}")
+                    if scope.query(idx) is not query:
+                        break  # the job grew (a client asked further): redo from here
+                    if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
+                            block_hash, filt["filter"]).match_any(query)):
+                        scope.set_height(wallet, height)
+                        prog.done += 1
+                        unsaved += 1
+                        costs.ruled_out()
+                        continue
+                    began = time.perf_counter()
+                    raw = await prefetched.take(block_hash) or await self._fetch(block_hash,
+                                                                                  prog)
+                    wallet = idx.wallets.get(scope.wid)
+                    if wallet is None or idx.store.header(height) != headers[offset]:
+                        break
+                    touched = await self._apply(scope, wallet, raw, height)
+                    costs.applied(time.perf_counter() - began, bool(touched))
+                    query = scope.query(idx)  # the gap may have grown
                     prog.done += 1
-                    unsaved += 1
-                    continue
-                raw = prefetched.pop(block_hash, None) or await self._fetch(block_hash, prog)
-                wallet = idx.wallets.get(scope.wid)
-                if wallet is None or idx.store.header(height) != headers[offset]:
-                    break
-                touched = await self._apply(scope, wallet, raw, height)
-                query = scope.query(idx)  # the gap may have grown
-                prog.done += 1
-                unsaved = 0
-                if touched:
-                    prog.matched_blocks += 1
-                    await self.on_scripthashes(touched)
+                    unsaved = 0
+                    if touched:
+                        prog.matched_blocks += 1
+                        await self.on_scripthashes(touched)
+            finally:
+                prefetched.close()
             wallet = idx.wallets.get(scope.wid)
             if wallet is not None and unsaved >= _SAVE_EVERY:
                 idx.store.put_wallet(scope.wid, wallet.to_record())
                 unsaved = 0
+
+    async def _kept(self, height: int) -> bool:
+        """Whether bitcoind still has the blocks from ``height`` on (not pruned)."""
+        info = await self.rpc.call("getblockchaininfo")
+        return not info.get("pruned") or height > int(info.get("pruneheight", 0)) + 1
 
     async def _has_filters(self) -> bool:
         try:
@@ -264,23 +296,6 @@ class Backfiller:
                     f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
                 matched.append(h)
         return matched
-
-    async def _prefetch(self, wanted: list[bytes]) -> dict[bytes, bytes]:
-        """The matching blocks, in RPC batches: a round trip per block cost more than
-        matching it. Pruned ones (and blocks that only match once the gap grows) are
-        left to ``_fetch``."""
-        out: dict[bytes, bytes] = {}
-        held = 0
-        for start in range(0, len(wanted), _PREFETCH):
-            if held > _PREFETCH_BYTES:
-                break  # the rest one by one, as the matching reaches them
-            chunk = wanted[start:start + _PREFETCH]
-            raws = await self.rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
-            for h, r in zip(chunk, raws, strict=True):
-                if isinstance(r, str):
-                    out[h] = bytes.fromhex(r)
-                    held += len(out[h])
-        return out
 
     async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
         hash_hex = hash_to_hex_str(block_hash)
@@ -368,6 +383,7 @@ class Backfiller:
             self.progress.pop(scope.key, None)
             idx.job_finished(scope.key)
         log.info("wallet %s: %s", wallet.id_hex, what)
+        heap.settle()  # its scripts and outputs stay: keep full collections off them
         # Its mempool transactions were not tracked while it backfilled: add them (the
         # slice is topped up, never emptied, so clients never see it shrink).
         self._resync_mempool()
@@ -377,6 +393,99 @@ class Backfiller:
         task = asyncio.get_running_loop().create_task(self.follower.sync_mempool())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Costs:
+    """Whether matching filters still pays for itself in this scan.
+
+    A filter match costs about the same whatever the block (SipHash of every wallet
+    script); it saves fetching and applying the blocks it rules out. When almost every
+    block holds a wallet transaction (a busy wallet's years), the filters rule out
+    nothing and matching them is pure cost: fetch the (locally kept) blocks directly
+    until the share of blocks that touch the wallet drops again. Running averages."""
+
+    __slots__ = ("filter_s", "block_s", "hit", "direct")
+
+    def __init__(self) -> None:
+        self.filter_s: float | None = None  # seconds per filter match
+        self.block_s: float | None = None  # seconds per block fetched and applied
+        self.hit: float | None = None  # share of blocks that touched the scope
+        self.direct = False  # reading blocks without their filters now
+
+    def filtered(self, count: int, seconds: float) -> None:
+        self.filter_s = _average(self.filter_s, seconds / max(1, count))
+
+    def applied(self, seconds: float, touched: bool) -> None:
+        self.block_s = _average(self.block_s, seconds)
+        self.hit = _average(self.hit, float(touched))
+
+    def ruled_out(self) -> None:
+        self.hit = _average(self.hit, 0.0)
+
+    def filters_cost_more(self) -> bool:
+        if self.filter_s is None or self.block_s is None or self.hit is None:
+            return False
+        # Per block: filter + hit * block (filters) against block (none).
+        return self.filter_s > (1.0 - self.hit) * self.block_s
+
+
+_WEIGHT = 0.05  # of the newest sample in the running averages (~the last 20 blocks)
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else old + (new - old) * _WEIGHT
+
+
+class _Prefetch:
+    """The matching blocks of a batch, fetched in RPC batches (a round trip per block
+    cost more than matching it) by a task of its own while earlier ones are applied:
+    bitcoind reads and hex-encodes on the other core meanwhile. At most
+    ``_PREFETCH_BYTES`` are held ahead. Pruned ones (and blocks that only match once
+    the gap grows) come back None, for ``_fetch``."""
+
+    def __init__(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready: dict[bytes, asyncio.Future[bytes | None]] = {
+            h: loop.create_future() for h in wanted}
+        self._held = 0
+        self._room = asyncio.Event()
+        self._task = loop.create_task(self._run(rpc, list(wanted)))
+
+    async def _run(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+        try:
+            for start in range(0, len(wanted), _PREFETCH):
+                while self._held > _PREFETCH_BYTES:
+                    self._room.clear()
+                    await self._room.wait()
+                chunk = wanted[start:start + _PREFETCH]
+                raws = await rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
+                for h, r in zip(chunk, raws, strict=True):
+                    raw = bytes.fromhex(r) if isinstance(r, str) else None
+                    self._held += len(raw or b"")
+                    self._resolve(h, raw)
+        except NodeError:
+            pass  # bitcoind away: the caller's own fetch says so
+        finally:
+            for h in list(self._ready):
+                self._resolve(h, None)
+
+    def _resolve(self, block_hash: bytes, raw: bytes | None) -> None:
+        fut = self._ready.get(block_hash)
+        if fut is not None and not fut.done():
+            fut.set_result(raw)
+
+    async def take(self, block_hash: bytes) -> bytes | None:
+        fut = self._ready.get(block_hash)
+        if fut is None:
+            return None
+        raw = await fut
+        del self._ready[block_hash]
+        self._held -= len(raw or b"")
+        self._room.set()
+        return raw
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 class _Matched(list[bytes]):
@@ -399,6 +508,7 @@ class _Scope:
     outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
     _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
     _query: ScriptSet | None = None
+    _query_prev: ScriptSet | None = None
 
     @property
     def key(self) -> bytes:
@@ -441,7 +551,11 @@ class _Scope:
         """The scope's scripts prepared for filter matching, rebuilt only when they change."""
         scripts = self.script_set(idx)
         if self._query is None:
-            self._query = ScriptSet(scripts)
+            # The gap moves a few scripts per matched block: grow the last query rather
+            # than pack every script again.
+            old = self._query_prev
+            self._query = ScriptSet(scripts) if old is None else old.updated(scripts)
+            self._query_prev = self._query
         return self._query
 
     def scripts(self, idx: Indexer) -> list[bytes]:

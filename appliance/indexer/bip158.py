@@ -21,8 +21,11 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Iterator
-from itertools import accumulate, compress, repeat
+from collections.abc import Set as AbstractSet
+from itertools import accumulate, chain, compress, repeat
 from operator import mul, rshift
+
+from ..chain import hash_to_hex_str
 
 __all__ = [
     "FILTER_M",
@@ -109,10 +112,12 @@ _ROTATIONS = (13, 16, 17, 21, 32)
 class _Lanes:
     """Up to ``_LANE_CHUNK`` scripts of the same SipHash block count, packed for hashing."""
 
-    __slots__ = ("n", "packer", "ones", "masks", "blocks")
+    __slots__ = ("n", "scripts", "block_count", "packer", "ones", "masks", "blocks")
 
     def __init__(self, scripts: list[bytes], block_count: int) -> None:
         n = self.n = len(scripts)
+        self.scripts = scripts
+        self.block_count = block_count
         self.packer = struct.Struct("<" + "Qx" * n)
         self.ones = ones = int.from_bytes(b"\x01".ljust(_LANE_BYTES, b"\x00") * n, "little")
         # The 64-bit lane mask, then per rotation the bits kept from the left and right shifts.
@@ -155,27 +160,51 @@ class ScriptSet:
     """Scripts to look for, prepared once (per wallet) and matched against many filters.
 
     Duplicates are dropped; :attr:`scripts` keeps an internal order that matches
-    :meth:`hashes`. Immutable: build a new one when the wallet's scripts change.
+    :meth:`hashes`. Immutable: :meth:`extended` makes a new one when the wallet's
+    scripts grow, reusing the packed lanes of the scripts it already had.
     """
 
     __slots__ = ("scripts", "_members", "_lanes")
 
-    def __init__(self, scripts: Iterable[bytes]) -> None:
+    scripts: tuple[bytes, ...]
+    _members: frozenset[bytes]
+    _lanes: tuple[_Lanes, ...]
+
+    def __init__(self, scripts: Iterable[bytes], *, _base: ScriptSet | None = None) -> None:
+        lanes = [] if _base is None else list(_base._lanes)
+        members: frozenset[bytes] = frozenset() if _base is None else _base._members
         # memoryview() rejects ints, which bytes() would silently turn into zero strings.
-        unique = dict.fromkeys(bytes(memoryview(s)) for s in scripts)
+        unique = dict.fromkeys(b for s in scripts if (b := bytes(memoryview(s))) not in members)
         by_blocks: dict[int, list[bytes]] = {}
         for script in unique:
             by_blocks.setdefault(len(script) // 8 + 1, []).append(script)
-        ordered: list[bytes] = []
-        lanes: list[_Lanes] = []
         for block_count, group in sorted(by_blocks.items()):
+            # Like a binary counter: a new group absorbs the last lanes of its block count
+            # that are no bigger, so a set grown a few scripts at a time (the gap moving
+            # block after block) keeps O(log n) lanes and each script is packed O(log n)
+            # times, not once per growth.
+            while (same := [i for i, lane in enumerate(lanes)
+                            if lane.block_count == block_count]) \
+                    and lanes[same[-1]].n <= len(group) \
+                    and lanes[same[-1]].n + len(group) <= _LANE_CHUNK:
+                group = lanes.pop(same[-1]).scripts + group
             for i in range(0, len(group), _LANE_CHUNK):
-                chunk = group[i:i + _LANE_CHUNK]
-                ordered += chunk
-                lanes.append(_Lanes(chunk, block_count))
-        self.scripts: tuple[bytes, ...] = tuple(ordered)
-        self._members = frozenset(ordered)
+                lanes.append(_Lanes(group[i:i + _LANE_CHUNK], block_count))
         self._lanes = tuple(lanes)
+        self.scripts = tuple(chain.from_iterable(
+            lane.scripts for lane in lanes))
+        self._members = members.union(unique)
+
+    def extended(self, scripts: Iterable[bytes]) -> ScriptSet:
+        """This set plus ``scripts``: only the new ones (and small lanes they merge with)
+        are packed again."""
+        return ScriptSet(scripts, _base=self)
+
+    def updated(self, scripts: AbstractSet[bytes]) -> ScriptSet:
+        """A set of exactly ``scripts``: this one extended if it holds none beyond them."""
+        if self._members <= scripts:
+            return self.extended(scripts - self._members)
+        return ScriptSet(scripts)
 
     def __len__(self) -> int:
         return len(self.scripts)
@@ -296,7 +325,7 @@ class GCSFilter:
 
     @classmethod
     def from_hex(cls, block_hash_internal_order: bytes, filter_hex: str) -> GCSFilter:
-        """From ``getblockfilter``'s ``filter`` field (hash: ``bytes.fromhex(hex)[::-1]``)."""
+        """From ``getblockfilter``'s ``filter`` field (hash: ``hex_str_to_hash(hex)``)."""
         try:
             data = bytes.fromhex(filter_hex)
         except (ValueError, TypeError) as exc:
@@ -307,7 +336,7 @@ class GCSFilter:
         return self.n
 
     def __repr__(self) -> str:
-        return f"GCSFilter(block={self.block_hash[::-1].hex()}, n={self.n})"
+        return f"GCSFilter(block={hash_to_hex_str(self.block_hash)}, n={self.n})"
 
     def hash_to_range(self, item: bytes) -> int:
         """The value ``item`` has (or would have) in this filter: SipHash, then fast range."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ..chain import MerkleTree, double_sha256, hash_to_hex_str
+from ..chain import MerkleTree, double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..electrum.backend import (
     BackendError,
     HistoryItem,
@@ -161,7 +161,7 @@ class IndexBackend:
                 await asyncio.wait_for(pending.wait(), HISTORY_WAIT_S)
             except TimeoutError:
                 log.warning("history of %s… still being scanned after %.0f s; answering "
-                            "what is known", scripthash[::-1].hex()[:16], HISTORY_WAIT_S)
+                            "what is known", scripthash.hex()[:16], HISTORY_WAIT_S)
 
     def watch_script(self, scripthash: bytes) -> bool:
         new = self.indexer.watch_adhoc(scripthash, int(time.time()), self.is_subscribed)
@@ -215,7 +215,7 @@ class IndexBackend:
             block = await self.rpc.call("getblock", block_hash, 1)
         except RPCError as exc:
             raise BackendError(f"block {height} not available: {exc.message}") from None
-        txids = [bytes.fromhex(t)[::-1] for t in block["tx"]]
+        txids = [hex_str_to_hash(t) for t in block["tx"]]
         if not 0 <= pos < len(txids):
             raise BackendError(f"no tx at position {pos} in block {height}")
         return txids[pos], MerkleTree(txids).branch(pos)
@@ -228,7 +228,7 @@ class IndexBackend:
                                f"{exc.message}", 1) from None
         except NodeError as exc:
             raise BackendError(f"bitcoind unavailable: {exc}", 2) from None
-        return bytes.fromhex(txid_hex)[::-1]
+        return hex_str_to_hash(txid_hex)
 
     async def broadcast_package(self, raw_txs: list[bytes]) -> dict[str, Any]:
         try:

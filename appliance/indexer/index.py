@@ -33,6 +33,7 @@ from .schema import (
 )
 from .store import IndexStore, UndoBatch
 from .wallets import (
+    Branch,
     DescriptorRPC,
     ScriptRef,
     Wallet,
@@ -46,6 +47,7 @@ __all__ = ["Indexer", "WalletScripts"]
 log = logging.getLogger("indexer.index")
 
 _U64 = struct.Struct(">Q")
+_DERIVE_AHEAD = 200  # scripts per deriveaddresses call while a backfill moves the gap
 
 ChangeListener = Callable[[set[bytes]], Awaitable[None]]
 
@@ -113,6 +115,8 @@ class Indexer:
         #: wallets whose backfill or gap jobs are paused (bitcoind away, a pruned block no
         #: peer serves, a full disk): their gap scripts are answered without waiting
         self.stalled: set[bytes] = set()
+        #: scripts derived ahead of need: descriptor -> index -> script (see _derive)
+        self._ahead: dict[str, dict[int, bytes]] = {}
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
@@ -226,7 +230,7 @@ class Indexer:
         entry = AdhocEntry(now, now)
         self.adhoc.entries[scripthash] = entry
         self.store.put_adhoc(scripthash, entry)
-        log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash[::-1].hex()[:16],
+        log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash.hex()[:16],
                  len(self.adhoc))
         return True
 
@@ -259,11 +263,29 @@ class Indexer:
             want = wallet.wanted(bi)
             if want <= branch.derived:
                 continue
-            scripts = await derive_scripts(self.rpc, branch, branch.derived, want, self.network)
+            scripts = await self._derive(branch, branch.derived, want)
             for offset, script in enumerate(scripts):
                 new[(bi, branch.derived + offset)] = script
             branch.derived = want
         return new
+
+    async def _derive(self, branch: Branch, start: int, end: int) -> list[bytes]:
+        """Scripts ``start..end-1`` of a branch. A backfill moves the gap a few scripts
+        per block and the lookahead past it each time: bitcoind derives
+        ``_DERIVE_AHEAD`` at once, kept here until the branch's watched range passes
+        them, instead of an RPC and address decoding per move."""
+        if not branch.ranged:
+            return await derive_scripts(self.rpc, branch, start, end, self.network)
+        have = self._ahead.setdefault(branch.descriptor, {})
+        for i in [i for i in have if i < start]:
+            del have[i]  # below the watched range: never asked for again
+        missing = [i for i in range(start, end) if i not in have]
+        if missing:
+            lo = missing[0]
+            hi = max(missing[-1] + 1, lo + _DERIVE_AHEAD)
+            derived = await derive_scripts(self.rpc, branch, lo, hi, self.network)
+            have.update(zip(range(lo, hi), derived, strict=True))
+        return [have[i] for i in range(start, end)]
 
     def _register_scripts(self, wallet: Wallet, scripts: dict[tuple[int, int], bytes]) -> None:
         for (bi, index), script in scripts.items():
@@ -294,6 +316,7 @@ class Indexer:
         again, so a payment to a just-derived script in the same block is not missed."""
         derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
         pacer = Pacer()
+        paid: set[bytes] | None = None  # every output script of txs, once needed
         while True:
             matches = []
             for m in iter_matches(txs, watched, lookup):
@@ -301,15 +324,22 @@ class Indexer:
                     matches.append(m)
                 await pacer.tick()
             grow = self._mark_used(matches, wallet_ids)
-            if not grow:
-                if derived:
-                    await self.refresh_lookahead(set(derived))
-                return matches, derived
+            new_scripts: set[bytes] = set()
             for wid in grow:
                 wallet = self.wallets[wid]
                 new = await self.derive_wallet(wallet)
                 self._register_scripts(wallet, new)
                 derived.setdefault(wid, {}).update(new)
+                new_scripts.update(new.values())
+            if new_scripts:
+                if paid is None:
+                    paid = {o.script_pubkey for tx in txs for o in tx.outputs}
+                if not paid.isdisjoint(new_scripts):
+                    continue  # a just-derived script is paid here: match again
+            # (A script no output pays cannot be spent here either: nothing to redo.)
+            if derived:
+                await self.refresh_lookahead(set(derived))
+            return matches, derived
 
     # --- writing a block's effects --------------------------------------------------------
     def write_matches(self, batch: UndoBatch, height: int, txids: list[bytes],
@@ -402,8 +432,7 @@ class Indexer:
                 if not branch.ranged:
                     continue
                 gap = wallet.gap if bi == 0 else wallet.change_gap
-                scripts = await derive_scripts(self.rpc, branch, branch.derived,
-                                               branch.derived + gap, self.network)
+                scripts = await self._derive(branch, branch.derived, branch.derived + gap)
                 for offset, script in enumerate(scripts):
                     ref = ScriptRef(wid, bi, branch.derived + offset)
                     ahead[script_to_scripthash(script)] = (ref, script)
@@ -478,6 +507,8 @@ class Indexer:
                 if all(r.wallet_id == wallet_id for r in refs)}
         shs = {script_to_scripthash(s) for s in mine}
         self.store.delete_wallet(wallet_id, shs)
+        for branch in self.wallets[wallet_id].branches:
+            self._ahead.pop(branch.descriptor, None)
         for sh in shs:
             for entry in list(self.mempool.entries(sh)):
                 self.mempool.remove(entry.txid)

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from ..chain import double_sha256
+from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..config import Config
 from ..control import ControlError, ControlServer
 from ..control.messages import (
@@ -55,6 +55,7 @@ from ..pairing.window import PairingWindow, encode_web_token
 from ..status import Phase, StatusPublisher
 from ..tls import ensure_certificate, server_ssl_context
 from ..usb.phrase import is_acknowledged
+from . import heap
 from .adhoc_catchup import AdhocCatchUp
 from .backfill import Backfiller
 from .electrum_backend import IndexBackend
@@ -152,6 +153,7 @@ class IndexerService:
                 synced.cancel()
                 for t in done:
                     t.result()
+            heap.settle()
             tip = self.indexer.tip()
             log.info("index at height %s; %d wallets", tip[0] if tip else None,
                      len(self.indexer.wallets))
@@ -279,7 +281,7 @@ class IndexerService:
         stats = self.follower.stats
         return IndexerStatusReply(
             height=tip[0] if tip else None,
-            tip=double_sha256(header)[::-1].hex() if header else None,
+            tip=hash_to_hex_str(double_sha256(header)) if header else None,
             wallets=len(self.indexer.wallets),
             scripts=len(self.indexer.scripts.refs),
             adhoc_scripts=len(self.indexer.adhoc),
@@ -400,7 +402,7 @@ async def main(cfg: Config) -> None:
             log.info("waiting for bitcoind at %s", rpc.url)
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")
             await rpc.wait_ready(timeout=float("inf"))
-            genesis = bytes.fromhex(await rpc.call("getblockhash", 0))[::-1]
+            genesis = hex_str_to_hash(await rpc.call("getblockhash", 0))
             store = IndexStore(cfg.service_dir("indexer") / "index", genesis,
                                cache_mib=cfg.indexer.db_cache_mib)
             try:

@@ -62,3 +62,35 @@ def test_backfill_after_300_pruned_blocks(tmp_path: Path, node_factory: NodeFact
         assert proof["block_height"] == first["height"] <= pruned_to
     finally:
         indexer.stop()
+
+
+def test_busy_wallet_backfills_from_blocks_without_filters(tmp_path: Path,
+                                                           node_factory: NodeFactory,
+                                                           timeout_factor: float) -> None:
+    """A payment in every block: filters rule out nothing, so after the first batch the
+    backfill reads the (kept) blocks directly. A quiet stretch follows, then more
+    payments: the history is bitcoind's either way, spends and change included."""
+    node = node_factory.create(prune=False)
+    indexer = IndexerProcess(tmp_path / "appliance", node, timeout_factor=timeout_factor)
+    indexer.start()
+    try:
+        descs, _ = watch_wallet(node, "busy")
+        birthday = node.getblockcount() + 1
+        for i in range(45):
+            fund(node, "busy", ["0.2"])
+            if i % 10 == 9:  # a spend (with change) now and then
+                node.rpc("send", {node.new_address(): "0.3"}, wallet="busy")
+            node.mine(1)
+        node.mine(30)  # quiet
+        for _ in range(5):
+            fund(node, "busy", ["0.1"])
+            node.mine(1)
+        truth = Truth(node, derive_scripts(node, descs, 80))
+        indexer.wallet_add(*descs, birthday=birthday)
+        indexer.wait_synced(timeout=180)
+        client = indexer.client()
+        compare(client, truth)
+        assert electrum_total(client, truth) == wallet_total(node, "busy")
+        assert "filters rule out no block lately" in indexer.log_text()
+    finally:
+        indexer.stop()

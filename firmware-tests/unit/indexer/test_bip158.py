@@ -208,6 +208,39 @@ def test_script_set_dedups_and_rejects_non_bytes() -> None:
         ScriptSet([5])  # type: ignore[list-item]
 
 
+def test_script_set_grown_a_few_at_a_time_hashes_like_a_fresh_one() -> None:
+    # The backfill extends its query as the gap moves (a few scripts per block): the
+    # extended set must hash every script as a fresh set does, and stay a few lanes.
+    rng = random.Random(11)
+    key = rng.randbytes(16)
+    query = ScriptSet([b"\x00\x14" + rng.randbytes(20) for _ in range(20)])
+    added: list[bytes] = list(query)
+    for step in range(400):
+        new = [b"\x00\x14" + rng.randbytes(20) for _ in range(rng.randrange(1, 6))]
+        if step % 50 == 0:
+            new += [rng.randbytes(rng.randrange(0, 60)), added[0]]  # other sizes, a dup
+        query = query.extended(new)
+        added += new
+    assert set(query) == set(added) and len(query) == len(set(added))
+    assert all(s in query for s in added)
+    assert query.hashes(key) == [siphash24(key, s) for s in query.scripts]
+    assert len(query._lanes) <= 40  # O(log n) per size, not one lane per growth
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=st.lists(st.binary(max_size=70), max_size=30),
+       more=st.lists(st.lists(st.binary(max_size=70), max_size=12), max_size=6),
+       key=st.binary(min_size=16, max_size=16))
+def test_extended_script_set_equals_scalar(first: list[bytes], more: list[list[bytes]],
+                                           key: bytes) -> None:
+    query = ScriptSet(first)
+    for batch in more:
+        query = query.extended(batch)
+    everything = set(first).union(*more)
+    assert set(query.scripts) == everything and len(query) == len(everything)
+    assert query.hashes(key) == [siphash24(key, s) for s in query.scripts]
+
+
 # --- property tests against the reference encoder ---------------------------------------------
 scripts_st = st.sets(st.binary(min_size=1, max_size=90), min_size=1, max_size=120)
 hash_st = st.binary(min_size=32, max_size=32)
