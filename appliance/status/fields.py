@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 
 __all__ = ["BREACH_TXID_HEX_DIGITS", "LAST_BREACH_STOPPED", "LAST_BREACH_TS", "LAST_BREACH_TXID",
-           "RESTORED_BOX", "USB_STATE", "UsbState", "breach_txid", "restored_box",
+           "RESTORED_BOX", "TOR_BOOTSTRAP", "USB_STATE", "UsbState", "breach_txid", "restored_box",
            "txid_counter", "usb_state"]
 
 
@@ -36,6 +36,8 @@ LAST_BREACH_STOPPED = "last_breach_stopped"
 #: (48 bits: exact in any JSON reader's numbers).
 LAST_BREACH_TXID = "last_breach_txid"
 BREACH_TXID_HEX_DIGITS = 12
+#: tor: its bootstrap percentage (100 = the onion service is reachable; -1 = tor is off).
+TOR_BOOTSTRAP = "tor_bootstrap"
 
 
 def usb_state(counters: Mapping[str, int | float]) -> UsbState | None:
