@@ -24,10 +24,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..config import Config
 from ..identity import derive_bytes, write_secret_file
 
-__all__ = ["LABEL", "OnionKey", "OnionKeyError", "derive_onion_key", "onion_address",
-           "pubkey_of_address", "write_service_dir"]
+__all__ = ["LABEL", "OnionKey", "OnionKeyError", "box_onion", "derive_onion_key",
+           "onion_address", "pubkey_of_address", "write_service_dir"]
 
 #: The HKDF label of the onion service key (docs/identity.md).
 LABEL = "onion-service"
@@ -65,6 +66,11 @@ def derive_onion_key(hsm_secret: bytes) -> OnionKey:
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
         Encoding.Raw, PublicFormat.Raw)
     return OnionKey(bytes(digest), public)
+
+
+def box_onion(cfg: Config, hsm_secret: bytes) -> str | None:
+    """The box's onion address when tor is on (what paired clients are told), else None."""
+    return derive_onion_key(hsm_secret).address if cfg.tor.enabled else None
 
 
 def _checksum(public: bytes) -> bytes:
