@@ -239,7 +239,7 @@ class UsbSection:
     phrase_gate: bool = _opt(True, "Show the recovery phrase at first boot and open pairing only "
                              "after the owner acknowledged it with the button.")
     restart_after_restore: str = _opt(
-        "supervisorctl restart hearth-indexer hearth-backup hearth-tower",
+        "supervisorctl restart hearth-indexer hearth-backup hearth-tower hearth-tor",
         "Command run after a first-boot restore so services load the restored identity; empty = none.")
 
 
