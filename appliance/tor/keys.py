@@ -100,11 +100,11 @@ def pubkey_of_address(address: str) -> bytes:
     return public
 
 
-def write_service_dir(directory: Path, key: OnionKey, uid: int = -1, gid: int = -1) -> None:
+def write_service_dir(directory: Path, key: OnionKey) -> None:
     """Write tor's HiddenServiceDir: the key files and ``hostname`` (all 0600, dir 0700).
 
     Rewritten on every start, so a restored ``hsm_secret`` wins over whatever key was
-    there; ``uid``/``gid`` (-1 = unchanged) make them the tor user's, which tor demands."""
+    there. The caller runs tor as its own user, which then owns them, as tor demands."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     files = {"hs_ed25519_secret_key": SECRET_HEADER + key.expanded,
@@ -112,5 +112,3 @@ def write_service_dir(directory: Path, key: OnionKey, uid: int = -1, gid: int = 
              "hostname": (key.address + "\n").encode()}
     for name, data in files.items():
         write_secret_file(directory / name, data)
-        os.chown(directory / name, uid, gid)
-    os.chown(directory, uid, gid)
