@@ -58,6 +58,6 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     for name, value in found.items():
-        if name != "onion":
-            print(f"{value}    # {_LABELS[name]}")
+        if name != "onion":  # the string alone on its line: copied whole into a wallet
+            print(f"# {_LABELS[name]}\n{value}")
     return 0
