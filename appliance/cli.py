@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import Config, ConfigError, load_config, render_reference
 from .services import SERVICES, run_service
+from .tor import cli as tor_cli
 
 if TYPE_CHECKING:
     from .control.messages import IndexerStatusReply
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                               help="back up to a block device or image now (as if plugged in)")
     ubackup.add_argument("device")
 
+    tor_cli.add_parser(sub, common)
+
     display = sub.add_parser("display", help="the OLED outside the display service")
     dsub = display.add_subparsers(dest="display_command", required=True)
     dstep = dsub.add_parser("step", parents=[common],
@@ -137,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command == "restore":
         return _restore(cfg, args)
+    if args.command == "tor":
+        return tor_cli.run(cfg, args)
     if args.command == "display":
         return _display_step(cfg, args.step, args.detail, args.error)
     raise AssertionError(args.command)  # argparse restricts the choices

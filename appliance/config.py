@@ -36,6 +36,7 @@ __all__ = [
     "IndexerSection",
     "LogSection",
     "NodeSection",
+    "TorSection",
     "TowerSection",
     "TransportSection",
     "dump_toml",
@@ -96,6 +97,11 @@ class NodeSection:
     conf_file: str = _opt("", "The bitcoin.conf Hearth wrote (e.g. /etc/bitcoin/bitcoin.conf). "
                           "If it was written for the initial sync, the node service lowers its "
                           "dbcache when the sync ends and restarts bitcoind through supervisord.")
+    tor: str = _opt("off", "bitcoind's P2P over Tor (needs [tor] enabled and socks_port): off "
+                    "(clearnet, fastest first sync), also (onion peers through Tor, the others "
+                    "direct), onion-only (every peer through Tor: hides the box's IP from peers "
+                    "and its transactions' origin, first sync several times slower). "
+                    "See docs/operator.md.", choices=("off", "also", "onion-only"))
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,18 @@ class BackupSection:
 
 
 @dataclass(frozen=True)
+class TorSection:
+    enabled: bool = _opt(True, "Run tor with v3 onion services for the Electrum TCP/TLS ports, "
+                         "the Noise port and the setup page (the box away from home, no port "
+                         "forwarding); false = LAN only.")
+    socks_port: int = _opt(9050, "tor's SOCKS port on 127.0.0.1 (bitcoind's P2P when node.tor "
+                           "is not off); 0 = none.", minimum=0)
+    binary: str = _opt("tor", "The tor program (Debian's tor).")
+    include: str = _opt("", "A file of extra torrc lines (%include), e.g. bridges or a "
+                        "private test network's DirAuthority lines; empty = none.")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = _opt("info", "Log level: " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
 
@@ -234,7 +252,7 @@ class UsbSection:
     phrase_gate: bool = _opt(True, "Show the recovery phrase at first boot and open pairing only "
                              "after the owner acknowledged it with the button.")
     restart_after_restore: str = _opt(
-        "supervisorctl restart hearth-indexer hearth-backup hearth-tower",
+        "supervisorctl restart hearth-indexer hearth-backup hearth-tower hearth-tor",
         "Command run after a first-boot restore so services load the restored identity; empty = none.")
 
 
@@ -263,6 +281,7 @@ class Config:
     button: ButtonSection = field(default_factory=ButtonSection)
     tower: TowerSection = field(default_factory=TowerSection)
     backup: BackupSection = field(default_factory=BackupSection)
+    tor: TorSection = field(default_factory=TorSection)
     log: LogSection = field(default_factory=LogSection)
     usb: UsbSection = field(default_factory=UsbSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
@@ -336,6 +355,15 @@ class Config:
     @property
     def tower_http_socket(self) -> Path:
         return self.hearth.run_dir / "tower-http.sock"
+
+    @property
+    def onion_service_dir(self) -> Path:
+        """tor's HiddenServiceDir: the key derived from hsm_secret and ``hostname``."""
+        return self.service_dir("tor") / "onion"
+
+    @property
+    def torrc_file(self) -> Path:
+        return self.service_dir("tor") / "torrc"
 
     @property
     def button_fifo(self) -> Path:
@@ -413,6 +441,8 @@ def _validate(cfg: Config) -> None:
     prune = cfg.node.prune_mib
     if prune not in (0, 1) and prune < 550:
         raise ConfigError(f"node.prune_mib: must be 0 (off), 1 (manual) or >= 550, got {prune}")
+    if cfg.node.tor != "off" and not (cfg.tor.enabled and cfg.tor.socks_port):
+        raise ConfigError(f"node.tor: {cfg.node.tor!r} needs tor.enabled and a tor.socks_port")
 
 
 def load_config(

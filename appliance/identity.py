@@ -44,6 +44,7 @@ LABELS = {
     "backup-encryption": "the key that encrypts stored channel-state backups",
     "recovery-phrase": "16 bytes of BIP39 entropy: the 12-word phrase, passphrase of USB backups",
     "box-id": "4 bytes shown as 8 hex digits: the box's name on sticks and pages (not secret)",
+    "onion-service": "the ed25519 seed of the Tor onion service key (its .onion address)",
 }
 
 _SALT = b"hearth hsm_secret v1"

@@ -30,6 +30,7 @@ SERVICES: dict[str, str] = {
     "backup": "appliance.backup.service",
     "usb": "appliance.usb.service",
     "setup": "appliance.setup.service",
+    "tor": "appliance.tor.service",
 }
 
 

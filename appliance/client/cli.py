@@ -1,7 +1,7 @@
 """``appliance-client``: pair a computer with the box, then tunnel stock wallets over Noise.
 
-    appliance-client pair 'HEARTH:...' [--label NAME]
-    appliance-client tunnel [--listen 127.0.0.1:50001]
+    appliance-client pair 'HEARTH:...' [--label NAME] [--tor [HOST:PORT] --onion ADDR.onion]
+    appliance-client tunnel [--listen 127.0.0.1:50001] [--tor [HOST:PORT] | --proxy socks5://H:P]
     appliance-client tunnel --to tower [--listen 127.0.0.1:9814]
     appliance-client status
     appliance-client wallet add KEY_OR_DESCRIPTOR... [--birthday HEIGHT] [--label NAME]
@@ -14,6 +14,11 @@ the box's key and address (``<state>/box.json``). ``tunnel`` then listens on loo
 carries each local Electrum connection (newline-delimited JSON) over its own Noise
 channel, so desktop Electrum or Sparrow get the authenticated channel unchanged:
 ``electrum --oneserver --server 127.0.0.1:50001:t``.
+
+Away from home, ``--tor`` (Tor's SOCKS port, default 127.0.0.1:9050) or ``--proxy``
+carries the same Noise channel to the box's onion address, which the box tells a client
+when it pairs (``box.json`` ``onion``); the Noise handshake still checks the box's key,
+so the proxy and the Tor network see only ciphertext and cannot stand in for the box.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from typing import Any
 from ..identity import write_secret_file
 from ..pairing.payload import PairingPayload, PayloadError
 from ..transport.noise import Keypair
-from ..transport.stream import STREAM_ERRORS, NoiseStream, connect, pipe
+from ..transport.stream import STREAM_ERRORS, NoiseStream, Opener, connect, pipe
 from . import backup_cli
+from .socks import DEFAULT_TOR, SocksProxy
 
 __all__ = ["main"]
 
@@ -75,41 +81,72 @@ async def _request(stream: NoiseStream, method: str, params: Any,
     return reply.get("result")
 
 
-async def _pair(state: Path, code: str, label: str) -> int:
+async def _pair(state: Path, code: str, label: str, proxy: SocksProxy | None = None,
+                onion: str | None = None) -> int:
     try:
         payload = PairingPayload.decode(code)
     except PayloadError as exc:
         print(f"appliance-client: {exc}", file=sys.stderr)
         return 2
     key = _client_key(state)
+    host = onion or payload.host
     try:
-        stream = await connect(payload.host, payload.port, key, payload.pubkey, timeout=15)
+        stream = await connect(host, payload.port, key, payload.pubkey, timeout=_timeout(proxy),
+                               open_connection=_opener(proxy))
     except _GONE as exc:
-        print(f"appliance-client: cannot reach the box at {payload.host}:{payload.port}: {exc}",
+        print(f"appliance-client: cannot reach the box at {host}:{payload.port}: {exc}",
               file=sys.stderr)
         return 1
     try:
         try:
-            await _request(stream, "hearth.pair", {"token": payload.token.hex(), "label": label})
+            reply = await _request(stream, "hearth.pair",
+                                   {"token": payload.token.hex(), "label": label})
         except _GONE:
             print("appliance-client: the box refused the pairing code (expired or used?)",
                   file=sys.stderr)
             return 1
     finally:
         stream.close()
-    (state / "box.json").write_text(json.dumps({
-        "key": payload.pubkey.hex(), "host": payload.host, "port": payload.port}))
+    box = {"key": payload.pubkey.hex(), "host": payload.host, "port": payload.port}
+    # A box with tor on says its onion address (older boxes do not: keep --onion's).
+    told = reply.get("onion") if isinstance(reply, dict) else None
+    if told or onion:
+        box["onion"] = str(told or onion)
+    (state / "box.json").write_text(json.dumps(box))
     print(f"paired with the box {payload.pubkey.hex()[:16]}… at {payload.host}:{payload.port}")
     print(f"this computer's key: {key.public.hex()}")
     return 0
+
+
+def _opener(proxy: SocksProxy | None) -> Opener | None:
+    return proxy.open_connection if proxy is not None else None
+
+
+def _timeout(proxy: SocksProxy | None) -> float:
+    # Reaching an onion service builds two 3-hop circuits and a rendezvous: allow for it.
+    return 15.0 if proxy is None else 90.0
+
+
+def _where(box: dict[str, Any], proxy: SocksProxy | None) -> str:
+    """The host to connect to: the LAN address, or the onion address through a proxy."""
+    if proxy is None:
+        return str(box["host"])
+    if not box.get("onion"):
+        raise SystemExit("appliance-client: the box's onion address is not known (pair again "
+                         "on the LAN with a box that has tor on, or pair --onion ADDRESS)")
+    return str(box["onion"])
 
 
 #: the box's Noise port per service when the pairing code did not say (config defaults)
 _SERVICE_PORTS = {"tower": 9816}
 
 
-async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int | None = None) -> int:
+async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int | None = None,
+                  proxy: SocksProxy | None = None) -> int:
     box = _box(state)
+    if proxy is not None and to != "electrum":
+        raise SystemExit("appliance-client: only the Electrum tunnel is an onion service")
+    host_name = _where(box, proxy)
     if box_port is not None:
         box = {**box, "port": box_port}
     elif to != "electrum":
@@ -123,8 +160,8 @@ async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int 
         assert task is not None
         live.add(task)
         try:
-            stream = await connect(box["host"], int(box["port"]), key,
-                                   bytes.fromhex(box["key"]), timeout=15)
+            stream = await connect(host_name, int(box["port"]), key, bytes.fromhex(box["key"]),
+                                   timeout=_timeout(proxy), open_connection=_opener(proxy))
         except _GONE as exc:
             print(f"appliance-client: box unreachable: {exc}", file=sys.stderr)
             writer.close()
@@ -149,7 +186,9 @@ async def _tunnel(state: Path, listen: str, to: str = "electrum", box_port: int 
         loop.add_signal_handler(sig, stop.set)
     server = await asyncio.start_server(serve, host or "127.0.0.1", int(port))
     bound = server.sockets[0].getsockname()
-    print(f"tunnel: 127.0.0.1:{bound[1]} -> box {box['host']}:{box['port']} {to} (Noise)", flush=True)
+    via = "" if proxy is None else f" via SOCKS {proxy.host}:{proxy.port}"
+    print(f"tunnel: 127.0.0.1:{bound[1]} -> box {host_name}:{box['port']} {to} (Noise){via}",
+          flush=True)
     async with server:
         await stop.wait()
         server.close()
@@ -203,6 +242,25 @@ async def _wallet(state: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy_options(parser: argparse.ArgumentParser) -> None:
+    via = parser.add_mutually_exclusive_group()
+    via.add_argument("--tor", nargs="?", const=DEFAULT_TOR, metavar="HOST:PORT",
+                     help=f"reach the box's onion address through Tor's SOCKS port "
+                          f"(default {DEFAULT_TOR}; Tor Browser's is 127.0.0.1:9150)")
+    via.add_argument("--proxy", metavar="socks5://HOST:PORT",
+                     help="the same through any SOCKS5 proxy that resolves .onion names")
+
+
+def _proxy(args: argparse.Namespace) -> SocksProxy | None:
+    text = args.tor or args.proxy
+    if text is None:
+        return None
+    try:
+        return SocksProxy.parse(text)
+    except ValueError as exc:
+        raise SystemExit(f"appliance-client: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="appliance-client",
                                 description="pair with a Hearth box and tunnel wallets to it")
@@ -211,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair = sub.add_parser("pair", help="pair using the code shown on the box")
     pair.add_argument("code")
     pair.add_argument("--label", default=os.uname().nodename)
+    pair.add_argument("--onion", help="the box's onion address (appliance tor address), to "
+                                      "pair over Tor instead of at the code's LAN address")
+    _proxy_options(pair)
     tunnel = sub.add_parser("tunnel", help="let a stock Electrum wallet connect via the box")
     tunnel.add_argument("--listen", default=None,
                         help="local address (default 127.0.0.1:50001, for the tower :9814)")
@@ -218,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="electrum: wallets' server; tower: the watchtower's HTTP "
                              "(Electrum watchtower_url=http://127.0.0.1:9814, TEOS clients)")
     tunnel.add_argument("--box-port", type=int, help="the box's Noise port for that service")
+    _proxy_options(tunnel)
     sub.add_parser("status", help="ask the box what it is doing")
     wallet = sub.add_parser("wallet", help="register, list or remove the wallets the box watches")
     wsub = wallet.add_subparsers(dest="wallet_command", required=True)
@@ -234,12 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = _state_dir(args.state_dir)
     try:
         if args.command == "pair":
-            return asyncio.run(_pair(state, args.code, args.label))
+            proxy = _proxy(args)
+            if args.onion and proxy is None:
+                proxy = SocksProxy.parse(DEFAULT_TOR)
+            return asyncio.run(_pair(state, args.code, args.label, proxy, args.onion))
         if args.command == "backup":
             return backup_cli.run(state, args)
         if args.command == "tunnel":
             listen = args.listen or ("127.0.0.1:9814" if args.to == "tower" else "127.0.0.1:50001")
-            return asyncio.run(_tunnel(state, listen, args.to, args.box_port))
+            return asyncio.run(_tunnel(state, listen, args.to, args.box_port, _proxy(args)))
         if args.command == "wallet":
             return asyncio.run(_wallet(state, args))
         return asyncio.run(_status(state))

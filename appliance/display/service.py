@@ -46,6 +46,7 @@ from ..status.fields import (
     UsbState,
     breach_txid,
     restored_box,
+    tor_line,
     usb_state,
 )
 
@@ -161,9 +162,18 @@ def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
                          node.status.progress if node.status.progress is not None else 1.0,
                          int(c.get("peers", 0)), disk_free=free if free >= 0 else None,
                          eta_seconds=node.status.eta_s,
-                         synced=node.status.phase == Phase.READY), node.age_s, node.stale)
+                         synced=node.status.phase == Phase.READY, note=_tor_note(states)),
+                node.age_s, node.stale)
     step = node.status.detail if node is not None and node.status is not None else "starting"
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
+
+
+def _tor_note(states: dict[str, ServiceState]) -> str:
+    """A line under the node's page: whether wallets can reach the box away from home."""
+    tor = states.get("tor")
+    if tor is None or tor.status is None or tor.stale:
+        return ""
+    return tor_line(tor.status.counters)
 
 
 def _phrase_info(cfg: Config, states: dict[str, ServiceState]) -> PhraseWordsReply | None:

@@ -54,6 +54,7 @@ from ..pairing.store import KIND_WEB, Whitelist
 from ..pairing.window import PairingWindow, encode_web_token
 from ..status import Phase, StatusPublisher
 from ..tls import ensure_certificate, server_ssl_context
+from ..tor.keys import box_onion
 from ..usb.phrase import is_acknowledged
 from . import heap
 from .adhoc_catchup import AdhocCatchUp
@@ -111,8 +112,8 @@ class IndexerService:
         tc = cfg.transport
         self.gate: NoiseGate | None = None
         if tc.noise_port:
-            node_key = derive_secp256k1(load_or_create_hsm_secret(cfg.hsm_secret_file),
-                                        "noise-static")
+            hsm_secret = load_or_create_hsm_secret(cfg.hsm_secret_file)
+            node_key = derive_secp256k1(hsm_secret, "noise-static")
             self.gate = NoiseGate(
                 node_key, Whitelist(cfg.service_dir("indexer") / "paired-clients.json"),
                 PairingWindow(), self.sessions, {
@@ -120,7 +121,8 @@ class IndexerService:
                     "hearth.wallet.list": self._hearth_wallet_list,
                     "hearth.wallet.remove": self._hearth_wallet_remove,
                     "hearth.status": self._hearth_status,
-                }, advertise_host=tc.advertise_host, window_seconds=tc.pairing_window_s,
+                }, advertise_host=tc.advertise_host, onion=box_onion(cfg, hsm_secret),
+                window_seconds=tc.pairing_window_s,
                 pairing_allowed=lambda: is_acknowledged(cfg) or not cfg.usb.phrase_gate)
         self.control = ControlServer(cfg.control_endpoint("indexer"), {
             WalletAdd: self.cmd_wallet_add,

@@ -85,6 +85,11 @@ def render_bitcoin_conf(cfg: Config, layout: BitcoindLayout | None = None) -> st
         net.append("listen=0")
     elif layout.p2p_bind:
         net.append(f"bind={layout.p2p_bind}")
+    if cfg.node.tor != "off":  # docs/operator.md: what each setting costs and hides
+        socks = f"127.0.0.1:{cfg.tor.socks_port}"
+        net.append(f"onion={socks}" if cfg.node.tor == "also" else f"proxy={socks}")
+        if cfg.node.tor == "onion-only":
+            net.append("onlynet=onion")
     for key, value in sorted(layout.extra.items()):
         net.append(f"{key}={value}")
     section = "main" if chain == "main" else chain

@@ -113,6 +113,9 @@ class NoiseGate(NoiseListener):
     sessions: SessionManager
     hearth_methods: dict[str, HearthMethod]
     advertise_host: str = ""
+    #: the box's .onion address (tor on): told to a client when it pairs, for use away
+    #: from home; old clients ignore the extra field of the reply.
+    onion: str | None = None
     window_seconds: float = 300.0
     counters: GateCounters = field(default_factory=GateCounters)
     server: NoiseServer | None = None
@@ -241,8 +244,10 @@ class NoiseGate(NoiseListener):
         self.whitelist.add(pubkey, label)
         self.counters.paired += 1
         log.info("paired a new client %s (%s)", pubkey.hex()[:16], label or "no label")
-        reply = {"jsonrpc": "2.0", "id": request.get("id"),
-                 "result": {"paired": True, "box": self.node_key.public.hex()}}
+        result: dict[str, Any] = {"paired": True, "box": self.node_key.public.hex()}
+        if self.onion:
+            result["onion"] = self.onion
+        reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
         await stream.send(json.dumps(reply).encode() + b"\n")
         pending.extend(lines[1:])
         return True

@@ -55,6 +55,7 @@ class BoxAPI(Protocol):
 
     network: str
     fingerprint: str
+    onion: str | None  # the box's .onion address when tor is on
 
     def is_paired(self, session: Session) -> bool: ...
     async def redeem(self, token: bytes, session: Session, label: str) -> None: ...
@@ -215,7 +216,8 @@ def make_app(box: BoxAPI, limiter: RedeemLimiter, counters: Counters,
         host = request.url.host or "hearth.local"
         server = f"{host}:{port}:s" if port else None
         return views.ConnectView(server, box.fingerprint,
-                                 await _quiet(box.watchtower_url(), None))
+                                 await _quiet(box.watchtower_url(), None),
+                                 f"{box.onion}:{port}:s" if box.onion and port else None)
 
     async def add_wallet(request: web.Request) -> web.StreamResponse:
         form = request[_FORM]

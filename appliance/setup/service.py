@@ -33,10 +33,12 @@ from ..control.messages import (
     WalletRemove,
     WalletSummary,
 )
+from ..identity import IdentityError, load_hsm_secret
 from ..node import BitcoinRPC
 from ..pairing.store import KIND_WEB, PairedKeys
 from ..status import Phase, StatusPublisher, StatusSubscriber, describe_states
 from ..tls import certificate_fingerprint, ensure_certificate, server_ssl_context
+from ..tor.keys import box_onion
 from .app import Counters, make_app
 from .birthday import height_for_date
 from .sessions import RedeemLimiter, Session
@@ -60,6 +62,10 @@ class ControlBox:
         self.bus = bus
         self.network = cfg.hearth.network
         self.fingerprint = fingerprint
+        try:
+            self.onion = box_onion(cfg, load_hsm_secret(cfg.hsm_secret_file))
+        except IdentityError:
+            self.onion = None  # no secret yet: the page says nothing about Tor
         self.sessions = PairedKeys(cfg.paired_clients_file, KIND_WEB)
 
     async def _ask(self, service: str, request: Request[R], timeout: float = 10.0) -> R:

@@ -117,6 +117,7 @@ class ConnectView:
     server: str | None  # host:port:s
     fingerprint: str
     watchtower_url: str | None
+    onion_server: str | None = None  # <onion>:port:s, for wallets away from home (Tor)
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,15 @@ def _connect(c: ConnectView) -> str:
             f'<div aria-label="QR code of the server">{qr}</div>'
             "<p class=muted>The wallet asks once to trust the box's own certificate: its "
             f"SHA-256 fingerprint starts with <code>{_e(c.fingerprint[:23])}</code>.</p>"
-            + _instructions(c.server) + tower)
+            + _instructions(c.server) + _away(c.onion_server) + tower)
+
+
+def _away(onion_server: str | None) -> str:
+    if onion_server is None:
+        return ""
+    return ("<p>Away from home, through Tor (a wallet with Tor built in, or Orbot on the "
+            "phone), the same server is:</p>"
+            f'<code class=big id="onion">{_e(onion_server)}</code>')
 
 
 def _devices(devices: Iterable[DeviceView], csrf: str) -> str:

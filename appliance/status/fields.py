@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from enum import IntEnum
 
 __all__ = ["BREACH_TXID_HEX_DIGITS", "LAST_BREACH_STOPPED", "LAST_BREACH_TS", "LAST_BREACH_TXID",
-           "RESTORED_BOX", "USB_STATE", "UsbState", "breach_txid", "restored_box",
-           "txid_counter", "usb_state"]
+           "RESTORED_BOX", "TOR_BOOTSTRAP", "USB_STATE", "UsbState", "breach_txid",
+           "restored_box", "tor_line", "txid_counter", "usb_state"]
 
 
 class UsbState(IntEnum):
@@ -36,6 +36,8 @@ LAST_BREACH_STOPPED = "last_breach_stopped"
 #: (48 bits: exact in any JSON reader's numbers).
 LAST_BREACH_TXID = "last_breach_txid"
 BREACH_TXID_HEX_DIGITS = 12
+#: tor: its bootstrap percentage (100 = the onion service is reachable; -1 = tor is off).
+TOR_BOOTSTRAP = "tor_bootstrap"
 
 
 def usb_state(counters: Mapping[str, int | float]) -> UsbState | None:
@@ -59,3 +61,11 @@ def breach_txid(counters: Mapping[str, int | float]) -> str:
     """The start of the latest breach's txid (display hex), or "" when none is known."""
     value = counters.get(LAST_BREACH_TXID)
     return "" if value is None else f"{int(value):0{BREACH_TXID_HEX_DIGITS}x}"
+
+
+def tor_line(counters: Mapping[str, int | float] | None) -> str:
+    """The OLED's Tor line: "" when tor is off or silent, else its bootstrap or "ready"."""
+    value = None if counters is None else counters.get(TOR_BOOTSTRAP)
+    if value is None or value < 0:
+        return ""
+    return "Tor: ready" if value >= 100 else f"Tor: {int(value)}%"

@@ -56,6 +56,7 @@ __all__ = [
     "NoiseListener",
     "NoiseServer",
     "NoiseStream",
+    "Opener",
     "TransportError",
     "TransportTimeoutError",
     "TruncatedFrameError",
@@ -192,13 +193,20 @@ async def _initiate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return await _handshake(reader, writer, steps, deadline, timeout, frame_timeout, write_timeout)
 
 
+#: Opens a byte stream to (host, port): asyncio.open_connection, or one through a proxy.
+Opener = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 async def connect(host: str, port: int, local_key: SecretKey, remote_pub: bytes,
                   timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, *, max_message_size: int = MAX_MESSAGE_SIZE,
                   frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
-                  write_timeout: float | None = DEFAULT_WRITE_TIMEOUT) -> NoiseStream:
+                  write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+                  open_connection: Opener | None = None) -> NoiseStream:
     """Connect to ``host:port`` and authenticate as ``local_key`` to the node ``remote_pub``.
 
-    ``timeout`` covers the TCP connection and the handshake together. A wrong
+    ``timeout`` covers the TCP connection and the handshake together; ``open_connection``
+    replaces the direct TCP connection (a SOCKS proxy such as Tor: the Noise handshake on
+    top still authenticates the box by its key, whatever carries the bytes). A wrong
     ``remote_pub`` shows as the responder closing the connection after act one, which
     surfaces as ``ActLengthError`` (``ACT2_READ_FAILED``). A ``remote_pub`` that is not
     a compressed secp256k1 key raises ``ValueError`` before anything is sent.
@@ -207,7 +215,7 @@ async def connect(host: str, port: int, local_key: SecretKey, remote_pub: bytes,
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await (open_connection or asyncio.open_connection)(host, port)
     except TimeoutError:
         raise HandshakeTimeoutError(f"no connection to {host}:{port} within {timeout:g} s") from None
     except OSError as exc:

@@ -45,9 +45,11 @@ class ElectrumWallet:
     def json(self, *args: str) -> Any:
         return json.loads(self.run(*args))
 
-    def start(self, server: str) -> None:
-        """``server`` is host:port:t (TCP) or host:port:s (TLS)."""
-        self.run("daemon", "-d", "--oneserver", "--server", server)
+    def start(self, server: str, proxy: str | None = None) -> None:
+        """``server`` is host:port:t (TCP) or host:port:s (TLS); ``proxy`` e.g.
+        ``socks5:127.0.0.1:9050`` (Electrum's own syntax) for an onion server."""
+        self.run("daemon", "-d", "--oneserver", "--server", server,
+                 *(["--proxy", proxy] if proxy else []))
         self.running = True
         self.run("load_wallet")
 

@@ -133,3 +133,15 @@ def test_unknown_wallet_leads_to_the_button_until_pairing_opens() -> None:
     assert unknown.recent(idx(4), now=500.0) and not unknown.recent(idx(4), now=800.0)
     assert unknown.recent(idx(5), now=801.0)
     assert not unknown.recent(idx(5, pairing_open=1), now=802.0)  # the press was made
+
+
+def test_node_page_shows_tors_bootstrap_then_ready() -> None:
+    node = state("node", Phase.READY, counters={"blocks": 10, "headers": 10, "peers": 3})
+    for counters, line in (({"tor_bootstrap": 45}, "Tor: 45%"), ({"tor_bootstrap": 100}, "Tor: ready"),
+                           ({"tor_bootstrap": -1}, "")):
+        page, _, _ = choose_page({"node": node, "tor": state("tor", Phase.READY, counters=counters)},
+                                 None, 0.0)
+        assert isinstance(page, SyncPage) and page.note == line
+    page, _, _ = choose_page({"node": node, "tor": state("tor", Phase.SYNCING, stale=True,
+                                                         counters={"tor_bootstrap": 100})}, None, 0.0)
+    assert isinstance(page, SyncPage) and page.note == ""  # silent: no stale "ready"

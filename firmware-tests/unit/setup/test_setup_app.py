@@ -26,6 +26,7 @@ VPUB = ("vpub5Xzfrm6ouSBPEvS1a3ZWBePKFrvz2XEJC82RaNGNvCrcm4t7xL3Tfad4aDNuzs1wPnu
 class FakeBox:
     network = "regtest"
     fingerprint = "AB:CD:EF:01:23:45:67:89"
+    onion: str | None = None
 
     def __init__(self) -> None:
         self.token = b"\x01" * 8
@@ -138,6 +139,23 @@ def test_paired_browser_adds_removes_and_unpairs_itself() -> None:
         assert "no longer paired" in await gone.text()
         assert (await client.get("/", headers=h)).status == 403
     run(test)
+
+
+def test_the_connect_section_gives_the_onion_server_when_tor_is_on() -> None:
+    onion = "5wj6iy5d5dx3nq2hqjx5qyg5u2tebjrywxixfyce6z2yko2bptkguuqd.onion"
+
+    async def test(client: TestClient[Any, Any], box: FakeBox) -> None:
+        h = await _pair(client)
+        assert 'id="onion"' not in await (await client.get("/", headers=h)).text()  # tor off
+        box.onion = onion
+        box.tls_port = _port  # type: ignore[method-assign]
+        page = await (await client.get("/", headers=h)).text()
+        assert f'<code class=big id="onion">{onion}:50002:s</code>' in page
+    run(test)
+
+
+async def _port() -> int | None:
+    return 50002
 
 
 def test_every_answer_carries_the_security_headers() -> None:
