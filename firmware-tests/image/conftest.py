@@ -69,7 +69,8 @@ def recovery_phrase(secret: bytes) -> str:
 
 def restore_payload(secret: bytes) -> bytes:
     """The plaintext of a backup this box would write (the appliance's own payload code);
-    the test encrypts it with Debian's ``age``, as an owner could."""
+    the test encrypts it as age does (agecli.encrypt_light: a work factor the emulated
+    guest accepts)."""
     from appliance import __version__
     from appliance.usb.archive import BackupContents, build_payload, metadata
 
@@ -105,7 +106,7 @@ class Box:
 @pytest.fixture(scope="session")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     """One boot per run; every firmware test checks something on it."""
-    from .agecli import encrypt
+    from .agecli import encrypt_light
 
     image = image_path()
     work = tmp_path_factory.mktemp("firmware-vm")
@@ -118,7 +119,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         phrase_error = str(exc)
     if phrase is not None:
         age_file = work / "backup.age"
-        encrypt(restore_payload(KNOWN_SECRET), age_file, phrase)
+        encrypt_light(restore_payload(KNOWN_SECRET), age_file, phrase)
         stick = work / "restore-stick.img"
         box_id = getattr(identity, "box_id", lambda s: "test")(KNOWN_SECRET)
         make_stick(stick, {"hearth-restore.txt": phrase.encode() + b"\n",

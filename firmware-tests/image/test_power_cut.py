@@ -27,7 +27,7 @@ from appliance.tower.client import TeosClient
 from appliance.tower.crypto import locator_of
 from appliance.transport.noise import Keypair
 
-from .agecli import decrypt, encrypt
+from .agecli import decrypt, encrypt_light
 from .backupagent import GONE, Writer, check_store, pair
 from .checks import fsck_results, wait_index_matches_bitcoind, wait_ready
 from .conftest import KNOWN_SECRET, Box, restore_payload
@@ -180,7 +180,7 @@ def test_power_cut_during_a_usb_backup(box: Box, paired: tuple[BoxAddress, Keypa
     filler.join(timeout=900)
     assert filler.ended is None, f"could not fill the backup agent: {filler.ended!r}"
     old = tmp_path / "old.age"
-    encrypt(restore_payload(KNOWN_SECRET), old, box.phrase)
+    encrypt_light(restore_payload(KNOWN_SECRET), old, box.phrase)
     old_name = f"hearth-{identity.box_id(KNOWN_SECRET)}-20260101T000000Z.age"
     stick = tmp_path / "stick.img"
     make_stick(stick, {f"HEARTH/{old_name}": old.read_bytes()}, size_mib=256, label="CUT")
