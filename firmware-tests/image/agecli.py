@@ -1,4 +1,5 @@
-"""Debian's `age` command with a passphrase (scrypt recipient).
+"""Debian's `age` command with a passphrase (scrypt recipient), and age's format written
+at a chosen work factor (:func:`encrypt_light`).
 
 `age` reads passphrases only from a terminal, by design: the tests give it one (a pty)
 and type the phrase when it asks, so the real CLI a user would run is what decrypts.
@@ -61,15 +62,6 @@ def _run_with_tty(argv: list[str], passphrase: str, timeout: float = 60) -> None
 def decrypt(path: Path, out: Path, passphrase: str) -> bytes:
     _run_with_tty(["age", "--decrypt", "-o", str(out), str(path)], passphrase)
     return out.read_bytes()
-
-
-def encrypt(data: bytes, out: Path, passphrase: str) -> None:
-    plain = out.with_name(out.name + ".plain")
-    plain.write_bytes(data)
-    try:
-        _run_with_tty(["age", "--passphrase", "-o", str(out), str(plain)], passphrase)
-    finally:
-        plain.unlink()
 
 
 def encrypt_light(data: bytes, out: Path, passphrase: str, log_n: int = 12) -> None:
