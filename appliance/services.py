@@ -43,6 +43,9 @@ def run_service(name: str, cfg: Config) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     module = importlib.import_module(SERVICES[name])
     main = cast(Callable[[Config], Awaitable[None]], module.main)
+    from .update.guard import guarded
+
+    main = guarded(name, main)  # refuses a store from a newer Hearth (appliance/update/)
     return run_until_signal(lambda: main(cfg), log)
 
 

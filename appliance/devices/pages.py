@@ -234,6 +234,12 @@ class ErrorPage:
                                 "Free space on the box.")
 
     @classmethod
+    def data_too_new(cls, service: str, what: str) -> ErrorPage:
+        """A store written by a newer Hearth (after a rollback): refused, left untouched."""
+        return cls("Newer Hearth data", f"Data from a newer Hearth ({what}): {service} "
+                                        "waits. Update again.")
+
+    @classmethod
     def under_voltage(cls) -> ErrorPage:
         return cls("Under-voltage", "Power supply too weak: use the official Pi supply and cable.")
 

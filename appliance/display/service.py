@@ -49,6 +49,7 @@ from ..status.fields import (
     tor_line,
     usb_state,
 )
+from ..update.guard import DATA_TOO_NEW
 
 __all__ = ["choose_page", "main", "show_step"]
 
@@ -79,6 +80,9 @@ def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
     if under_voltage:
         # Before anything else: a weak supply corrupts SD cards, whatever else is wrong.
         return ErrorPage.under_voltage(), None, False
+    for name, refusing in states.items():  # a slot refusing data from a newer Hearth (a rollback)
+        if refusing.status is not None and refusing.status.counters.get(DATA_TOO_NEW):
+            return ErrorPage.data_too_new(name, refusing.status.detail), refusing.age_s, False
     for name in EXPECTED:
         st = states.get(name)
         if st is not None and st.stale and st.age_s is not None:

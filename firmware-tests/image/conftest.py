@@ -17,7 +17,7 @@ import pytest
 
 from appliance import __version__, identity
 
-from .vm import VM, VMError, make_stick
+from .vm import VM, VMError, make_stick, mtools
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -69,7 +69,8 @@ def recovery_phrase(secret: bytes) -> str:
 
 def restore_payload(secret: bytes) -> bytes:
     """The plaintext of a backup this box would write (the appliance's own payload code);
-    the test encrypts it with Debian's ``age``, as an owner could."""
+    the test encrypts it as age does (agecli.encrypt_light: a work factor the emulated
+    guest accepts)."""
     from appliance import __version__
     from appliance.usb.archive import BackupContents, build_payload, metadata
 
@@ -82,12 +83,30 @@ class Box:
     def __init__(self, vm: VM, phrase: str | None, phrase_error: str | None) -> None:
         self.vm, self.phrase, self.phrase_error = vm, phrase, phrase_error
         self.setup_link: str | None = None  # the OLED's QR, once a test has decoded it
+        self.stick_pulled = False
+
+    def pull_restore_stick(self) -> None:
+        """First-boot restore from the stick that was in at power-on: the agent wipes
+        hearth-restore.txt once the identity is restored; then the owner pulls the stick
+        (the result page stays up while it is in) and pairing opens: the phrase is known.
+        Once per boot of the card; later calls do nothing."""
+        if self.phrase is None or not self.vm.usb_at_boot or self.stick_pulled:
+            return
+        stick = self.vm.usb_at_boot[0]
+        deadline = time.monotonic() + 600
+        while "hearth-restore.txt" in mtools("mdir", "-b", "-i", str(stick), "::/").stdout.lower():
+            if time.monotonic() > deadline:
+                pytest.fail("first-boot restore never consumed hearth-restore.txt on the stick")
+            time.sleep(5)
+        print(f"first-boot restore done {time.time() - self.vm.started:.0f} s after QEMU started")
+        self.vm.unplug("bootusb0")
+        self.stick_pulled = True
 
 
 @pytest.fixture(scope="session")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     """One boot per run; every firmware test checks something on it."""
-    from .agecli import encrypt
+    from .agecli import encrypt_light
 
     image = image_path()
     work = tmp_path_factory.mktemp("firmware-vm")
@@ -100,7 +119,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         phrase_error = str(exc)
     if phrase is not None:
         age_file = work / "backup.age"
-        encrypt(restore_payload(KNOWN_SECRET), age_file, phrase)
+        encrypt_light(restore_payload(KNOWN_SECRET), age_file, phrase)
         stick = work / "restore-stick.img"
         box_id = getattr(identity, "box_id", lambda s: "test")(KNOWN_SECRET)
         make_stick(stick, {"hearth-restore.txt": phrase.encode() + b"\n",

@@ -110,22 +110,7 @@ def test_display_shows_the_pairing_qr(box: Box, tmp_path: Path) -> None:
     """The guest's display service writes its frames to the 9p share; the first frame whose
     QR decodes to the setup page's pairing link gives boot-to-QR (host clock, from QEMU's
     start). The link is what a phone camera opens: ``HTTPS://<lan-ip>:8443/P/<TOKEN>``."""
-    if box.phrase is not None and box.vm.usb_at_boot:
-        # First-boot restore from the stick that was in at power-on: the agent wipes
-        # hearth-restore.txt once the identity is restored; then the owner pulls the stick
-        # (the result page stays up while it is in) and pairing opens: the phrase is known.
-        stick = box.vm.usb_at_boot[0]
-
-        def restored() -> bool:
-            listing = mtools("mdir", "-b", "-i", str(stick), "::/").stdout.lower()
-            return "hearth-restore.txt" not in listing
-        deadline = time.monotonic() + 600
-        while not restored():
-            if time.monotonic() > deadline:
-                pytest.fail("first-boot restore never consumed hearth-restore.txt on the stick")
-            time.sleep(5)
-        print(f"first-boot restore done {time.time() - box.vm.started:.0f} s after QEMU started")
-        box.vm.unplug("bootusb0")
+    box.pull_restore_stick()
     deadline = time.monotonic() + BOOT_TIMEOUT
     seen: set[str] = set()
     while time.monotonic() < deadline:

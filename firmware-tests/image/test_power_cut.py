@@ -10,6 +10,7 @@ lost, as on a Pi whose plug is pulled.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import subprocess
@@ -20,15 +21,44 @@ from pathlib import Path
 import pytest
 from coincurve import PrivateKey
 
+from appliance import identity
+from appliance.client.backup import BoxAddress
 from appliance.tower.client import TeosClient
 from appliance.tower.crypto import locator_of
+from appliance.transport.noise import Keypair
 
-from .agecli import decrypt
+from .agecli import decrypt, encrypt_light
+from .backupagent import GONE, Writer, check_store, pair
 from .checks import fsck_results, wait_index_matches_bitcoind, wait_ready
-from .conftest import Box
+from .conftest import KNOWN_SECRET, Box, restore_payload
 from .vm import GUEST_CLI, MINE, VM, make_stick, mtools
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def wait_steady(vm: VM, what: str, timeout: float = 300) -> None:
+    """Every program RUNNING for a minute without a restart: one crash-looping since the
+    cut would show a new pid or a short uptime. Waits only as long as the youngest
+    program needs (often not at all: catching up took longer)."""
+    first: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        table = vm.ssh("supervisorctl status", check=False)
+        rows = {m[1]: m for m in re.finditer(r"^(\S+)\s+(\S+)\s+pid (\d+), uptime (\d+):(\d\d):\d\d",
+                                             table, re.M)}
+        # bitcoind-repair is a one-shot program, started only to repair bitcoind's index.
+        down = [ln for ln in table.splitlines()
+                if " RUNNING " not in ln and not ln.startswith("bitcoind-repair ")]
+        assert not down, f"not RUNNING after the cut {what}:\n" + "\n".join(down)
+        for name, m in rows.items():
+            assert first.setdefault(name, m[3]) == m[3], \
+                f"{name} restarted after the cut {what} (pid {first[name]} -> {m[3]})"
+        young = [n for n, m in rows.items() if int(m[4]) == 0 and int(m[5]) == 0]
+        if not young:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{young} never ran a minute after the cut {what}:\n{table}")
+        time.sleep(5)
 
 
 def cut_and_boot_again(vm: VM, what: str) -> dict[str, str]:
@@ -45,12 +75,7 @@ def cut_and_boot_again(vm: VM, what: str) -> dict[str, str]:
     wait_ready(vm)
     vm.wait_ssh(300)
     height = wait_index_matches_bitcoind(vm)
-    # ... and they stay up: a program crash-looping since the cut would show a short uptime.
-    time.sleep(60)
-    table = vm.ssh("supervisorctl status", check=False)
-    unstable = [ln for ln in table.splitlines() if not ln.startswith("bitcoind-repair ")
-                and (" RUNNING " not in ln or re.search(r"uptime 0:00:[0-5]\d", ln))]
-    assert not unstable, f"not steadily RUNNING after the cut {what}:\n" + "\n".join(unstable)
+    wait_steady(vm, what)
     print(f"power cut {what}: back, all RUNNING and index = bitcoind at {height} "
           f"{time.time() - t0:.0f} s later; fsck: {fsck}")
     return fsck
@@ -74,8 +99,22 @@ def test_power_cut_while_blocks_are_indexed(box: Box) -> None:
     assert int(vm.ssh(f"{GUEST_CLI} getblockcount")) == tip
 
 
-def test_power_cut_while_tower_appointments_are_stored(box: Box) -> None:
-    """Every appointment the tower signed a receipt for before the cut is there after it."""
+@pytest.fixture(scope="module")
+def paired(box: Box, tmp_path_factory: pytest.TempPathFactory) -> tuple[BoxAddress, Keypair]:
+    """A Lightning node's computer paired with the box (the backup agent's address, its key)."""
+    box.vm.wait_ssh(300)
+    wait_ready(box.vm)
+    box.pull_restore_stick()
+    return pair(box.vm, tmp_path_factory.mktemp("backup-client"))
+
+
+def test_power_cut_while_tower_appointments_and_backup_records_are_stored(
+        box: Box, paired: tuple[BoxAddress, Keypair]) -> None:
+    """One cut while a TEOS client stores appointments and a paired node streams backup
+    records and file versions (the two services write at the same moment, as on a box
+    whose Lightning node is busy): every appointment the tower signed a receipt for and
+    every backup record the agent acknowledged is there after it, byte for byte, the
+    store answers, and the newest file version it serves is a complete one."""
     vm = box.vm
     password = vm.ssh("cat /var/lib/hearth/tower/http-password").strip()
     client = TeosClient(f"http://127.0.0.1:{vm.tower_port}", PrivateKey(),
@@ -94,47 +133,88 @@ def test_power_cut_while_tower_appointments_are_stored(box: Box) -> None:
             acknowledged.append(txid)
 
     sender = threading.Thread(target=send, daemon=True)
+    writer = Writer(*paired, "cut-during-writes", file_size=1 << 20, budget=96 << 20)
     sender.start()
-    deadline = time.monotonic() + 300
-    while len(acknowledged) < 20:
-        if time.monotonic() > deadline or not sender.is_alive():
-            pytest.fail(f"only {len(acknowledged)} appointments acknowledged")
+    writer.start()
+    deadline = time.monotonic() + 600
+    while (len(acknowledged) < 20 or writer.sent.count(writer.cln) < 16
+           or writer.sent.count(writer.file) < 2):
+        if time.monotonic() > deadline or not sender.is_alive() or not writer.is_alive():
+            pytest.fail(f"only {len(acknowledged)} appointments, "
+                        f"{writer.sent.count(writer.cln)} backup records and "
+                        f"{writer.sent.count(writer.file)} file versions acknowledged "
+                        f"(backup writer: {writer.ended!r})")
         time.sleep(0.2)
-    cut_and_boot_again(vm, f"after {len(acknowledged)} acknowledged appointments")
+    cut_and_boot_again(vm, f"after {len(acknowledged)} acknowledged appointments and "
+                           f"{writer.sent.count(writer.cln)} backup records")
     stop.set()
+    writer.stop.set()
     sender.join(timeout=60)
+    writer.join(timeout=60)
+    assert writer.ended is None or isinstance(writer.ended, GONE), \
+        f"the backup agent refused a write: {writer.ended!r}"
     missing = [t.hex() for t in acknowledged if client.get_appointment(locator_of(t))[0] != 200]
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged appointments lost"
-    print(f"{len(acknowledged)} acknowledged appointments all present after the cut")
+    print(f"{len(acknowledged)} acknowledged appointments all present after the cut; "
+          + asyncio.run(check_store(writer)))
 
 
-def test_power_cut_during_a_usb_backup(box: Box, tmp_path: Path) -> None:
-    """Cut while the agent writes a backup to a stick: the newest backup on the stick is
-    never a half-written one (a complete one, or none)."""
+#: In the guest: wait (up to 5 min) for the USB agent's temp file on the mounted stick
+#: to hold data, print its size. The host pulls the plug the moment this returns.
+_WAIT_FOR_TEMP = (
+    "for i in $(seq 3000); do "
+    "for f in /run/hearth-usb/stick-*/HEARTH/.hearth-*.age.tmp; do "
+    "[ -f \"$f\" ] && s=$(stat -c %s \"$f\") && [ \"$s\" -gt 0 ] && echo \"$s\" && exit 0; "
+    "done; sleep 0.1; done; exit 1")
+
+
+def test_power_cut_during_a_usb_backup(box: Box, paired: tuple[BoxAddress, Keypair],
+                                       tmp_path: Path) -> None:
+    """The stick holds an older backup of this box; the cut comes while the agent writes the
+    new one (its temp file on the stick holds data). After it the newest backup on the
+    stick is a complete one: the older one, unchanged, or the new one, which decrypts."""
     vm = box.vm
     if box.phrase is None:
         pytest.fail(f"{box.phrase_error}")
+    # Enough channel-state data on the box that the backup takes a while to write.
+    filler = Writer(*paired, "usb-filler", file_size=2 << 20, budget=8 << 20)
+    filler.start()
+    filler.join(timeout=900)
+    assert filler.ended is None, f"could not fill the backup agent: {filler.ended!r}"
+    old = tmp_path / "old.age"
+    encrypt_light(restore_payload(KNOWN_SECRET), old, box.phrase)
+    old_name = f"hearth-{identity.box_id(KNOWN_SECRET)}-20260101T000000Z.age"
     stick = tmp_path / "stick.img"
-    make_stick(stick, {}, label="CUT")
+    make_stick(stick, {f"HEARTH/{old_name}": old.read_bytes()}, size_mib=256, label="CUT")
+    vm.wait_ssh(300)
+    watch = subprocess.Popen(
+        ["ssh", "-q", "-i", str(vm.ssh_key), "-p", str(vm.ssh_port), "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "root@127.0.0.1", _WAIT_FOR_TEMP],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    time.sleep(5)  # the watcher is running in the guest
     vm.hotplug_stick(stick)
-    deadline = time.monotonic() + 300
-    while "nosuid" not in vm.ssh("grep -i ' vfat ' /proc/mounts || true"):
-        if time.monotonic() > deadline:
-            pytest.fail("the agent never mounted the stick")
-        time.sleep(0.5)
-    time.sleep(1)  # into the write
-    cut_and_boot_again(vm, "during a USB backup")
     try:
-        listing = mtools("mdir", "-b", "-i", str(stick), "::/HEARTH").stdout.split()
-    except subprocess.CalledProcessError:
-        listing = []
-    backups = sorted(p for p in listing if p.endswith(".age"))
+        out, _ = watch.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        watch.kill()
+        pytest.fail("the agent never started writing a backup to the stick")
+    if watch.returncode != 0:
+        pytest.fail("no temp file with data appeared on the stick within 5 min")
+    cut_and_boot_again(vm, f"with {int(out)} bytes in the backup's temp file on the stick")
+    listing = [Path(p).name for p in
+               mtools("mdir", "-b", "-i", str(stick), "::/HEARTH").stdout.split()]
     print(f"stick after the cut: {listing}")
-    if backups:
-        newest = backups[-1] if backups[-1].startswith("::") else f"::{backups[-1]}"
-        local = tmp_path / Path(newest).name
-        mtools("mcopy", "-o", "-i", str(stick), newest, str(local))
-        decrypt(local, tmp_path / "payload.tar", box.phrase)  # raises if half-written
+    backups = sorted(n for n in listing if n.endswith(".age"))
+    assert backups, "the older backup is gone from the stick"
+    newest = tmp_path / backups[-1]
+    mtools("mcopy", "-o", "-i", str(stick), f"::/HEARTH/{backups[-1]}", str(newest))
+    if backups[-1] == old_name:
+        assert newest.read_bytes() == old.read_bytes(), "the older backup was changed"
+        print("the newest backup on the stick is the older one, unchanged")
+    else:
+        decrypt(newest, tmp_path / "payload.tar", box.phrase)  # raises if half-written
+        print(f"the newest backup on the stick, {backups[-1]}, is complete and decrypts")
 
 
 def test_power_cut_that_winds_bitcoind_back(box: Box) -> None:

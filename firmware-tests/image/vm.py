@@ -6,8 +6,8 @@ the card before the first boot), and QEMU writes only to a throw-away qcow2 over
 that copy. The kernel and initramfs are the image's own, read from its FAT partition.
 
 Machine: ``virt``, Cortex-A53, 2 vCPUs, TCG (KVM hangs guests on the test machines), a
-virtio disk, user networking with the Electrum, SSH, tower and setup-page ports
-forwarded, a qemu-xhci USB controller for sticks plugged at boot or hot-plugged over
+virtio disk, user networking with the Electrum, SSH, tower, setup-page, Noise (pairing) and
+backup-agent ports forwarded, a qemu-xhci USB controller for sticks plugged at boot or hot-plugged over
 QMP, and a 9p share the display service writes its frames to (mounted by
 ``systemd.mount-extra=`` on the test's kernel command line, so nothing test-only is in
 the image).
@@ -33,6 +33,8 @@ GUEST_ELECTRUM_PORT = 50001
 GUEST_SSH_PORT = 22
 GUEST_TOWER_PORT = 9814
 GUEST_SETUP_PORT = 8443  # the phone setup page (HTTPS)
+GUEST_NOISE_PORT = 50003  # the pairing gate (and Noise for paired clients)
+GUEST_BACKUP_PORT = 50004  # the channel-state backup agent
 FRAMES_TAG = "hearthframes"
 GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
 
@@ -174,6 +176,8 @@ class VM:
         self.ssh_port = free_port()
         self.tower_port = free_port()
         self.setup_port = free_port()
+        self.noise_port = free_port()
+        self.backup_port = free_port()
         self.ssh_key = self.workdir / "ssh-key"
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
@@ -223,7 +227,9 @@ class VM:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.electrum_port}-:{GUEST_ELECTRUM_PORT}"
                        f",hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{GUEST_SSH_PORT}"
                        f",hostfwd=tcp:127.0.0.1:{self.tower_port}-:{GUEST_TOWER_PORT}"
-                       f",hostfwd=tcp:127.0.0.1:{self.setup_port}-:{GUEST_SETUP_PORT}",
+                       f",hostfwd=tcp:127.0.0.1:{self.setup_port}-:{GUEST_SETUP_PORT}"
+                       f",hostfwd=tcp:127.0.0.1:{self.noise_port}-:{GUEST_NOISE_PORT}"
+                       f",hostfwd=tcp:127.0.0.1:{self.backup_port}-:{GUEST_BACKUP_PORT}",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-virtfs", f"local,path={self.frames},mount_tag={FRAMES_TAG},security_model=none,id=frames",
             "-device", "qemu-xhci,id=xhci",

@@ -1,0 +1,1 @@
+"""A/B updates with RAUC and what makes them safe: data-version markers on every store."""
