@@ -70,8 +70,8 @@ def tornet(tmp_path: Path) -> Iterator[TorNetwork]:
     net.stop()
 
 
-def tor_section(include: Path) -> str:
-    return f'[tor]\nsocks_port = 0\ninclude = "{include}"\n[setup]\nport = 0\n'
+def tor_sections(include: Path) -> dict[str, dict[str, Any]]:
+    return {"tor": {"socks_port": 0, "include": include}, "setup": {"port": 0}}
 
 
 async def electrum_over_socks(proxy: SocksProxy, host: str, port: int) -> Any:
@@ -119,7 +119,7 @@ def test_the_box_over_a_private_tor_network(tmp_path: Path, node: TestNode,
     # the restored box's descriptor (a client that cached the old one waits minutes for
     # its dead introduction points to time out, as a real phone would).
     later = SocksProxy("127.0.0.1", tornet.add_client("phone"))
-    box = IndexerProcess(tmp_path / "box", node, extra=tor_section(include))
+    box = IndexerProcess(tmp_path / "box", node, sections=tor_sections(include))
     box.start()
     tor = TorService(box.config, tmp_path / "box" / "tor.log")
     tor.start()

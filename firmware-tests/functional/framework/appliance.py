@@ -164,7 +164,9 @@ class IndexerProcess(ServiceProcess):
     ready_log = "serving Electrum RPC"
     ready_timeout = 120.0
 
-    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0) -> None:
+    def __init__(self, base: Path, node: TestNode, *, timeout_factor: float = 1.0,
+                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """``sections``: more hearth.toml tables (e.g. ``tor``, ``setup``)."""
         self.tcp_port = free_port()
         self.tls_port = free_port()
         self.noise_port = free_port()
@@ -175,6 +177,7 @@ class IndexerProcess(ServiceProcess):
                           "advertise_host": "127.0.0.1"},
             # No usb service here to page through the recovery phrase: pairing opens at once.
             "usb": {"phrase_gate": False},
+            **(sections or {}),
         }, timeout_factor=timeout_factor)
         self.clients: list[ElectrumClient] = []
 
