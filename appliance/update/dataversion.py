@@ -112,8 +112,14 @@ def read_marker(path: Path) -> int | None:
 
 
 def _write_marker(path: Path, store: str, version: int) -> None:
-    write_atomic(path / MARKER, json.dumps({"format": FORMAT, "store": store,
-                                            "version": version}).encode() + b"\n", 0o600)
+    # Readable by all (a version is no secret) and owned like its directory: root's USB
+    # agent may be the first to mark the data directory that every service reads.
+    marker = path / MARKER
+    write_atomic(marker, json.dumps({"format": FORMAT, "store": store,
+                                     "version": version}).encode() + b"\n", 0o644)
+    if os.geteuid() == 0:
+        owner = path.stat()
+        os.chown(marker, owner.st_uid, owner.st_gid)
 
 
 def ensure(spec: StoreSpec, path: Path) -> int:

@@ -4,6 +4,7 @@ for the step a crash interrupted), newer data refused untouched, the OLED page."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,20 @@ def test_a_new_store_is_marked_with_the_current_version(tmp_path: Path) -> None:
     spec = StoreSpec("s", 3, {1: lambda p: pytest.fail("ran"), 2: lambda p: pytest.fail("ran")})
     assert ensure(spec, tmp_path / "new") == 3
     assert read_marker(tmp_path / "new") == 3
-    assert (tmp_path / "new" / MARKER).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new" / MARKER).stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as the box's USB agent runs")
+def test_a_marker_written_by_root_belongs_to_the_directory_owner(tmp_path: Path) -> None:
+    """On the image root's USB agent may mark the data directory first; the services
+    (user hearth) must still read the marker, and rewrite it when they migrate."""
+    store = tmp_path / "keys"
+    store.mkdir()
+    os.chown(store, 4321, 4321)
+    spec = StoreSpec("keys", 1, {})
+    assert ensure(spec, store) == 1
+    marker = (store / MARKER).stat()
+    assert (marker.st_uid, marker.st_gid) == (4321, 4321)
 
 
 def test_unmarked_data_is_version_1_and_migrates_forward_once(tmp_path: Path) -> None:
