@@ -101,6 +101,12 @@ class Box:
         print(f"first-boot restore done {time.time() - self.vm.started:.0f} s after QEMU started")
         self.vm.unplug("bootusb0")
         self.stick_pulled = True
+        # The agent restarts the services that started with the box's own identity right
+        # after wiping the file: a test talking to them meanwhile gets its connection reset.
+        while self.vm.ssh("pgrep -f '[s]upervisorctl restart'", check=False).strip():
+            if time.monotonic() > deadline:
+                pytest.fail("the services restarted after the restore never came back")
+            time.sleep(2)
 
 
 @pytest.fixture(scope="session")

@@ -91,6 +91,7 @@ def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 def test_card_wear_per_day(box: Box) -> None:
     vm = box.vm
     vm.wait_ssh(300)
+    box.pull_restore_stick()  # the tests may run alone (-k): restore first
     wait_ready(vm)
     password = vm.ssh("cat /var/lib/hearth/tower/http-password").strip()
     tower = TeosClient(f"http://127.0.0.1:{vm.tower_port}", PrivateKey(),

@@ -86,6 +86,7 @@ def test_power_cut_while_blocks_are_indexed(box: Box) -> None:
     through them (it was stopped while they were mined, so it is behind when it starts)."""
     vm = box.vm
     vm.wait_ssh(300)
+    box.pull_restore_stick()  # the tests may run alone (-k): restore first
     wait_ready(vm)
     vm.ssh("supervisorctl stop hearth-indexer")
     vm.ssh(MINE.format(n=150), timeout=600)
