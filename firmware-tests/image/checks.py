@@ -13,13 +13,23 @@ from .vm import GUEST_CLI, VM, VMError, electrum_request
 BOOT_TIMEOUT = 900.0
 
 
-def expected_programs() -> set[str]:
+def _autostart() -> dict[str, bool]:
+    """The image's supervisord programs and listeners -> whether supervisord starts them."""
     conf = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
     conf.read(REPO / "rootfs-overlay/etc/supervisor/conf.d/hearth.conf")
-    # autostart=false: a one-shot program (bitcoind-repair), not a service; hearth-ready skips it.
-    return {s.split(":", 1)[1] for s in conf.sections()
-            if s.startswith(("program:", "eventlistener:"))
-            and conf[s].get("autostart", "true") != "false"}
+    return {s.split(":", 1)[1]: conf[s].get("autostart", "true") != "false"
+            for s in conf.sections() if s.startswith(("program:", "eventlistener:"))}
+
+
+def expected_programs() -> set[str]:
+    """The services that must be RUNNING."""
+    return {name for name, auto in _autostart().items() if auto}
+
+
+def one_shot_programs() -> set[str]:
+    """autostart=false: programs run only when needed (bitcoind-repair), not services;
+    hearth-ready skips them."""
+    return {name for name, auto in _autostart().items() if not auto}
 
 
 def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:

@@ -29,7 +29,7 @@ from appliance.transport.noise import Keypair
 
 from .agecli import decrypt, encrypt_light
 from .backupagent import GONE, Writer, check_store, pair
-from .checks import fsck_results, wait_index_matches_bitcoind, wait_ready
+from .checks import fsck_results, one_shot_programs, wait_index_matches_bitcoind, wait_ready
 from .conftest import KNOWN_SECRET, Box, restore_payload
 from .vm import GUEST_CLI, MINE, VM, make_stick, mtools
 
@@ -41,14 +41,14 @@ def wait_steady(vm: VM, what: str, timeout: float = 300) -> None:
     cut would show a new pid or a short uptime. Waits only as long as the youngest
     program needs (often not at all: catching up took longer)."""
     first: dict[str, str] = {}
+    one_shot = one_shot_programs()
     deadline = time.monotonic() + timeout
     while True:
         table = vm.ssh("supervisorctl status", check=False)
         rows = {m[1]: m for m in re.finditer(r"^(\S+)\s+(\S+)\s+pid (\d+), uptime (\d+):(\d\d):\d\d",
                                              table, re.M)}
-        # bitcoind-repair is a one-shot program, started only to repair bitcoind's index.
         down = [ln for ln in table.splitlines()
-                if " RUNNING " not in ln and not ln.startswith("bitcoind-repair ")]
+                if " RUNNING " not in ln and ln.split(maxsplit=1)[0] not in one_shot]
         assert not down, f"not RUNNING after the cut {what}:\n" + "\n".join(down)
         for name, m in rows.items():
             assert first.setdefault(name, m[3]) == m[3], \
