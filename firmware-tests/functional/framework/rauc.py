@@ -57,7 +57,8 @@ class Key:
 
 def make_key(directory: Path, name: str = "hearth test") -> Key:
     directory.mkdir(parents=True, exist_ok=True)
-    key, cert = directory / f"{name.replace(' ', '-')}.key.pem", directory / f"{name.replace(' ', '-')}.cert.pem"
+    stem = name.replace(" ", "-")
+    key, cert = directory / f"{stem}.key.pem", directory / f"{stem}.cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                     "-out", str(cert), "-days", "30", "-subj", f"/CN={name}"],
                    check=True, capture_output=True)
