@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import Config
 from .bundle import BundleError
 from .install import CommandRebooter, Progress, Rebooter, install, offer, running_version
-from .report import read_report
+from .report import last_result_file, read_report
 
 __all__ = ["add_parser", "run"]
 
@@ -69,8 +69,3 @@ def _status(cfg: Config, *, as_json: bool) -> int:
             print(f"  {label:6} {slot.name} ({slot.bootname}): {slot.version or 'as flashed'}, "
                   f"{slot.boot_status or 'unknown'}{', primary' if slot.name == report.primary else ''}")
     return 0
-
-
-def last_result_file(cfg: Config) -> Path:
-    """Written by the image side's health check after a try boot, if at all."""
-    return cfg.service_dir("update") / "last-result.json"

@@ -114,7 +114,9 @@ class UpdatePrompt:
             return PromptView(state, "Checking update", self.text, hint="Do not unplug")
         if state is UpdateState.ASKING and self.offer is not None:
             left = max(0, int(self.deadline - now + 0.999))
-            return PromptView(state, self.offer.question, "Press to install",
+            # The page's title says "Update": the line under it fits 128 px unwrapped.
+            return PromptView(state, f"{self.offer.running} -> {self.offer.bundle.version}?",
+                              "Press to install",
                               hint=f"Hold or wait {left}s: no")
         if state is UpdateState.INSTALLING:
             to = self.offer.bundle.version if self.offer else ""

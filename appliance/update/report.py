@@ -23,9 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
 from .bundle import RaucMissing, compare_versions
 
-__all__ = ["Report", "SlotInfo", "boot_time", "read_report", "report_from"]
+__all__ = ["Report", "SlotInfo", "boot_time", "last_result_file", "read_report", "report_from"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class Report:
         if self.result == "pending" and self.other is not None:
             return f"Update to {self.other.version} installed: reboot to finish"
         return f"Hearth {self.running}"
+
+
+def last_result_file(cfg: Config) -> Path:
+    """Written by the image side's health check after a try boot, if at all."""
+    return cfg.service_dir("update") / "last-result.json"
 
 
 def boot_time() -> float:

@@ -16,10 +16,28 @@ from appliance.cli import _parser
 from appliance.config import Config, load_config
 from appliance.update import cli as update_cli
 from appliance.update.bundle import BundleInfo
-from appliance.update.install import InstallFailed, NotNewer, Offer, Progress, install, offer
+from appliance.update.install import (
+    InstallFailed,
+    NotNewer,
+    Offer,
+    Progress,
+    install,
+    offer,
+    running_version,
+)
 from appliance.update.report import read_report
-from functional.framework.rauc import Key, RaucSystem, can_install, make_bundle, make_key
+from functional.framework.rauc import (
+    Key,
+    RaucSystem,
+    can_install,
+    make_bundle,
+    make_key,
+    next_version,
+)
 from functional.framework.util import write_config
+
+RUNNING = running_version()
+NEXT = next_version(RUNNING)
 
 pytestmark = pytest.mark.skipif(not can_install(), reason="needs rauc, root, loop devices, dbus")
 
@@ -43,7 +61,10 @@ def bundles(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Key, Key]) -> 
     base = tmp_path_factory.mktemp("bundles")
     return {v: make_bundle(base / f"hearth-{v}-arm64.raucb", keys[0], version=v)
             for v in ("0.1.0", "0.0.9", "0.1.1")} | {
-        "foreign": make_bundle(base / "foreign.raucb", keys[1], version="0.1.2")}
+        "foreign": make_bundle(base / "foreign.raucb", keys[1], version="0.1.2"),
+        # for the CLI, which compares with what this tree is
+        "running": make_bundle(base / f"hearth-{RUNNING}-arm64.raucb", keys[0], version=RUNNING),
+        "next": make_bundle(base / f"hearth-{NEXT}-next-arm64.raucb", keys[0], version=NEXT)}
 
 
 @pytest.fixture
@@ -114,18 +135,18 @@ def test_cli_install_then_rollback_is_reported(system: RaucSystem, cfg: Config,
         return update_cli.run(cfg, _parser().parse_args(["update", *argv]), rebooter=rebooter)
 
     reboots = Reboots()
-    assert appliance("install", str(bundles["0.1.0"]), rebooter=reboots) == 1
-    assert "0.1.0 is the version running: nothing to do" in capsys.readouterr().err
+    assert appliance("install", str(bundles["running"]), rebooter=reboots) == 1
+    assert f"{RUNNING} is the version running: nothing to do" in capsys.readouterr().err
     assert appliance("install", str(bundles["foreign"]), rebooter=reboots) == 1
     assert "Bad signature" in capsys.readouterr().err
     assert reboots.count == 0 and system.calls().count("set-primary B") == 0
 
-    assert appliance("install", str(bundles["0.1.1"]), rebooter=reboots) == 0
+    assert appliance("install", str(bundles["next"]), rebooter=reboots) == 0
     out = capsys.readouterr().out
-    assert "Update 0.1.0 -> 0.1.1: hearth-0.1.1-arm64.raucb verified" in out and "100% " in out
+    assert f"Update {RUNNING} -> {NEXT}: {bundles['next'].name} verified" in out and "100% " in out
     assert reboots.count == 1
     assert appliance("status") == 0
-    assert "Update to 0.1.1 installed: reboot to finish" in capsys.readouterr().out
+    assert f"Update to {NEXT} installed: reboot to finish" in capsys.readouterr().out
 
     # The try boot of B failed its health check: the image side marked B bad and the
     # firmware booted A again. rauc's own status, after that "reboot", says so.
@@ -134,7 +155,7 @@ def test_cli_install_then_rollback_is_reported(system: RaucSystem, cfg: Config,
     system.set_primary("A")
     system.start()
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", system.env["DBUS_SYSTEM_BUS_ADDRESS"])
-    report = read_report("rauc", "0.1.0", booted_at=time.time() + 1)
-    assert (report.result, report.rolled_back_to) == ("rolled-back", "0.1.1")
+    report = read_report("rauc", RUNNING, booted_at=time.time() + 1)
+    assert (report.result, report.rolled_back_to) == ("rolled-back", NEXT)
     assert report.other is not None and report.other.boot_status == "bad"
-    assert report.line == "Update to 0.1.1 was rolled back"
+    assert report.line == f"Update to {NEXT} was rolled back"

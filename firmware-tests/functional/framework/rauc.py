@@ -39,6 +39,12 @@ esac
 """
 
 
+def next_version(version: str) -> str:
+    """``0.1.0`` -> ``0.1.1``: the update a test brings to a box running ``version``."""
+    *head, last = version.split(".")
+    return ".".join([*head, str(int(last) + 1)])
+
+
 def have_rauc() -> bool:
     return all(shutil.which(p) for p in ("rauc", "openssl", "mksquashfs"))
 

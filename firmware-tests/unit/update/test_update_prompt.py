@@ -28,7 +28,7 @@ def test_short_press_installs_with_progress_then_reboots() -> None:
     p = asking()
     view = p.view(100.0)
     assert (view.state, view.headline, view.detail, view.hint) == (
-        UpdateState.ASKING, "Update 0.1.0 -> 0.1.1?", "Press to install", "Hold or wait 60s: no")
+        UpdateState.ASKING, "0.1.0 -> 0.1.1?", "Press to install", "Hold or wait 60s: no")
     assert p.view(130.2).hint == "Hold or wait 30s: no"
     assert p.press(110.0) == (True, Action.INSTALL)
     p.progress(Progress(40, "Checking bundle done."))
