@@ -94,7 +94,7 @@ class UsbService:
         # This process is root; the display and button run as the services' user.
         ctl = Path(cfg.control_endpoint("usb")[len("ipc://"):])
         own_like(ctl, cfg.hearth.run_dir)
-        self._publish(UsbState.IDLE, "idle")
+        self._publish(UsbState.IDLE, notice or "idle")  # appliance status shows a rollback too
 
     # --- status ----------------------------------------------------------------------------
     def _publish(self, state: UsbState, detail: str, *, error: str | None = None,
@@ -124,12 +124,13 @@ class UsbService:
     async def handle(self, device: Path) -> Outcome:
         self.loop = asyncio.get_running_loop()
         async with self.lock:
+            if self.prompt.busy or self.prompt.state is UpdateState.ASKING:
+                # Not current: pulling this one out must not answer the question.
+                log.info("stick %s ignored: an update is under way", device)
+                return Outcome(False, "an update is under way: stick ignored", "update")
             self.current = str(device)
             self.gone = None
             self.restored = None
-            if self.prompt.busy or self.prompt.state is UpdateState.ASKING:
-                log.info("stick %s ignored: an update is under way", device)
-                return Outcome(False, "an update is under way: stick ignored", "update")
             self._publish(UsbState.RUNNING, f"reading {device.name}")
             outcome = await asyncio.to_thread(self.agent.handle, device)
             if outcome.kind == "update":

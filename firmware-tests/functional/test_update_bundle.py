@@ -19,15 +19,14 @@ from appliance.update.bundle import (
     inspect,
     parse_version,
 )
-from functional.framework.rauc import COMPATIBLE, Key, have_rauc, make_bundle, make_key
+from functional.framework.rauc import COMPATIBLE, Key, have_rauc, make_bundle, two_keys
 
 pytestmark = pytest.mark.skipif(not have_rauc(), reason="needs rauc, openssl and mksquashfs")
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Key, Key]:
-    base = tmp_path_factory.mktemp("keys")
-    return make_key(base, "hearth test"), make_key(base, "someone else")
+    return two_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,12 @@ from appliance.update.report import read_report
 from functional.framework.rauc import (
     Key,
     RaucSystem,
+    Reboots,
     can_install,
     make_bundle,
-    make_key,
     next_version,
+    running_system,
+    two_keys,
 )
 from functional.framework.util import write_config
 
@@ -42,18 +44,9 @@ NEXT = next_version(RUNNING)
 pytestmark = pytest.mark.skipif(not can_install(), reason="needs rauc, root, loop devices, dbus")
 
 
-class Reboots:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def reboot(self) -> None:
-        self.count += 1
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Key, Key]:
-    base = tmp_path_factory.mktemp("keys")
-    return make_key(base, "hearth test"), make_key(base, "someone else")
+    return two_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +62,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Key, Key]) -> 
 
 @pytest.fixture
 def system(tmp_path: Path, keys: tuple[Key, Key], monkeypatch: pytest.MonkeyPatch) -> Iterator[RaucSystem]:
-    rauc = RaucSystem(tmp_path / "rauc", keys[0].cert)
-    rauc.base.mkdir()
-    try:
-        rauc.start()
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", rauc.env["DBUS_SYSTEM_BUS_ADDRESS"])
-        yield rauc
-    finally:
-        rauc.stop()
+    yield from running_system(tmp_path / "rauc", keys[0].cert, monkeypatch)
 
 
 @pytest.fixture

@@ -31,10 +31,12 @@ from appliance.usb.update import incoming_dir
 from functional.framework.rauc import (
     Key,
     RaucSystem,
+    Reboots,
     can_install,
     make_bundle,
-    make_key,
     next_version,
+    running_system,
+    two_keys,
 )
 
 RUNNING = running_version()  # what this tree is; the stick brings the next one
@@ -43,18 +45,9 @@ NEXT = next_version(RUNNING)
 pytestmark = pytest.mark.skipif(not can_install(), reason="needs rauc, root, loop devices, dbus")
 
 
-class Reboots:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def reboot(self) -> None:
-        self.count += 1
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Key, Key]:
-    base = tmp_path_factory.mktemp("keys")
-    return make_key(base, "hearth test"), make_key(base, "someone else")
+    return two_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture
@@ -71,14 +64,7 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture
 def system(base: Path, keys: tuple[Key, Key], monkeypatch: pytest.MonkeyPatch) -> Iterator[RaucSystem]:
-    rauc = RaucSystem(base / "rauc", keys[0].cert)
-    rauc.base.mkdir()
-    try:
-        rauc.start()
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", rauc.env["DBUS_SYSTEM_BUS_ADDRESS"])
-        yield rauc
-    finally:
-        rauc.stop()
+    yield from running_system(base / "rauc", keys[0].cert, monkeypatch)
 
 
 def box(base: Path, keys: tuple[Key, Key], timeout: float = 60.0) -> Config:
@@ -88,7 +74,7 @@ def box(base: Path, keys: tuple[Key, Key], timeout: float = 60.0) -> Config:
         "usb": {"mount_dir": str(base / "mnt"), "export_timeout_s": 1.0, "restart_after_restore": "",
                 "phrase_gate": False},
         "update": {"keyring": str(keys[0].cert), "prompt_timeout_s": timeout}})
-    cfg.hearth.data_dir.mkdir(parents=True)
+    cfg.hearth.data_dir.mkdir(parents=True, exist_ok=True)
     acknowledge(cfg)
     return cfg
 
@@ -179,21 +165,29 @@ def test_long_press_or_no_press_installs_nothing(base: Path, keys: tuple[Key, Ke
                                                  system: RaucSystem) -> None:
     cfg = box(base, keys, timeout=1.0)
     img = stick(base, make_bundle(base / f"hearth-{NEXT}-arm64.raucb", keys[0], version=NEXT))
+    img2 = stick(base, name="other.img")
     slot_b = system.slots["B"].read_bytes()
 
-    async def body(service: UsbService, bus: StatusPublisher) -> None:
-        await service.handle(img)  # no press: the question goes away by itself
+    async def no_press(service: UsbService, bus: StatusPublisher) -> None:
+        await service.handle(img)  # the question goes away by itself
         assert state(bus) is UpdateState.ASKING
         await until(lambda: state(bus) is UpdateState.IDLE, "the timeout")
         assert (await oled(cfg, bus))[0] is None
         assert not await asyncio.to_thread(_phrase_press, cfg)  # a press is the pairing button's
-        await service.handle(img)  # plugged in again: asked again; a long press says no
+
+    async def long_press(service: UsbService, bus: StatusPublisher) -> None:
+        await service.handle(img)  # plugged in again: asked again
         assert state(bus) is UpdateState.ASKING
-        assert await asyncio.to_thread(_phrase_press, cfg, True)
+        other = await service.handle(img2)  # another stick meanwhile: left alone
+        assert other.message == "an update is under way: stick ignored"
+        service.removed(img2)  # and pulling it out is no answer
+        assert state(bus) is UpdateState.ASKING
+        assert await asyncio.to_thread(_phrase_press, cfg, True)  # a long press says no
         assert state(bus) is UpdateState.IDLE
         assert not await asyncio.to_thread(_phrase_press, cfg)
 
-    run(cfg, body, Reboots())
+    run(cfg, no_press, Reboots())
+    run(box(base, keys), long_press, Reboots())
     assert system.slots["B"].read_bytes() == slot_b
     assert "set-primary B" not in system.calls()
     assert not list(incoming_dir(cfg).iterdir())

@@ -19,8 +19,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 COMPATIBLE = "hearth-arm64"
 
@@ -179,3 +182,30 @@ class RaucSystem:
             if proc.stdout is not None:
                 proc.stdout.close()
         self._procs.clear()
+
+
+class Reboots:
+    """The reboot seam in tests: counts what would have rebooted this machine."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def reboot(self) -> None:
+        self.count += 1
+
+
+def two_keys(base: Path) -> tuple[Key, Key]:
+    """Hearth's (the box's keyring) and someone else's."""
+    return make_key(base, "hearth test"), make_key(base, "someone else")
+
+
+def running_system(base: Path, keyring: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RaucSystem]:
+    """A fixture's body: a started :class:`RaucSystem` whose bus the test's rauc clients use."""
+    rauc = RaucSystem(base, keyring)
+    base.mkdir()
+    try:
+        rauc.start()
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", rauc.env["DBUS_SYSTEM_BUS_ADDRESS"])
+        yield rauc
+    finally:
+        rauc.stop()
