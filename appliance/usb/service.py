@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import time
 from pathlib import Path
 
@@ -222,7 +223,13 @@ class UsbService:
         self._publish(UsbState.IDLE, f"update {chosen.bundle.version} installed: rebooting")
         log.info("update %s installed: rebooting into it", chosen.bundle.version)
         await asyncio.sleep(_SHOW_BEFORE_REBOOT_S)
-        await asyncio.to_thread(self.rebooter.reboot)
+        try:
+            await asyncio.to_thread(self.rebooter.reboot)
+        except (OSError, subprocess.SubprocessError) as exc:
+            # Installed all the same: the new slot is tried at the next restart.
+            log.error("reboot after the update failed: %s", exc)
+            self._publish(UsbState.IDLE, "update installed: restart the box to finish",
+                          error=f"reboot failed: {exc}")
 
     def _step(self, progress: Progress) -> None:
         self.prompt.progress(progress)
