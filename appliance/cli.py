@@ -18,6 +18,7 @@ from . import __version__
 from .config import Config, ConfigError, load_config, render_reference
 from .services import SERVICES, run_service
 from .tor import cli as tor_cli
+from .update import cli as update_cli
 
 if TYPE_CHECKING:
     from .control.messages import IndexerStatusReply
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     ubackup.add_argument("device")
 
     tor_cli.add_parser(sub, common)
+    update_cli.add_parser(sub, common)
 
     display = sub.add_parser("display", help="the OLED outside the display service")
     dsub = display.add_subparsers(dest="display_command", required=True)
@@ -142,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _restore(cfg, args)
     if args.command == "tor":
         return tor_cli.run(cfg, args)
+    if args.command == "update":
+        return update_cli.run(cfg, args)
     if args.command == "display":
         return _display_step(cfg, args.step, args.detail, args.error)
     raise AssertionError(args.command)  # argparse restricts the choices

@@ -38,6 +38,7 @@ __all__ = [
     "NodeSection",
     "TorSection",
     "TowerSection",
+    "UpdateSection",
     "TransportSection",
     "dump_toml",
     "load_config",
@@ -257,6 +258,17 @@ class UsbSection:
 
 
 @dataclass(frozen=True)
+class UpdateSection:
+    keyring: str = _opt("/etc/rauc/keyring.pem", "Certificate an update bundle must be signed with "
+                        "(given to rauc info as --keyring).")
+    compatible: str = _opt("hearth-arm64", "The only bundle 'compatible' this box installs (its "
+                           "system.conf's): a bundle for another architecture is refused.")
+    rauc: str = _opt("rauc", "The rauc program (Debian's).")
+    prompt_timeout_s: float = _opt(60.0, "A stick's update question goes away after this long "
+                                   "without a press (nothing is installed).", minimum=1.0)
+
+
+@dataclass(frozen=True)
 class SupervisionSection:
     flood_restarts: int = _opt(5, "A program dying more often than this within flood_window_s is "
                                "paused (stopped, then started again after retry_base_s...).",
@@ -284,6 +296,7 @@ class Config:
     tor: TorSection = field(default_factory=TorSection)
     log: LogSection = field(default_factory=LogSection)
     usb: UsbSection = field(default_factory=UsbSection)
+    update: UpdateSection = field(default_factory=UpdateSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     path: Path | None = None
 

@@ -2,6 +2,8 @@
 
 Short press: open the pairing window (5 minutes). Long press (>= 5 s, with a countdown
 on the display that releasing cancels): revoke every pairing and reopen the window.
+Both go to the usb service first, which takes them while the recovery phrase is shown
+(short) or a stick's update question is up (short: install, long: no).
 Presses come from GPIO (RPi.GPIO, or rpi-lgpio on a Pi 5) or, in sim and tests, from a
 FIFO; the same state machine handles both. The countdown reaches the display through
 the status bus (``counters.countdown``: seconds left, -1 when not counting).
@@ -40,10 +42,11 @@ def _command(cfg: Config, request: Request[Any]) -> str:
         return str(exc)
 
 
-def _phrase_press(cfg: Config) -> bool:
-    """True if the usb service took the press to page through the recovery phrase."""
+def _phrase_press(cfg: Config, long: bool = False) -> bool:
+    """True if the usb service took the press: paging through the recovery phrase, or
+    answering an update question (a long press: "no")."""
     try:
-        return ask(cfg.control_endpoint("usb"), PhrasePress(), timeout=2).consumed
+        return ask(cfg.control_endpoint("usb"), PhrasePress(long=long), timeout=2).consumed
     except ControlError:
         return False  # no usb service: the press means what it always does
 
@@ -73,6 +76,10 @@ async def main(cfg: Config) -> None:
                 log.info("short press: pairing window %s", error or "open")
                 bus.update(detail="pairing opened", last_error=error or None,
                            counters={"countdown": -1, "presses": presses + 1})
+            elif event.kind == ButtonEventKind.LONG_PRESS and await asyncio.to_thread(
+                    _phrase_press, cfg, True):
+                log.info("long press: update question answered no")
+                bus.update(detail="update declined", counters={"countdown": -1, "presses": presses + 1})
             elif event.kind == ButtonEventKind.LONG_PRESS:
                 error = await asyncio.to_thread(_command, cfg, PairingReset())
                 log.info("long press: pairing %s", error or "reset")

@@ -18,7 +18,8 @@ __all__ = [
     "PairedClientInfo", "PairingList", "PairingOpen", "PairingPayload", "PairingRedeemWeb",
     "PairingReset", "PairingRevoke", "PairingState", "Payload", "PhrasePress", "PhrasePressed",
     "PhraseWords", "PhraseWordsReply", "Redeemed", "Removed", "ResetDone", "Revoked", "TowerStatus",
-    "TowerStatusReply", "TowerUrl", "TowerUrlReply", "UsbBackup", "UsbBackupReply",
+    "TowerStatusReply", "TowerUrl", "TowerUrlReply", "UpdateView", "UpdateViewReply", "UsbBackup",
+    "UsbBackupReply",
     "WalletAdd", "WalletAdded", "WalletList", "WalletRemove", "WalletSummary", "WindowOpen",
 ]
 
@@ -350,7 +351,26 @@ class PhrasePressed(Message):
 
 @dataclass(frozen=True)
 class PhrasePress(Request[PhrasePressed]):
+    """The button, offered to the usb service first (phrase screens, an update question)."""
+
     cmd: ClassVar[str] = "phrase.press"
+    long: bool = False  # a long press: only an update question takes it (as "no")
+
+
+@dataclass(frozen=True)
+class UpdateViewReply(Message):
+    state: int  # an appliance.status.fields.UpdateState
+    headline: str = ""
+    detail: str = ""
+    percent: int = -1
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateView(Request[UpdateViewReply]):
+    """What the OLED shows about an update from a stick (or a rollback)."""
+
+    cmd: ClassVar[str] = "update.view"
 
 
 @dataclass(frozen=True)

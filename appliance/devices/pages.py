@@ -48,6 +48,7 @@ __all__ = [
     "QRPayloadError",
     "RecoveryWordsPage",
     "SyncPage",
+    "UpdatePage",
     "UsbBackupPage",
     "UsbBackupState",
     "WatchtowerPage",
@@ -196,6 +197,17 @@ class UsbBackupPage:
 
 
 @dataclass(frozen=True)
+class UpdatePage:
+    """An update from a stick: the question, its progress, or why nothing changed."""
+
+    headline: str  # "Update 0.1.0 -> 0.1.1?", "Installing 0.1.1", "Update refused" ...
+    detail: str = ""  # "Press to install", rauc's step, the reason
+    percent: int = -1  # 0..100 while installing
+    hint: str = ""  # the bottom line: what a press (or not) does
+    alert: bool = False  # refused, failed, rolled back: an inverted title
+
+
+@dataclass(frozen=True)
 class WatchtowerPage:
     """The tower acted: e.g. a revoked state was broadcast and its penalty confirmed."""
 
@@ -253,7 +265,7 @@ class CountdownOverlay:
 
 
 Page: TypeAlias = (BootPage | SyncPage | IndexPage | PairingPage | RecoveryWordsPage | UsbBackupPage
-                   | WatchtowerPage | ErrorPage)
+                   | UpdatePage | WatchtowerPage | ErrorPage)
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -742,6 +754,23 @@ def _usb(s: _Surface, page: UsbBackupPage, age: float | None, stale: bool) -> No
         s.paragraph(y, page.reason or "unknown error", s.h - 1)
 
 
+def _update(s: _Surface, page: UpdatePage, age: float | None, stale: bool) -> None:
+    y = s.title_bar("Update", age, stale, inverted=page.alert)
+    if s.panel.tall:
+        y += 6
+    bottom = s.h - (_ROWS + 1 if page.hint else 0) - 1
+    for line in s.wrap(page.headline, s.w)[:2]:  # "Update 0.1.0 -> 0.1.1?" is 22 cells
+        s.text_center(y, line)
+        y += _LINE
+    y += 2
+    if page.percent >= 0:
+        y = _percent_bar(s, y, page.percent / 100)
+    if page.detail:
+        s.paragraph(y, page.detail, bottom)
+    if page.hint:
+        s.text_center(s.h - _ROWS, page.hint)
+
+
 def _watchtower(s: _Surface, page: WatchtowerPage, age: float | None, stale: bool) -> None:
     y = s.title_bar("Watchtower", age, stale)
     scale = 3 if s.panel.tall else 2
@@ -782,6 +811,6 @@ def _countdown(s: _Surface, overlay: CountdownOverlay) -> None:
 #: Each page type's layout (one entry per member of the ``Page`` union).
 _LAYOUTS: dict[type, Callable[[_Surface, Any, float | None, bool], None]] = {
     BootPage: _boot, SyncPage: _sync, IndexPage: _index, PairingPage: _pairing,
-    RecoveryWordsPage: _recovery, UsbBackupPage: _usb, WatchtowerPage: _watchtower,
-    ErrorPage: _error,
+    RecoveryWordsPage: _recovery, UsbBackupPage: _usb, UpdatePage: _update,
+    WatchtowerPage: _watchtower, ErrorPage: _error,
 }

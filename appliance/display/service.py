@@ -18,7 +18,14 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config
 from ..control import ControlError, ask
-from ..control.messages import PairingPayload, Payload, PhraseWords, PhraseWordsReply
+from ..control.messages import (
+    PairingPayload,
+    Payload,
+    PhraseWords,
+    PhraseWordsReply,
+    UpdateView,
+    UpdateViewReply,
+)
 from ..devices.frames import FrameRecorder, to_terminal
 from ..devices.oled import Dimmer, OledDevice, make_device, present
 from ..devices.pages import (
@@ -33,6 +40,7 @@ from ..devices.pages import (
     Panel,
     RecoveryWordsPage,
     SyncPage,
+    UpdatePage,
     UsbBackupPage,
     UsbBackupState,
     WatchtowerPage,
@@ -43,10 +51,12 @@ from ..status import Phase, ServiceState, StatusPublisher, StatusSubscriber
 from ..status.fields import (
     LAST_BREACH_STOPPED,
     LAST_BREACH_TS,
+    UpdateState,
     UsbState,
     breach_txid,
     restored_box,
     tor_line,
+    update_state,
     usb_state,
 )
 from ..update.guard import DATA_TOO_NEW
@@ -71,15 +81,23 @@ _USB_STATES = {UsbState.RUNNING: UsbBackupState.RUNNING, UsbState.OK: UsbBackupS
 def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
                 started: float, now: float | None = None,
                 phrase: PhraseWordsReply | None = None, *, under_voltage: bool = False,
-                unknown_wallet: bool = False) -> tuple[Page, float | None, bool]:
+                unknown_wallet: bool = False,
+                update: UpdateViewReply | None = None) -> tuple[Page, float | None, bool]:
     """The page to show, with the age and staleness of the data behind it.
 
     ``phrase`` is the usb service's ``phrase.words`` answer while the recovery phrase
     is up: it goes before pairing (the gate opens only once it is acknowledged).
-    ``unknown_wallet``: a client recently asked about scripts of no registered wallet."""
+    ``unknown_wallet``: a client recently asked about scripts of no registered wallet.
+    ``update``: the usb service's ``update.view`` while a stick's update is in hand
+    (asked, installing: before everything but power) or a rollback is to be told."""
     if under_voltage:
         # Before anything else: a weak supply corrupts SD cards, whatever else is wrong.
         return ErrorPage.under_voltage(), None, False
+    told = _update_page(update)
+    if told is not None and update is not None and update.state != UpdateState.ROLLED_BACK:
+        # The owner just plugged the stick in and is waiting for the question (or the
+        # install runs, and must not be unplugged): nothing else matters more now.
+        return told, None, False
     for name, refusing in states.items():  # a slot refusing data from a newer Hearth (a rollback)
         if refusing.status is not None and refusing.status.counters.get(DATA_TOO_NEW):
             return ErrorPage.data_too_new(name, refusing.status.detail), refusing.age_s, False
@@ -142,6 +160,8 @@ def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
     if unknown_wallet:
         idx = states.get("indexer")
         return ErrorPage.unknown_wallet(), idx.age_s if idx else None, False
+    if told is not None:  # a rollback to tell: after what needs a press today
+        return told, None, False
     tower = states.get("tower")
     if tower is not None and tower.status is not None:
         seen = float(tower.status.counters.get(LAST_BREACH_TS, 0))
@@ -170,6 +190,28 @@ def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
                 node.age_s, node.stale)
     step = node.status.detail if node is not None and node.status is not None else "starting"
     return BootPage(step, version=__version__, elapsed=time.monotonic() - started), None, False
+
+
+_ALERTS = (UpdateState.REFUSED, UpdateState.FAILED, UpdateState.ROLLED_BACK)
+
+
+def _update_page(view: UpdateViewReply | None) -> UpdatePage | None:
+    if view is None or view.state == UpdateState.IDLE or not view.headline:
+        return None
+    return UpdatePage(view.headline, view.detail, view.percent, view.hint,
+                      alert=view.state in _ALERTS)
+
+
+def _update_info(cfg: Config, states: dict[str, ServiceState]) -> UpdateViewReply | None:
+    usb = states.get("usb")
+    if usb is None or usb.status is None or usb.stale:
+        return None
+    if update_state(usb.status.counters) in (None, UpdateState.IDLE):
+        return None
+    try:  # the words come from the usb service, which holds the question
+        return ask(cfg.control_endpoint("usb"), UpdateView(), timeout=2)
+    except ControlError:
+        return None
 
 
 def _tor_note(states: dict[str, ServiceState]) -> str:
@@ -244,10 +286,13 @@ async def main(cfg: Config) -> None:
                 pairing = await asyncio.to_thread(_pairing_info, cfg, states)
                 low_power = power.under_voltage()
                 phrase = await asyncio.to_thread(_phrase_info, cfg, states)
+                update = await asyncio.to_thread(_update_info, cfg, states)
                 page, age, stale = choose_page(states, pairing, started, phrase=phrase,
                                                under_voltage=low_power,
-                                               unknown_wallet=unknown.recent(states))
-                overlay = _countdown(states)
+                                               unknown_wallet=unknown.recent(states),
+                                               update=update)
+                asking = update is not None and update.state == UpdateState.ASKING
+                overlay = _countdown(states, "say no" if asking else "reset pairing")
                 frame = render(page, panel, age=age, stale=stale, overlay=overlay)
                 key = (type(page).__name__, str(overlay))
                 if isinstance(page, PairingPage) and page.text_mode:
@@ -290,9 +335,10 @@ class _UnknownWallets:
         return now - self.since < _UNKNOWN_SHOWN_S
 
 
-def _countdown(states: dict[str, ServiceState]) -> CountdownOverlay | None:
+def _countdown(states: dict[str, ServiceState], action: str = "reset pairing") -> CountdownOverlay | None:
+    """The hold countdown; while an update question is up a long press says no to it."""
     button = states.get("button")
     if button is None or button.status is None or button.stale:
         return None
     left = int(button.status.counters.get("countdown", -1))
-    return CountdownOverlay(left) if left >= 0 else None
+    return CountdownOverlay(left, action) if left >= 0 else None

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
+from typing import TypeVar
 
 __all__ = ["BREACH_TXID_HEX_DIGITS", "LAST_BREACH_STOPPED", "LAST_BREACH_TS", "LAST_BREACH_TXID",
-           "RESTORED_BOX", "TOR_BOOTSTRAP", "USB_STATE", "UsbState", "breach_txid",
-           "restored_box", "tor_line", "txid_counter", "usb_state"]
+           "RESTORED_BOX", "TOR_BOOTSTRAP", "UPDATE_STATE", "USB_STATE", "UpdateState", "UsbState",
+           "breach_txid", "restored_box", "tor_line", "txid_counter", "update_state", "usb_state"]
 
 
 class UsbState(IntEnum):
@@ -25,6 +26,21 @@ class UsbState(IntEnum):
     FAILED = 3
 
 
+class UpdateState(IntEnum):
+    """Where an update from a stick stands, or a rollback to tell (usb: ``update_state``)."""
+
+    IDLE = 0
+    CHECKING = 1  # copying and verifying the stick's bundle
+    ASKING = 2  # "Update 0.1.0 -> 0.1.1? Press to install"
+    INSTALLING = 3
+    REBOOTING = 4
+    REFUSED = 5  # the bundle was refused; nothing changed
+    FAILED = 6  # rauc install failed; the running slot is untouched
+    ROLLED_BACK = 7  # the last update did not come up healthy and was rolled back
+
+
+#: usb: an :class:`UpdateState`; the words to show come from ``update.view`` (usb.ctl).
+UPDATE_STATE = "update_state"
 #: usb: a :class:`UsbState`.
 USB_STATE = "backup_state"
 #: usb: the box id (4 bytes as an integer) of the last restore from a stick, while shown.
@@ -40,11 +56,22 @@ BREACH_TXID_HEX_DIGITS = 12
 TOR_BOOTSTRAP = "tor_bootstrap"
 
 
-def usb_state(counters: Mapping[str, int | float]) -> UsbState | None:
+_S = TypeVar("_S", UsbState, UpdateState)
+
+
+def _state(counters: Mapping[str, int | float], key: str, kind: type[_S]) -> _S | None:
     try:
-        return UsbState(int(counters.get(USB_STATE, 0)))
+        return kind(int(counters.get(key, 0)))
     except ValueError:
         return None  # a newer sender's state: show nothing rather than guess
+
+
+def usb_state(counters: Mapping[str, int | float]) -> UsbState | None:
+    return _state(counters, USB_STATE, UsbState)
+
+
+def update_state(counters: Mapping[str, int | float]) -> UpdateState | None:
+    return _state(counters, UPDATE_STATE, UpdateState)
 
 
 def restored_box(counters: Mapping[str, int | float]) -> str | None:

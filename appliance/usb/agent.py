@@ -24,6 +24,8 @@ from ..control import ControlError, ask
 from ..control.messages import Export
 from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
+from ..update.bundle import BundleError
+from ..update.install import Offer, offer
 from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
 from .phrase import is_acknowledged, own_like
 from .restore import RestoreError, apply_restore, normalize_phrase
@@ -43,6 +45,7 @@ from .stick import (
     repair_fat,
     write_to_stick,
 )
+from .update import bundles_on, clear_incoming, copy_bundle
 
 __all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret"]
 
@@ -56,10 +59,11 @@ _MAX_RESTORE_FILE = 4096
 class Outcome:
     ok: bool
     message: str  # for the OLED: "Backup OK" / the reason it failed
-    kind: str = "backup"  # backup | restore
+    kind: str = "backup"  # backup | restore | update
     path: str = ""  # the file written or restored from (on the stick)
     seconds: float = 0.0
     box: str = ""  # a restore's box id (8 hex digits): published as data, not in the message
+    offer: Offer | None = None  # an update: the verified copy on the box, to ask about
 
 
 def box_secret(cfg: Config) -> bytes:
@@ -88,9 +92,11 @@ def agent_export(cfg: Config) -> tuple[bytes | None, str, str]:
 
 
 class UsbAgent:
-    def __init__(self, cfg: Config, *, on_progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: Config, *, on_progress: Callable[[str], None] | None = None,
+                 on_update: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.on_progress = on_progress or (lambda text: None)
+        self.on_update = on_update or (lambda name: None)  # an update bundle is being checked
 
     def handle(self, device: Path) -> Outcome:
         start = time.monotonic()
@@ -100,6 +106,8 @@ class UsbAgent:
             with mounted(target, Path(self.cfg.usb.mount_dir)) as root:
                 if (root / RESTORE_FILE).exists():
                     outcome = self._restore(root)
+                elif bundles := bundles_on(root):
+                    outcome = self._update(bundles)
                 else:
                     outcome = self._backup(target, root)
         except StickError as exc:
@@ -163,6 +171,21 @@ class UsbAgent:
             raise StickError(f"verify failed ({exc}): stick unreliable, try another") from None
         prune(directory, box, self.cfg.usb.keep)
         return Outcome(True, "Backup OK - remove stick", path=f"{BACKUP_DIR}/{name}")
+
+    # --- update bundle ---------------------------------------------------------------------
+    def _update(self, bundles: list[Path]) -> Outcome:
+        """The stick's bundle, copied and verified: an offer to ask about, or why not.
+        Never forced: the same or an older version is refused here."""
+        if len(bundles) > 1:
+            return Outcome(False, f"{len(bundles)} updates on stick: leave one", "update")
+        self.on_update(bundles[0].name)
+        try:
+            copy = copy_bundle(bundles[0], self.cfg)
+            chosen = offer(copy, self.cfg.update)
+        except (StickError, BundleError) as exc:
+            clear_incoming(self.cfg)
+            return Outcome(False, str(exc), "update", bundles[0].name)
+        return Outcome(True, chosen.question, "update", str(copy), offer=chosen)
 
     # --- first-boot restore ----------------------------------------------------------------
     def _restore(self, root: Path) -> Outcome:

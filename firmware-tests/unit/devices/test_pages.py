@@ -27,6 +27,7 @@ from appliance.devices.pages import (
     Panel,
     RecoveryWordsPage,
     SyncPage,
+    UpdatePage,
     UsbBackupPage,
     UsbBackupState,
     WatchtowerPage,
@@ -60,12 +61,20 @@ PAGES: dict[str, Page] = {
     "usb_ok": UsbBackupPage(UsbBackupState.OK, target="HEARTHBK"),
     "usb_failed": UsbBackupPage(UsbBackupState.FAILED, reason="No space left on the stick"),
     "watchtower": WatchtowerPage(channel="812345x12x1", detail="penalty tx confirmed"),
+    "update_ask": UpdatePage("0.1.0 -> 0.1.1?", "Press to install", hint="Hold or wait 60s: no"),
+    "update_installing": UpdatePage("Installing 0.1.1", "Copying image to rootfs.1", 90,
+                                    "Do not unplug power"),
+    "update_refused": UpdatePage("Update refused", "Bad signature: x.raucb is not from Hearth's key",
+                                 hint="Nothing was changed", alert=True),
+    "update_rolled_back": UpdatePage("Update rolled back", "Update to 0.1.1 was rolled back",
+                                     hint="Press: OK", alert=True),
     "fatal": ErrorPage.service_fatal("indexer"),
     "disk_full": ErrorPage.disk_nearly_full(2 * 2**30, 500 * 2**30),
     "under_voltage": ErrorPage.under_voltage(),
 }
 TITLED = [name for name in PAGES if name != "pairing"]
-INVERTED_TITLE = {"fatal", "disk_full", "under_voltage", "usb_failed"}
+INVERTED_TITLE = {"fatal", "disk_full", "under_voltage", "usb_failed", "update_refused",
+                  "update_rolled_back"}
 # Pages whose fields are free text: the same page with every text field far too long.
 OVERLONG: dict[str, Page] = {
     "boot": BootPage(step=LONG, detail=LONG, version=LONG, elapsed=10**9),
@@ -77,6 +86,7 @@ OVERLONG: dict[str, Page] = {
     "usb_ok": UsbBackupPage(UsbBackupState.OK, target=LONG),
     "usb_failed": UsbBackupPage(UsbBackupState.FAILED, reason=" ".join([LONG] * 5)),
     "watchtower": WatchtowerPage(headline=LONG, channel=LONG, detail=LONG),
+    "update": UpdatePage(LONG, " ".join([LONG] * 5), 100, LONG, alert=True),
     "error": ErrorPage(LONG, " ".join(["word"] * 200)),
 }
 
@@ -219,6 +229,9 @@ def test_index_and_usb_bars_follow_progress(panel: Panel) -> None:
         assert abs(bar.fraction - done / 28000) < 0.02
     bar = find_bar(render(UsbBackupPage(UsbBackupState.RUNNING, progress=0.3), panel), min_run=50)
     assert abs(bar.fraction - 0.3) < 0.02
+    for percent in (0, 40, 90, 100):
+        bar = find_bar(render(UpdatePage("Installing 0.1.1", "step", percent), panel), min_run=50)
+        assert abs(bar.fraction - percent / 100) < 0.02
 
 
 def test_percent_rounds_down_until_done() -> None:
@@ -314,6 +327,9 @@ GOLDEN_CASES: dict[str, tuple[Page, Panel, float | None, CountdownOverlay | None
     "pairing_128x64": (PairingPage(PAYLOAD), PANEL_128X64, None, None),
     "countdown_128x64": (SYNC, PANEL_128X64, 4.0, CountdownOverlay(3)),
     "fatal_128x128": (ErrorPage.service_fatal("indexer"), PANEL_128X128, 3.0, None),
+    "update_ask_128x64": (PAGES["update_ask"], PANEL_128X64, 1.0, None),
+    "update_installing_128x64": (PAGES["update_installing"], PANEL_128X64, 1.0, None),
+    "update_refused_128x128": (PAGES["update_refused"], PANEL_128X128, 1.0, None),
 }
 
 
