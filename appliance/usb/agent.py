@@ -24,7 +24,14 @@ from ..control import ControlError, ask
 from ..control.messages import Export
 from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
-from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
+from .archive import (
+    BackupContents,
+    BackupError,
+    WrongPhraseError,
+    decrypt_backup,
+    encrypt_backup,
+    metadata,
+)
 from .phrase import is_acknowledged, own_like
 from .restore import RestoreError, apply_restore, normalize_phrase
 from .stick import (
@@ -44,7 +51,7 @@ from .stick import (
     write_to_stick,
 )
 
-__all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret"]
+__all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret", "restore_failure"]
 
 log = logging.getLogger("usb")
 
@@ -178,11 +185,13 @@ class UsbAgent:
         if not candidates:
             return Outcome(False, f"{RESTORE_FILE} but no HEARTH/*.age backup on stick", "restore")
         self.on_progress("restoring: trying the phrase")
+        failures: list[BackupError] = []
         for path in candidates:
             try:
                 contents = decrypt_backup(read_back(path), phrase)
             except BackupError as exc:
                 log.info("restore: %s does not open: %s", path.name, exc)
+                failures.append(exc)
                 continue
             # Not acknowledged: any identity here was never shown to anyone, replace it.
             box = apply_restore(self.cfg, contents, force=True)
@@ -190,7 +199,7 @@ class UsbAgent:
             self._after_restore()
             return Outcome(True, f"Restored box {box} - remove stick", "restore",
                            f"{BACKUP_DIR}/{path.name}", box=box)
-        return Outcome(False, "no backup on stick opens with hearth-restore.txt", "restore")
+        return Outcome(False, restore_failure(failures), "restore")
 
     def _after_restore(self) -> None:
         cmd = self.cfg.usb.restart_after_restore.split()
@@ -199,6 +208,14 @@ class UsbAgent:
             if result.returncode:
                 log.warning("after restore: %s exited %d: %s", cmd[0], result.returncode,
                             result.stderr.strip()[-200:])
+
+
+def restore_failure(failures: list[BackupError]) -> str:
+    """The OLED line when no backup opened: the newest backup's reason (the one the owner
+    most likely meant), "wrong recovery phrase" only when its phrase check failed."""
+    if failures and not isinstance(failures[0], WrongPhraseError):
+        return f"no backup opens: {failures[0]}"
+    return f"no backup opens: wrong recovery phrase in {RESTORE_FILE}"
 
 
 def _wipe(path: Path) -> None:

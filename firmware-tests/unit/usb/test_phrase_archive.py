@@ -25,10 +25,12 @@ from appliance.devices.pages import (
 from appliance.display.service import choose_page
 from appliance.identity import box_id, derive_bytes, recovery_phrase
 from appliance.status import Phase, ServiceState, ServiceStatus
+from appliance.usb.agent import RESTORE_FILE, restore_failure
 from appliance.usb.archive import (
     FORMAT,
     BackupContents,
     BackupError,
+    WrongPhraseError,
     decrypt_backup,
     encrypt_backup,
     metadata,
@@ -77,15 +79,31 @@ def test_round_trip_and_standard_age_header() -> None:
     names = tarfile.open(fileobj=io.BytesIO(plain)).getnames()
     assert names == ["hsm_secret", "metadata.json", "backup-agent/export.bin",
                      "pairing/paired-clients.json"]
-    with pytest.raises(BackupError, match="wrong recovery phrase"):
+    with pytest.raises(WrongPhraseError, match="wrong recovery phrase"):
         decrypt_backup(data, phrase.replace(recovery_phrase(SECRET)[0], "zoo", 1))
     with pytest.raises(BackupError, match="not an age file"):
         decrypt_backup(b"hello", phrase)
-    # a flipped byte in the body: refused, never half-restored
+    # a flipped byte in the body: refused as damaged (not as a wrong phrase), never half-restored
     damaged = bytearray(data)
     damaged[-5] ^= 1
-    with pytest.raises(BackupError):
+    with pytest.raises(BackupError, match="damaged backup file: payload chunk 0") as err:
         decrypt_backup(bytes(damaged), phrase)
+    assert not isinstance(err.value, WrongPhraseError)
+    with pytest.raises(BackupError, match="damaged backup file: .*truncated"):
+        decrypt_backup(data[:-20], phrase)
+    # A work factor above the fixed limit is named, with its number, before scrypt runs.
+    log_n = str(scrypt_work_factor(data)).encode()
+    steep = data.replace(b" " + log_n + b"\n", b" 23\n", 1)
+    with pytest.raises(BackupError, match=r"scrypt work factor 2\^23 is above the limit 2\^22"):
+        decrypt_backup(steep, phrase)
+
+
+def test_restore_failure_names_the_newest_backups_reason() -> None:
+    wrong = WrongPhraseError("wrong recovery phrase")
+    steep = BackupError("the backup's scrypt work factor 2^23 is above the limit 2^22")
+    assert restore_failure([wrong, steep]) == f"no backup opens: wrong recovery phrase in {RESTORE_FILE}"
+    assert restore_failure([steep, wrong]) == f"no backup opens: {steep}"
+    assert restore_failure([BackupError("damaged backup file: x"), wrong]).endswith("damaged backup file: x")
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
