@@ -256,24 +256,23 @@ def open_payload(data: bytes, header: Header, file_key: bytes) -> bytes:
     nonce = data[header.payload_offset:header.payload_offset + _NONCE]
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
     body = memoryview(data)[header.payload_offset + _NONCE:]
-    out = bytearray()
+    out: list[bytes] = []
     off = counter = 0
     while True:
         size = min(len(body) - off, CHUNK + _TAG)
         if size < _TAG:  # no bytes at all, or fewer than a tag: never a chunk
             raise PayloadError(f"the payload ends inside chunk {counter} (truncated)")
         last = off + size == len(body)
-        chunk = bytes(body[off:off + size])
+        chunk = body[off:off + size]
         try:
             plain = aead.decrypt(_chunk_nonce(counter, last), chunk, None)
         except InvalidTag:
             raise PayloadError(_chunk_failure(aead, counter, chunk, last)) from None
+        if last and not plain and counter:
+            raise PayloadError("the payload ends with an empty chunk after data")
+        out.append(plain)
         if last:
-            if not plain and counter:
-                raise PayloadError("the payload ends with an empty chunk after data")
-            out += plain
-            return bytes(out)
-        out += plain
+            return b"".join(out)
         off += size
         counter += 1
 
@@ -282,7 +281,7 @@ def _chunk_nonce(counter: int, last: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-def _chunk_failure(aead: ChaCha20Poly1305, counter: int, chunk: bytes, last: bool) -> str:
+def _chunk_failure(aead: ChaCha20Poly1305, counter: int, chunk: memoryview, last: bool) -> str:
     """Why a chunk failed: a truncated file reads differently from a damaged one."""
     if last and len(chunk) == CHUNK + _TAG:
         try:
