@@ -234,6 +234,10 @@ def test_work_factor_cap_is_checked_before_scrypt_runs(sample: Sample) -> None:
     with pytest.raises(WorkFactorTooHigh, match=r"2\^40"):
         agefile.decrypt(huge, PHRASE)
     assert agefile.scrypt_memory(22) == 4 * 2**30
+    # With the cap lifted, memory scrypt cannot have is a typed error, not a crash.
+    vast = huge.replace(b" 40\n", b" 34\n", 1)
+    with pytest.raises(agefile.ScryptMemoryError, match="16777216 MiB"):
+        agefile.decrypt(vast, PHRASE, max_work_factor=34)
 
 
 def test_not_a_passphrase_file_and_garbage() -> None:
