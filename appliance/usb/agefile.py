@@ -75,6 +75,7 @@ _SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
 _SCRYPT_R = 8
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*")
 _DECIMAL = re.compile(rb"[1-9][0-9]*")
+_ARGUMENT = re.compile(rb"[\x21-\x7e]+")  # 1*VCHAR
 _LINE = 64
 
 
@@ -175,7 +176,7 @@ def parse_header(data: bytes) -> Header:
         if not text.startswith(b"-> "):
             raise HeaderError(f"unexpected header line {text[:20]!r}")
         args = text[3:].split(b" ")
-        if any(not a or any(c < 0x21 or c > 0x7E for c in a) for a in args):
+        if not all(_ARGUMENT.fullmatch(a) for a in args):
             raise HeaderError("a stanza argument is empty or has invalid characters")
         body = bytearray()
         while True:
@@ -193,7 +194,7 @@ def _scrypt_stanza(header: Header) -> tuple[bytes, int, bytes]:
     """(salt, log2 N, body) of the header's one scrypt stanza, validated per the spec."""
     found = [s for s in header.stanzas if s.args[0] == "scrypt"]
     if not found:
-        types = sorted({s.args[0][:20] for s in header.stanzas})
+        types = sorted({s.args[0][:20] for s in header.stanzas})[:3]
         raise NoPassphraseStanza(f"not encrypted to a passphrase (recipients: {', '.join(types)})")
     if len(header.stanzas) != 1:
         raise HeaderError("an scrypt stanza must be the only stanza in the header")
