@@ -93,7 +93,7 @@ class HeaderError(AgeError):
 
 class WorkFactorTooHigh(HeaderError):
     def __init__(self, log_n: int, maximum: int) -> None:
-        super().__init__(f"scrypt work factor 2^{log_n} is above the limit 2^{maximum}")
+        super().__init__(f"scrypt work factor 2^{log_n} too high (limit 2^{maximum})")
         self.log_n = log_n
         self.maximum = maximum
 
@@ -137,10 +137,10 @@ class Header:
 def _b64(text: bytes, what: str) -> bytes:
     """Canonical unpadded base64 (RFC 4648 without ``=``), or a HeaderError."""
     if not _BASE64.fullmatch(text) or len(text) % 4 == 1:
-        raise HeaderError(f"{what} is not valid base64")
+        raise HeaderError(f"{what} not valid base64")
     raw = base64.b64decode(text + b"=" * (-len(text) % 4))
     if base64.b64encode(raw).rstrip(b"=") != text:  # stray bits in the last character
-        raise HeaderError(f"{what} is not canonical base64")
+        raise HeaderError(f"{what} not canonical base64")
     return raw
 
 
@@ -154,7 +154,7 @@ def parse_header(data: bytes) -> Header:
         nonlocal pos
         end = data.find(b"\n", pos)
         if end < 0:
-            raise HeaderError("the file ends inside the header (truncated)")
+            raise HeaderError("truncated in the header")
         start, pos = pos, end + 1
         return start, data[start:end]
 
@@ -166,28 +166,28 @@ def parse_header(data: bytes) -> Header:
         start, text = line()
         if text.startswith(b"--- "):
             if not stanzas:
-                raise HeaderError("the header has no recipient stanza")
-            mac = _b64(text[4:], "the header MAC")
+                raise HeaderError("no recipient stanza")
+            mac = _b64(text[4:], "header MAC")
             if len(mac) != 32:
-                raise HeaderError("the header MAC has the wrong length")
+                raise HeaderError("header MAC has the wrong length")
             if len(data) - pos < _NONCE:
-                raise HeaderError("the file ends before the payload nonce (truncated)")
+                raise HeaderError("truncated before the payload")
             return Header(tuple(stanzas), mac, data[:start + 3], pos)
         if not text.startswith(b"-> "):
-            raise HeaderError(f"unexpected header line {text[:20]!r}")
+            raise HeaderError(f"bad header line {text[:12]!r}")
         args = text[3:].split(b" ")
         if not all(_ARGUMENT.fullmatch(a) for a in args):
-            raise HeaderError("a stanza argument is empty or has invalid characters")
+            raise HeaderError("bad stanza argument")
         body = bytearray()
         while True:
             _, chunk = line()
             if len(chunk) > _LINE:
-                raise HeaderError("a stanza body line is longer than 64 columns")
+                raise HeaderError("stanza line over 64 columns")
             body += chunk
             if len(chunk) < _LINE:
                 break
         stanzas.append(Stanza(tuple(a.decode("ascii") for a in args),
-                              _b64(bytes(body), "a stanza body")))
+                              _b64(bytes(body), "stanza body")))
 
 
 def _scrypt_stanza(header: Header) -> tuple[bytes, int, bytes]:
@@ -197,20 +197,20 @@ def _scrypt_stanza(header: Header) -> tuple[bytes, int, bytes]:
         types = sorted({s.args[0][:20] for s in header.stanzas})[:3]
         raise NoPassphraseStanza(f"not encrypted to a passphrase (recipients: {', '.join(types)})")
     if len(header.stanzas) != 1:
-        raise HeaderError("an scrypt stanza must be the only stanza in the header")
+        raise HeaderError("scrypt stanza not alone")
     stanza = found[0]
     if len(stanza.args) != 3:
-        raise HeaderError("the scrypt stanza must have exactly two arguments")
-    salt = _b64(stanza.args[1].encode(), "the scrypt salt")
+        raise HeaderError("scrypt stanza needs two arguments")
+    salt = _b64(stanza.args[1].encode(), "scrypt salt")
     if len(salt) != 16:
-        raise HeaderError("the scrypt salt is not 16 bytes")
+        raise HeaderError("scrypt salt is not 16 bytes")
     digits = stanza.args[2].encode()
     if not _DECIMAL.fullmatch(digits):
-        raise HeaderError(f"the scrypt work factor {stanza.args[2][:8]!r} is not a plain decimal")
+        raise HeaderError("bad scrypt work factor")
     if len(digits) > 2:  # scrypt's N is below 2^64 (and int() of a huge string is slow)
-        raise HeaderError(f"the scrypt work factor {stanza.args[2][:8]!r} is out of range")
+        raise HeaderError("scrypt work factor out of range")
     if len(stanza.body) != _FILE_KEY + _TAG:  # checked before any decryption (spec)
-        raise HeaderError("the scrypt stanza body is not 32 bytes")
+        raise HeaderError("scrypt stanza body is not 32 bytes")
     return salt, int(digits), stanza.body
 
 
@@ -237,7 +237,7 @@ def unwrap_file_key(header: Header, passphrase: str, *,
         wrap_key = Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=1 << log_n, r=_SCRYPT_R,
                           p=1).derive(passphrase.encode("utf-8"))
     except MemoryError:
-        raise ScryptMemoryError(f"scrypt work factor 2^{log_n} needs "
+        raise ScryptMemoryError(f"scrypt 2^{log_n} needs "
                                 f"{scrypt_memory(log_n) >> 20} MiB: not enough memory") from None
     try:
         return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), body, None)
@@ -253,7 +253,7 @@ def open_payload(data: bytes, header: Header, file_key: bytes) -> bytes:
     """Check the header MAC with ``file_key``, then decrypt the whole STREAM payload."""
     expected = hmac.new(_hkdf(file_key, b"", b"header"), header.mac_input, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, header.mac):
-        raise HeaderMacError("the header MAC does not match: the header was altered")
+        raise HeaderMacError("header MAC mismatch")
     nonce = data[header.payload_offset:header.payload_offset + _NONCE]
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
     body = memoryview(data)[header.payload_offset + _NONCE:]
@@ -262,7 +262,7 @@ def open_payload(data: bytes, header: Header, file_key: bytes) -> bytes:
     while True:
         size = min(len(body) - off, CHUNK + _TAG)
         if size < _TAG:  # no bytes at all, or fewer than a tag: never a chunk
-            raise PayloadError(f"the payload ends inside chunk {counter} (truncated)")
+            raise PayloadError(f"truncated in chunk {counter}")
         last = off + size == len(body)
         chunk = body[off:off + size]
         try:
@@ -270,7 +270,7 @@ def open_payload(data: bytes, header: Header, file_key: bytes) -> bytes:
         except InvalidTag:
             raise PayloadError(_chunk_failure(aead, counter, chunk, last)) from None
         if last and not plain and counter:
-            raise PayloadError("the payload ends with an empty chunk after data")
+            raise PayloadError("empty final chunk after data")
         out.append(plain)
         if last:
             return b"".join(out)
@@ -287,16 +287,16 @@ def _chunk_failure(aead: ChaCha20Poly1305, counter: int, chunk: memoryview, last
     if last and len(chunk) == CHUNK + _TAG:
         try:
             aead.decrypt(_chunk_nonce(counter, False), chunk, None)
-            return "the payload has no final chunk (the file is truncated)"
+            return "truncated (no final chunk)"
         except InvalidTag:
             pass
     if not last:
         try:
             aead.decrypt(_chunk_nonce(counter, True), chunk, None)
-            return f"the payload continues after its final chunk {counter} (trailing data)"
+            return f"trailing data after final chunk {counter}"
         except InvalidTag:
             pass
-    return f"payload chunk {counter} fails authentication (damaged or truncated)"
+    return f"chunk {counter} corrupt or truncated" if last else f"chunk {counter} corrupt"
 
 
 def decrypt(data: bytes, passphrase: str, *, max_work_factor: int = MAX_WORK_FACTOR) -> bytes:

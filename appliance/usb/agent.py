@@ -214,8 +214,8 @@ def restore_failure(failures: list[BackupError]) -> str:
     """The OLED line when no backup opened: the newest backup's reason (the one the owner
     most likely meant), "wrong recovery phrase" only when its phrase check failed."""
     if failures and not isinstance(failures[0], WrongPhraseError):
-        return f"no backup opens: {failures[0]}"
-    return f"no backup opens: wrong recovery phrase in {RESTORE_FILE}"
+        return f"restore: {failures[0]}"
+    return f"restore: wrong recovery phrase in {RESTORE_FILE}"
 
 
 def _wipe(path: Path) -> None:

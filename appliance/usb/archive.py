@@ -113,7 +113,7 @@ def parse_payload(payload: bytes) -> BackupContents:
                 assert extracted is not None  # a regular file always has data
                 found[member.name] = extracted.read()
     except tarfile.TarError as exc:
-        raise BackupError(f"the decrypted backup is not a Hearth payload ({exc})") from None
+        raise BackupError(f"not a Hearth payload ({exc})") from None
     secret = found.get("hsm_secret")
     if secret is None or len(secret) != HSM_SECRET_SIZE:
         raise BackupError("the backup holds no valid hsm_secret")
@@ -143,13 +143,13 @@ def decrypt_backup(data: bytes, phrase: str) -> BackupContents:
     except agefile.WrongPassphrase:
         raise WrongPhraseError("wrong recovery phrase") from None
     except agefile.WorkFactorTooHigh as exc:
-        raise BackupError(f"the backup's {exc}") from None
-    except agefile.NoPassphraseStanza as exc:
-        raise BackupError(f"not a Hearth backup: {exc}") from None
+        raise BackupError(str(exc)) from None
+    except agefile.NoPassphraseStanza:
+        raise BackupError("not a Hearth backup (no passphrase)") from None
     except agefile.ScryptMemoryError as exc:
         raise BackupError(str(exc)) from None
     except agefile.AgeError as exc:  # header, MAC or payload: the bytes changed
-        raise BackupError(f"damaged backup file: {exc}") from None
+        raise BackupError(f"damaged backup: {exc}") from None
     return parse_payload(payload)
 
 

@@ -64,7 +64,7 @@ def test_c2sp_testkit(path: Path) -> None:
             with pytest.raises(_expect_error(expect)):
                 agefile.decrypt(data, phrases[0])
         if path.name == "scrypt_work_factor_23":  # named as such, with the number
-            with pytest.raises(WorkFactorTooHigh, match=r"2\^23 is above the limit 2\^22"):
+            with pytest.raises(WorkFactorTooHigh, match=r"2\^23 too high \(limit 2\^22\)"):
                 agefile.decrypt(data, phrases[0])
         return
     # Another recipient type (or mixed): the header parser, then MAC and STREAM with the
@@ -199,10 +199,10 @@ def _flip(data: bytes, at: int) -> bytes:
 def test_extra_stanzas_are_refused_and_the_mac_covers_them(sample: Sample) -> None:
     data, _, key = sample
     tampered = data.replace(b"-> scrypt ", b"-> scrypt  ", 1)
-    with pytest.raises(HeaderError, match="argument is empty"):
+    with pytest.raises(HeaderError, match="bad stanza argument"):
         agefile.parse_header(tampered)
     extra = data.replace(b"\n---", b"\n-> grease x\n\n---", 1)
-    with pytest.raises(HeaderError, match="only stanza"):
+    with pytest.raises(HeaderError, match="scrypt stanza not alone"):
         agefile.decrypt(extra, PHRASE)
     mixed = agefile.parse_header(extra)
     assert [s.args[0] for s in mixed.stanzas] == ["scrypt", "grease"]

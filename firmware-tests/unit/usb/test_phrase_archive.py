@@ -19,6 +19,7 @@ from appliance.devices.pages import (
     RecoveryWordsPage,
     UsbBackupPage,
     UsbBackupState,
+    _Surface,
     render,
     words_per_page,
 )
@@ -86,24 +87,52 @@ def test_round_trip_and_standard_age_header() -> None:
     # a flipped byte in the body: refused as damaged (not as a wrong phrase), never half-restored
     damaged = bytearray(data)
     damaged[-5] ^= 1
-    with pytest.raises(BackupError, match="damaged backup file: payload chunk 0") as err:
+    with pytest.raises(BackupError, match="damaged backup: chunk 0 corrupt or truncated") as err:
         decrypt_backup(bytes(damaged), phrase)
     assert not isinstance(err.value, WrongPhraseError)
-    with pytest.raises(BackupError, match="damaged backup file: .*truncated"):
+    with pytest.raises(BackupError, match="damaged backup: .*truncated"):
         decrypt_backup(data[:-20], phrase)
     # A work factor above the fixed limit is named, with its number, before scrypt runs.
     log_n = str(scrypt_work_factor(data)).encode()
     steep = data.replace(b" " + log_n + b"\n", b" 23\n", 1)
-    with pytest.raises(BackupError, match=r"scrypt work factor 2\^23 is above the limit 2\^22"):
+    with pytest.raises(BackupError, match=r"scrypt work factor 2\^23 too high \(limit 2\^22\)"):
         decrypt_backup(steep, phrase)
 
 
-def test_restore_failure_names_the_newest_backups_reason() -> None:
+def test_restore_failure_names_the_newest_backups_reason_and_fits_the_oled() -> None:
     wrong = WrongPhraseError("wrong recovery phrase")
-    steep = BackupError("the backup's scrypt work factor 2^23 is above the limit 2^22")
-    assert restore_failure([wrong, steep]) == f"no backup opens: wrong recovery phrase in {RESTORE_FILE}"
-    assert restore_failure([steep, wrong]) == f"no backup opens: {steep}"
-    assert restore_failure([BackupError("damaged backup file: x"), wrong]).endswith("damaged backup file: x")
+    steep = BackupError("scrypt work factor 2^23 too high (limit 2^22)")
+    assert restore_failure([wrong, steep]) == f"restore: wrong recovery phrase in {RESTORE_FILE}"
+    assert restore_failure([steep, wrong]) == f"restore: {steep}"
+    assert restore_failure([BackupError("damaged backup: x"), wrong]).endswith("damaged backup: x")
+    # What the small OLED shows under FAILED: three lines, no ellipsis, for each kind.
+    phrase = " ".join(recovery_phrase(SECRET))
+    data = encrypt_backup(_contents(), phrase)
+    log_n = str(scrypt_work_factor(data)).encode()
+    truncated = data[:-20]
+    corrupt = bytearray(data)
+    corrupt[-5] ^= 1
+    at = data.index(b"\n--- ") + 6  # a letter of the header MAC, changed to another
+    altered = data[:at] + (b"B" if data[at:at + 1] == b"A" else b"A") + data[at + 1:]
+    reasons = [restore_failure([wrong])]
+    for bad in (data.replace(b" " + log_n + b"\n", b" 23\n", 1), truncated, bytes(corrupt),
+                b"hello", altered, data + b"x",
+                b"age-encryption.org/v1\n-> X25519 abc\n\n--- " + b"A" * 43 + b"\n" + bytes(32)):
+        with pytest.raises(BackupError) as err:
+            decrypt_backup(bad, phrase)
+        reasons.append(restore_failure([err.value]))
+    # ... and every failure of the age project's scrypt test vectors (log2 N 10: cheap).
+    for vector in sorted((Path(__file__).parents[2] / "vectors" / "age" / "testkit").iterdir()):
+        head, _, body = vector.read_bytes().partition(b"\n\n")
+        if b"expect: success" in head or b"compressed" in head:
+            continue
+        phrase = "password" if b"passphrase: password" in head else "wrong"
+        with pytest.raises(BackupError) as err:
+            decrypt_backup(body, phrase)
+        reasons.append(restore_failure([err.value]))
+    for reason in reasons:
+        lines = _Surface(PANEL_128X64, 0).wrap(reason, PANEL_128X64.width)
+        assert len(lines) <= 3, (reason, lines)  # 64 rows: title, FAILED, 3 text lines
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
