@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
-from image.agecli import _run_with_tty  # the real `age` CLI, given a terminal
+from image.agecli import _run_with_tty, encrypt_light  # the real `age` CLI, given a terminal
 
 from appliance.usb import agefile
 from appliance.usb.agefile import (
@@ -101,6 +101,17 @@ def _age_cli(plain: bytes, tmp_path: Path) -> bytes:
     src.write_bytes(plain)
     _run_with_tty(["age", "--passphrase", "-o", str(out), str(src)], PHRASE)
     return out.read_bytes()
+
+
+@pytest.mark.parametrize("log_n", [1, 12, 16])
+def test_chosen_work_factors_agree_with_rage(log_n: int, tmp_path: Path) -> None:
+    # pyrage and `age` pick their own work factor; the image tests' writer takes one
+    # (checked there against `age`). rage reads these low ones, so it is the referee.
+    plain = os.urandom(CHUNK + 7)
+    encrypt_light(plain, tmp_path / "f.age", PHRASE, log_n=log_n)
+    data = (tmp_path / "f.age").read_bytes()
+    assert agefile.work_factor(data) == log_n
+    assert agefile.decrypt(data, PHRASE) == plain == bytes(pyrage.passphrase.decrypt(data, PHRASE))
 
 
 @pytest.mark.slow
