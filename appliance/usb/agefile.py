@@ -207,7 +207,7 @@ def _scrypt_stanza(header: Header) -> tuple[bytes, int, bytes]:
     digits = stanza.args[2].encode()
     if not _DECIMAL.fullmatch(digits):
         raise HeaderError("bad scrypt work factor")
-    if len(digits) > 2:  # scrypt's N is below 2^64 (and int() of a huge string is slow)
+    if len(digits) > 2:  # two digits cover any N scrypt can take (and int() of a huge string is slow)
         raise HeaderError("scrypt work factor out of range")
     if len(stanza.body) != _FILE_KEY + _TAG:  # checked before any decryption (spec)
         raise HeaderError("scrypt stanza body is not 32 bytes")
@@ -231,8 +231,9 @@ def unwrap_file_key(header: Header, passphrase: str, *,
                     max_work_factor: int = MAX_WORK_FACTOR) -> bytes:
     """The 16-byte file key from the scrypt stanza; WrongPassphrase if its body fails."""
     salt, log_n, body = _scrypt_stanza(header)
-    if log_n > max_work_factor:
-        raise WorkFactorTooHigh(log_n, max_work_factor)
+    limit = min(max_work_factor, 63)  # N is a 64-bit integer in scrypt
+    if log_n > limit:
+        raise WorkFactorTooHigh(log_n, limit)
     try:
         wrap_key = Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=1 << log_n, r=_SCRYPT_R,
                           p=1).derive(passphrase.encode("utf-8"))
