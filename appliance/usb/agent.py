@@ -26,7 +26,14 @@ from ..durability import fsync_dir
 from ..identity import box_id, load_or_create_hsm_secret, recovery_phrase
 from ..update.bundle import BundleError
 from ..update.install import Offer, offer
-from .archive import BackupContents, BackupError, decrypt_backup, encrypt_backup, metadata
+from .archive import (
+    BackupContents,
+    BackupError,
+    WrongPhraseError,
+    decrypt_backup,
+    encrypt_backup,
+    metadata,
+)
 from .phrase import is_acknowledged, own_like
 from .restore import RestoreError, apply_restore, normalize_phrase
 from .stick import (
@@ -47,7 +54,7 @@ from .stick import (
 )
 from .update import bundles_on, clear_incoming, copy_bundle
 
-__all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret"]
+__all__ = ["RESTORE_FILE", "Outcome", "UsbAgent", "agent_export", "box_secret", "restore_failure"]
 
 log = logging.getLogger("usb")
 
@@ -201,11 +208,13 @@ class UsbAgent:
         if not candidates:
             return Outcome(False, f"{RESTORE_FILE} but no HEARTH/*.age backup on stick", "restore")
         self.on_progress("restoring: trying the phrase")
+        failures: list[BackupError] = []
         for path in candidates:
             try:
                 contents = decrypt_backup(read_back(path), phrase)
             except BackupError as exc:
                 log.info("restore: %s does not open: %s", path.name, exc)
+                failures.append(exc)
                 continue
             # Not acknowledged: any identity here was never shown to anyone, replace it.
             box = apply_restore(self.cfg, contents, force=True)
@@ -213,7 +222,7 @@ class UsbAgent:
             self._after_restore()
             return Outcome(True, f"Restored box {box} - remove stick", "restore",
                            f"{BACKUP_DIR}/{path.name}", box=box)
-        return Outcome(False, "no backup on stick opens with hearth-restore.txt", "restore")
+        return Outcome(False, restore_failure(failures), "restore")
 
     def _after_restore(self) -> None:
         cmd = self.cfg.usb.restart_after_restore.split()
@@ -222,6 +231,14 @@ class UsbAgent:
             if result.returncode:
                 log.warning("after restore: %s exited %d: %s", cmd[0], result.returncode,
                             result.stderr.strip()[-200:])
+
+
+def restore_failure(failures: list[BackupError]) -> str:
+    """The OLED line when no backup opened: the newest backup's reason (the one the owner
+    most likely meant), "wrong recovery phrase" only when its phrase check failed."""
+    if failures and not isinstance(failures[0], WrongPhraseError):
+        return f"restore: {failures[0]}"
+    return f"restore: wrong recovery phrase in {RESTORE_FILE}"
 
 
 def _wipe(path: Path) -> None:

@@ -2,7 +2,9 @@
 
 The file is the standard age format (``age-encryption.org/v1``) with one scrypt
 recipient whose passphrase is the recovery phrase, so ``age -d`` decrypts it without
-Hearth. The plaintext is an uncompressed POSIX tar holding:
+Hearth. pyrage (rage) encrypts; :mod:`.agefile` decrypts, with a fixed work-factor cap
+(rage's own decryptor refuses files by a speed estimate taken at decrypt time). The
+plaintext is an uncompressed POSIX tar holding:
 
 * ``hsm_secret``: the 32-byte root secret;
 * ``metadata.json``: format, box id, creation time, version, network, where the
@@ -27,12 +29,14 @@ from typing import Any
 import pyrage
 
 from ..identity import HSM_SECRET_SIZE, box_id
+from . import agefile
 
 __all__ = [
     "FORMAT",
     "MAX_PAYLOAD",
     "BackupContents",
     "BackupError",
+    "WrongPhraseError",
     "build_payload",
     "decrypt_backup",
     "encrypt_backup",
@@ -54,6 +58,10 @@ _MEMBERS = {
 
 class BackupError(ValueError):
     """The backup cannot be made or read; the message is safe to show (no secret)."""
+
+
+class WrongPhraseError(BackupError):
+    """The phrase does not open the file: its scrypt stanza's body fails to decrypt."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ def parse_payload(payload: bytes) -> BackupContents:
                 assert extracted is not None  # a regular file always has data
                 found[member.name] = extracted.read()
     except tarfile.TarError as exc:
-        raise BackupError(f"the decrypted backup is not a Hearth payload ({exc})") from None
+        raise BackupError(f"not a Hearth payload ({exc})") from None
     secret = found.get("hsm_secret")
     if secret is None or len(secret) != HSM_SECRET_SIZE:
         raise BackupError("the backup holds no valid hsm_secret")
@@ -127,23 +135,27 @@ def encrypt_backup(contents: BackupContents, phrase: str) -> bytes:
 
 
 def decrypt_backup(data: bytes, phrase: str) -> BackupContents:
-    if not data.startswith(b"age-encryption.org/v1\n"):
-        raise BackupError("not an age file")
+    """The contents of a backup file; each failure says which it is (never a guess)."""
     try:
-        payload = bytes(pyrage.passphrase.decrypt(data, phrase))
-    except pyrage.DecryptError:
-        raise BackupError("wrong recovery phrase, or the file is damaged") from None
+        payload = agefile.decrypt(data, phrase)
+    except agefile.NotAgeFile:
+        raise BackupError("not an age file") from None
+    except agefile.WrongPassphrase:
+        raise WrongPhraseError("wrong recovery phrase") from None
+    except agefile.WorkFactorTooHigh as exc:
+        raise BackupError(str(exc)) from None
+    except agefile.NoPassphraseStanza:
+        raise BackupError("not a Hearth backup (no passphrase)") from None
+    except agefile.ScryptMemoryError as exc:
+        raise BackupError(str(exc)) from None
+    except agefile.AgeError as exc:  # header, MAC or payload: the bytes changed
+        raise BackupError(f"damaged backup: {exc}") from None
     return parse_payload(payload)
 
 
 def scrypt_work_factor(data: bytes) -> int | None:
     """log2(N) of the file's scrypt stanza (the cost of every decryption), if it has one."""
-    header = data[:512].split(b"\n")
-    for line in header[1:]:
-        parts = line.split()
-        if len(parts) == 4 and parts[:2] == [b"->", b"scrypt"] and parts[3].isdigit():
-            return int(parts[3])
-    return None
+    return agefile.work_factor(data)
 
 
 def metadata(secret: bytes, *, created: str, version: str, network: str,

@@ -189,8 +189,7 @@ def test_the_box_over_a_private_tor_network(tmp_path: Path, node: TestNode,
         done = subprocess.run([APPLIANCE, "restore", str(backup), "--config", str(fresh),
                                "--phrase-file", "-"], input=phrase + "\n", capture_output=True,
                               text=True, timeout=120)
-        # (age refuses a file whose scrypt cost is far above what it measures on this
-        # machine now, in the same words as a wrong phrase: the cost is shown to tell.)
+        # (the scrypt cost is shown too: a file above the fixed 2^22 limit is refused.)
         assert done.returncode == 0, (done.stderr, scrypt_work_factor(backup.read_bytes()))
         restored_address = subprocess.run([APPLIANCE, "tor", "address", "--json", "--config",
                                            str(fresh)], capture_output=True, text=True, check=True)

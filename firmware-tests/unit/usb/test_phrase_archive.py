@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
+from image.agecli import encrypt_light
 from mnemonic import Mnemonic
 
 from appliance.config import load_config
@@ -19,16 +20,20 @@ from appliance.devices.pages import (
     RecoveryWordsPage,
     UsbBackupPage,
     UsbBackupState,
+    _Surface,
     render,
     words_per_page,
 )
 from appliance.display.service import choose_page
 from appliance.identity import box_id, derive_bytes, recovery_phrase
 from appliance.status import Phase, ServiceState, ServiceStatus
+from appliance.usb.agent import RESTORE_FILE, restore_failure
 from appliance.usb.archive import (
     FORMAT,
     BackupContents,
     BackupError,
+    WrongPhraseError,
+    build_payload,
     decrypt_backup,
     encrypt_backup,
     metadata,
@@ -77,15 +82,61 @@ def test_round_trip_and_standard_age_header() -> None:
     names = tarfile.open(fileobj=io.BytesIO(plain)).getnames()
     assert names == ["hsm_secret", "metadata.json", "backup-agent/export.bin",
                      "pairing/paired-clients.json"]
-    with pytest.raises(BackupError, match="wrong recovery phrase"):
+    with pytest.raises(WrongPhraseError, match="wrong recovery phrase"):
         decrypt_backup(data, phrase.replace(recovery_phrase(SECRET)[0], "zoo", 1))
     with pytest.raises(BackupError, match="not an age file"):
         decrypt_backup(b"hello", phrase)
-    # a flipped byte in the body: refused, never half-restored
+    # a flipped byte in the body: refused as damaged (not as a wrong phrase), never half-restored
     damaged = bytearray(data)
     damaged[-5] ^= 1
-    with pytest.raises(BackupError):
+    with pytest.raises(BackupError, match="damaged backup: chunk 0 corrupt or truncated") as err:
         decrypt_backup(bytes(damaged), phrase)
+    assert not isinstance(err.value, WrongPhraseError)
+    with pytest.raises(BackupError, match="damaged backup: .*truncated"):
+        decrypt_backup(data[:-20], phrase)
+    # A work factor above the fixed limit is named, with its number, before scrypt runs.
+    log_n = str(scrypt_work_factor(data)).encode()
+    steep = data.replace(b" " + log_n + b"\n", b" 23\n", 1)
+    with pytest.raises(BackupError, match=r"scrypt work factor 2\^23 too high \(limit 2\^22\)"):
+        decrypt_backup(steep, phrase)
+
+
+def test_restore_failure_names_the_newest_backups_reason_and_fits_the_oled(tmp_path: Path) -> None:
+    wrong = WrongPhraseError("wrong recovery phrase")
+    steep = BackupError("scrypt work factor 2^23 too high (limit 2^22)")
+    assert restore_failure([wrong, steep]) == f"restore: wrong recovery phrase in {RESTORE_FILE}"
+    assert restore_failure([steep, wrong]) == f"restore: {steep}"
+    assert restore_failure([BackupError("damaged backup: x"), wrong]).endswith("damaged backup: x")
+    # What the small OLED shows under FAILED: three lines, no ellipsis, for each kind.
+    phrase = " ".join(recovery_phrase(SECRET))
+    light = tmp_path / "light.age"  # age's format at a cheap work factor: four decryptions
+    encrypt_light(build_payload(_contents()), light, phrase, log_n=10)
+    data = light.read_bytes()
+    log_n = str(scrypt_work_factor(data)).encode()
+    truncated = data[:-20]
+    corrupt = bytearray(data)
+    corrupt[-5] ^= 1
+    at = data.index(b"\n--- ") + 6  # a letter of the header MAC, changed to another
+    altered = data[:at] + (b"B" if data[at:at + 1] == b"A" else b"A") + data[at + 1:]
+    reasons = [restore_failure([wrong])]
+    for bad in (data.replace(b" " + log_n + b"\n", b" 23\n", 1), truncated, bytes(corrupt),
+                b"hello", altered, data + b"x",
+                b"age-encryption.org/v1\n-> X25519 abc\n\n--- " + b"A" * 43 + b"\n" + bytes(32)):
+        with pytest.raises(BackupError) as err:
+            decrypt_backup(bad, phrase)
+        reasons.append(restore_failure([err.value]))
+    # ... and every failure of the age project's scrypt test vectors (log2 N 10: cheap).
+    for vector in sorted((Path(__file__).parents[2] / "vectors" / "age" / "testkit").iterdir()):
+        head, _, body = vector.read_bytes().partition(b"\n\n")
+        if b"expect: success" in head or b"compressed" in head:
+            continue
+        phrase = "password" if b"passphrase: password" in head else "wrong"
+        with pytest.raises(BackupError) as err:
+            decrypt_backup(body, phrase)
+        reasons.append(restore_failure([err.value]))
+    for reason in reasons:
+        lines = _Surface(PANEL_128X64, 0).wrap(reason, PANEL_128X64.width)
+        assert len(lines) <= 3, (reason, lines)  # 64 rows: title, FAILED, 3 text lines
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
