@@ -200,11 +200,14 @@ def test_flipped_bytes_in_header_mac_and_payload(sample: Sample) -> None:
 def _flip(data: bytes, at: int) -> bytes:
     """``data`` with one byte changed; in the header's base64, to another base64 letter."""
     damaged = bytearray(data)
-    if chr(data[at]).isalpha():
-        damaged[at] = ord("A") if data[at] != ord("A") else ord("B")
-    else:
-        damaged[at] ^= 0x04
+    letter = _BASE64.find(data[at])
+    # A base64 letter becomes the next one (XOR could make '8' a '<': a parse error, not
+    # the MAC or key failure the test asks for); other bytes are flipped.
+    damaged[at] = _BASE64[(letter + 1) % 64] if letter >= 0 else data[at] ^ 0x04
     return bytes(damaged)
+
+
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def test_extra_stanzas_are_refused_and_the_mac_covers_them(sample: Sample) -> None:
