@@ -30,6 +30,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -38,12 +39,13 @@ from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..chain.utxo import Utxo
 from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
-from ..node.pace import Pacer, parse_block_aside
+from ..node.pace import ASIDE_BYTES, Pacer
 from . import heap
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .matcher import outpoint
+from .screen import ScreenedBlock, screen_block
 from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]
@@ -312,7 +314,9 @@ class Backfiller:
     async def _apply(self, scope: _Scope, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
         idx = self.indexer
         wid = wallet.wallet_id
-        block = await parse_block_aside(raw)
+        # Only transactions paying a known script or spending from a scope output's
+        # transaction become objects (every script of the scope is in ``refs``).
+        block = await screen_aside(raw, idx.scripts.refs, scope.funded)
 
         job = scope.job(wallet) if scope.job_key is not None else None
         branch, before = (job["branch"], wallet.branches[job["branch"]].derived) \
@@ -327,8 +331,7 @@ class Backfiller:
                 r.wallet_id == wid and r.branch == branch and r.index >= before
                 for r in idx.scripts.refs.get(script, ()))
 
-        matches, derived = await idx.match_with_gap(block.txs, watched, scope.outputs.get,
-                                                    {wid})
+        matches, derived = await idx.match_with_gap(block, watched, scope.outputs.get, {wid})
         job = scope.job(wallet) if scope.job_key is not None else None
         if job is not None:
             # Scripts derived while scanning old blocks have old history too: they join
@@ -343,13 +346,14 @@ class Backfiller:
         if idx.store.header(height) != block.header.raw:
             return set()  # reorged away while deriving
         batch = idx.store.begin_block(height)
-        touched = idx.write_matches(batch, height, [t.txid for t in block.txs], matches)
+        touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
         idx.store.commit_backfill(batch)
         for m in matches:
             for f in m.funding:
                 scope.outputs[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
+                scope.funded.add(m.tx.txid)
         return touched
 
     # --- step 3: live ---------------------------------------------------------------------
@@ -506,6 +510,8 @@ class _Scope:
     job_key: tuple[int, int] | None  # (branch, start index)
     #: the scope's outputs: outpoint -> (scripthash, value), kept as blocks are applied
     outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    #: the txids of ``outputs`` (the block screen compares spent txids with them)
+    funded: set[bytes] = field(default_factory=set)
     _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
     _query: ScriptSet | None = None
     _query_prev: ScriptSet | None = None
@@ -573,11 +579,21 @@ class _Scope:
         """The scope's outputs already indexed (a resumed scan), for spends to find them
         in memory instead of one LevelDB read per input of every matched block."""
         self.outputs.clear()
+        self.funded.clear()
         for script in self.script_set(idx):
             sh = idx.scripts.hashes[script]
             for rec in idx.store.outputs(sh):
                 self.outputs[outpoint(rec.txid, rec.vout)] = (sh, rec.value)
+                self.funded.add(rec.txid)
             await pacer.tick()
+
+
+async def screen_aside(raw: bytes, scripts: Container[bytes],
+                       funded: Container[bytes]) -> ScreenedBlock:
+    """``screen_block``, in a worker thread for a big block (as ``parse_block_aside``)."""
+    if len(raw) < ASIDE_BYTES:
+        return screen_block(raw, scripts, funded)
+    return await asyncio.to_thread(screen_block, raw, scripts, funded)
 
 
 def _index_in(found_desc: str, branch_desc: str) -> int | None:
