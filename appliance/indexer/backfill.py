@@ -215,17 +215,21 @@ class Backfiller:
             end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            query = scope.query(idx)
             direct = has_filters and costs.filters_cost_more() and await self._kept(start)
             if direct != costs.direct:
                 costs.direct = direct
                 log.info("wallet %s: %s from height %d", wallet.id_hex,
                          "filters rule out no block lately; reading blocks directly"
                          if direct else "matching filters again", start)
-            if has_filters and not direct:
+            # The scope's scripts change with ``version``; the filter query (repacked
+            # when they do) is only built while filters are matched.
+            version = scope.version(idx)
+            use_filters = has_filters and not direct
+            query = scope.query(idx) if use_filters else None
+            if use_filters:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
-                if scope.query(idx) is not query:
+                if scope.version(idx) != version:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
@@ -243,10 +247,11 @@ class Backfiller:
                         break  # removed, or a reorg replaced this height: next round re-reads
                     if isinstance(filt, Exception):
                         raise RuntimeError(f"getblockfilter at {height}: {filt}")
-                    if scope.query(idx) is not query:
+                    if scope.version(idx) != version:
                         break  # the job grew (a client asked further): redo from here
-                    if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
-                            block_hash, filt["filter"]).match_any(query)):
+                    if block_hash not in matched and query is not None and (
+                            query is matched.query or not GCSFilter.from_hex(
+                                block_hash, filt["filter"]).match_any(query)):
                         scope.set_height(wallet, height)
                         prog.done += 1
                         unsaved += 1
@@ -260,7 +265,8 @@ class Backfiller:
                         break
                     touched = await self._apply(scope, wallet, raw, height)
                     costs.applied(time.perf_counter() - began, bool(touched))
-                    query = scope.query(idx)  # the gap may have grown
+                    version = scope.version(idx)  # the gap may have grown
+                    query = scope.query(idx) if use_filters else None
                     prog.done += 1
                     unsaved = 0
                     if touched:
@@ -286,7 +292,7 @@ class Backfiller:
         return bool(info)
 
     @staticmethod
-    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet,
+    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet | None,
                         pacer: Pacer) -> _Matched:
         """The blocks whose filter matches ``query`` (all of them without filters),
         matched once per batch and yielding between filters: with 10,000 scripts one
@@ -294,8 +300,8 @@ class Backfiller:
         matched = _Matched(query)
         for h, f in zip(hashes, filters, strict=True):
             await pacer.tick()
-            if not isinstance(f, Exception) and (
-                    f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
+            if not isinstance(f, Exception) and (f is None or (
+                    query is not None and GCSFilter.from_hex(h, f["filter"]).match_any(query))):
                 matched.append(h)
         return matched
 
@@ -495,7 +501,7 @@ class _Prefetch:
 class _Matched(list[bytes]):
     """Block hashes whose filter matched ``query`` (the gap may grow afterwards)."""
 
-    def __init__(self, query: ScriptSet) -> None:
+    def __init__(self, query: ScriptSet | None) -> None:
         super().__init__()
         self.query = query
 

@@ -16,7 +16,7 @@ segwit encoding without witnesses, non-canonical compact sizes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container
+from collections.abc import Collection, Container
 from dataclasses import dataclass
 
 from ..chain import Tx
@@ -49,8 +49,13 @@ class ScreenedBlock:
         self.positions = keep
         self.txs = [_parse_tx_at(self._view, self._starts[i])[0] for i in keep]
 
-    def pays_any(self, scripts: Container[bytes]) -> bool:
-        """Whether some output of the block pays one of ``scripts``."""
+    def pays_any(self, scripts: Collection[bytes]) -> bool:
+        """Whether some output of the block pays one of ``scripts`` (a few: each is
+        first looked for anywhere in the block's bytes, much cheaper than a walk)."""
+        buf = self._view.obj
+        assert isinstance(buf, bytes)
+        if not any(script in buf for script in scripts):
+            return False
         return bool(self._walk(scripts, ()))
 
     def _walk(self, scripts: Container[bytes], funded: Container[bytes]) -> list[int]:
