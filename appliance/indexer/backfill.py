@@ -106,8 +106,8 @@ class Backfiller:
             self.wakeup.clear()
             for wid in list(self.indexer.wallets):
                 wallet = self.indexer.wallets.get(wid)
-                if wallet is None:
-                    continue
+                if wallet is None or wid in self.indexer.registering:
+                    continue  # (a wallet being registered wakes this loop once done)
                 try:
                     if wallet.state != "live":
                         await self.backfill(wallet)
@@ -127,7 +127,8 @@ class Backfiller:
                 await self.wakeup.wait()
 
     def _pending(self) -> bool:
-        return any(w.state != "live" or w.jobs for w in self.indexer.wallets.values())
+        return any((w.state != "live" or w.jobs) and wid not in self.indexer.registering
+                   for wid, w in self.indexer.wallets.items())
 
     # --- step 1: current UTXOs ------------------------------------------------------------
     async def scan_utxos(self, wallet: Wallet) -> None:
@@ -209,9 +210,11 @@ class Backfiller:
                 return True
             prog.end = tip[0]
             start = scope.height(wallet) + 1
-            # The first batch is short: the cost model below decides from it whether
-            # the next ones use filters at all.
-            batch = _FIRST_BATCH if prog.done == 0 else _FILTER_BATCH
+            # Short batches until the cost model below knows what a block costs: it
+            # decides from them whether the next ones use filters at all (a fresh
+            # 10,000-script wallet matched 200 filters, mostly false positives on busy
+            # blocks, before the first choice).
+            batch = _FIRST_BATCH if prog.done == 0 or not costs.known() else _FILTER_BATCH
             end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
@@ -387,7 +390,7 @@ class Backfiller:
                 wallet.jobs.remove(job)
                 what = (f"scripts {job['start']}..{job['end'] - 1} of branch {job['branch']} "
                         "are live")
-            idx.store.put_wallet(scope.wid, wallet.to_record())
+            await idx.store.put_wallet_aside(scope.wid, wallet.to_record())
             await idx.make_live(scripts, Pacer())
         if scope.job_key is not None:
             self.progress.pop(scope.key, None)
@@ -431,6 +434,9 @@ class _Costs:
 
     def ruled_out(self) -> None:
         self.hit = _average(self.hit, 0.0)
+
+    def known(self) -> bool:
+        return self.filter_s is not None and self.block_s is not None
 
     def filters_cost_more(self) -> bool:
         if self.filter_s is None or self.block_s is None or self.hit is None:

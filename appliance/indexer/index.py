@@ -116,6 +116,8 @@ class Indexer:
         #: wallets whose backfill or gap jobs are paused (bitcoind away, a pruned block no
         #: peer serves, a full disk): their gap scripts are answered without waiting
         self.stalled: set[bytes] = set()
+        #: wallets added whose scripts are still being registered (the backfill waits)
+        self.registering: set[bytes] = set()
         #: scripts derived ahead of need: descriptor -> index -> script (see _derive)
         self._ahead: dict[str, dict[int, bytes]] = {}
 
@@ -504,10 +506,24 @@ class Indexer:
         wallet = Wallet(wid, branches, gap, birthday, label=label, change_gap=change_gap)
         wallet.backfill_height = birthday - 1
         scripts = await self.derive_wallet(wallet)
+        if wid in self.wallets:  # added by another request meanwhile
+            return self.wallets[wid], False
         # On disk first: a failed write (DiskFull) leaves memory as it was.
-        self.store.put_wallet(wid, wallet.to_record(), scripts)
+        await self.store.put_wallet_aside(wid, wallet.to_record(), scripts)
+        if wid in self.wallets:
+            return self.wallets[wid], False
         self.wallets[wid] = wallet
-        self._register_scripts(wallet, scripts)
+        # Not live yet (state "new"): nothing matches its scripts, and the backfill
+        # leaves it alone while ``registering``, so registering 10,000 scripts (~20 ms
+        # here) may yield as it goes.
+        self.registering.add(wid)
+        try:
+            pacer = Pacer()
+            for (bi, index), script in scripts.items():
+                self.scripts.add(script, ScriptRef(wid, bi, index), False)
+                await pacer.tick()
+        finally:
+            self.registering.discard(wid)
         log.info("wallet %s registered: %d branches, birthday %d", wallet.id_hex,
                  len(branches), birthday)
         return wallet, True
