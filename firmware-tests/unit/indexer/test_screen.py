@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.chain import parse_block
+from appliance.chain import parse_block, parse_tx
 from appliance.chain.encoding import ChainParseError, write_varint
-from appliance.chain.merkle import merkle_root
+from appliance.chain.merkle import MerkleTree, merkle_root, merkle_root_and_mutation
 from appliance.chain.tx import NULL_HASH, TxIn, TxOut, serialize_tx
 from appliance.indexer.matcher import TxMatch, iter_matches, outpoint
 from appliance.indexer.screen import screen_block
@@ -32,8 +32,6 @@ def _tx(inputs: list[TxIn], outputs: list[TxOut]) -> bytes:
 
 def _txid(raw: bytes) -> bytes:
     """The txid of a serialised transaction (stripped of witnesses)."""
-    from appliance.chain import parse_tx
-
     return parse_tx(raw).txid
 
 
@@ -235,3 +233,11 @@ def test_screen_equals_full_parse_on_random_chains(seed: int, wallet: set[bytes]
             for vout, _script, sh, value in funding:
                 known[outpoint(txid, vout)] = (sh, value)
         txids += [t.txid for t in parse_block(raw).txs]
+
+
+@given(st.lists(st.sampled_from([bytes([i]) * 32 for i in range(4)]), min_size=1, max_size=40))
+def test_tree_mutation_flag_equals_bitcoinds_rule(leaves: list[bytes]) -> None:
+    """``MerkleTree.mutated`` (the screen's check) against ``merkle_root_and_mutation``
+    (the full parse's), on lists full of repeats: odd levels' padding is no mutation."""
+    tree = MerkleTree(leaves)
+    assert (tree.root, tree.mutated) == merkle_root_and_mutation(leaves)
