@@ -11,7 +11,8 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    index. Without a filter index, kept blocks are scanned in full instead; so are they
    while filters rule out (almost) no block, as for a busy wallet whose every block
    holds a transaction (see ``_Costs``). Matching blocks are fetched ahead, in RPC
-   batches, while earlier ones are applied (``_Prefetch``).
+   batches, while earlier ones are applied (``_Prefetch``), and screened at byte level
+   (``screen.py``): only their transactions that may touch the scope become objects.
 3. When the backfill reaches the tip, the wallet turns live while holding the chain
    lock, so no block is missed or counted twice between backfill and live indexing;
    only its own scripts are touched (cost linear in them), yielding to the event loop
