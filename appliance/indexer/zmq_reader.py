@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 
@@ -137,7 +138,7 @@ class ThreadedSubscriber(ZMQSubscriber):
         try:
             while not self._closed:
                 if len(self._pending) + len(self._inbox) >= _MAX_QUEUED:
-                    threading.Event().wait(0.01)  # let the loop catch up; ZMQ queues meanwhile
+                    time.sleep(0.01)  # let the loop catch up; ZMQ queues meanwhile
                     continue
                 ready = dict(poller.poll(_POLL_MS))
                 if not ready:
@@ -159,10 +160,13 @@ class ThreadedSubscriber(ZMQSubscriber):
                             self._loop.call_soon_threadsafe(self._drain)
                         except RuntimeError:  # the loop is closed: nobody is reading
                             return
-        except zmq.ZMQError as exc:
+        except Exception:  # a dead reader must not look like a quiet bitcoind
             if not self._closed:
-                log.error("zmq reader stopped: %s", exc)
+                log.exception("zmq reader stopped")
         finally:
+            # Closed either way: the follower ends, and so does the service, for its
+            # supervisor to start it again.
+            self._closed = True
             self._close_sockets()
             try:
                 self._loop.call_soon_threadsafe(self._wake)

@@ -84,3 +84,28 @@ def test_a_burst_arrives_complete_and_in_order(node: TestNode, timeout_factor: f
             sub.close()
 
     asyncio.run(main())
+
+
+def test_reading_pauses_while_the_loop_is_behind(node: TestNode, timeout_factor: float,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With few notifications allowed to wait, the thread stops reading (bitcoind's and
+    the socket's queues hold the rest); once read, all arrive, in order, no gap."""
+    import appliance.indexer.zmq_reader as reader
+
+    monkeypatch.setattr(reader, "_MAX_QUEUED", 4)
+
+    async def main() -> None:
+        async with ThreadedSubscriber({"hashblock": node.zmq["hashblock"]}) as sub:
+            await base.wait_live(sub, node, timeout_factor)
+            await base.drain(sub, 0.3 * timeout_factor)
+            hashes = node.mine(30)
+            node.syncwithvalidationinterfacequeue()
+            await asyncio.sleep(0.5 * timeout_factor)  # the loop reads nothing meanwhile
+            assert isinstance(sub, ThreadedSubscriber)
+            waiting = len(sub._pending) + len(sub._inbox)
+            assert 0 < waiting <= 2 * 4, waiting
+            notes = await base.collect(sub, lambda ns: len(ns) >= 30, 30 * timeout_factor)
+            assert [n.body.hex() for n in notes] == hashes
+            assert all(n.gap == 0 and not n.resync for n in notes)
+
+    asyncio.run(main())
