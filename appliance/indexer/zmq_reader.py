@@ -22,22 +22,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ..node import ZMQSubscriber
-from ..node.zmq_sub import (
-    _HWM_OTHER,
-    _MONITOR_EVENTS,
-    DEFAULT_HWM,
-    Notification,
-    SubscriberStats,
-    _by_endpoint,
-    _TopicState,
-)
+from ..node.zmq_sub import Notification, _close_all
 
 __all__ = ["ThreadedSubscriber"]
 
@@ -56,12 +47,7 @@ class ThreadedSubscriber(ZMQSubscriber):
                  ) -> None:
         # Not the parent's __init__: its sockets are asyncio ones. The parent's
         # sequence tracking (``_track``) and accessors work on the same fields.
-        by_endpoint = _by_endpoint(endpoints)
-        limits = {**DEFAULT_HWM, **(hwm or {})}
-        self.stats = SubscriberStats()
-        self._state = {topic: _TopicState() for topic in endpoints}
-        self._pending: deque[Notification] = deque()
-        self._closed = False
+        plan = self._init_state(endpoints, hwm)
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None  # a reader waiting in next()
         # Filled by the thread, emptied into ``_pending`` by one loop callback; while
@@ -73,8 +59,7 @@ class ThreadedSubscriber(ZMQSubscriber):
         self._data: list[tuple[zmq.Socket[bytes], str, frozenset[str]]] = []
         self._monitor_socks: dict[zmq.Socket[bytes], tuple[str, frozenset[str]]] = {}
         try:
-            for endpoint, topics in by_endpoint.items():
-                queue = min(limits.get(t, _HWM_OTHER) for t in topics)
+            for endpoint, (topics, queue) in plan.items():
                 self._data.append((self._open_sync(endpoint, topics, queue), endpoint,
                                    frozenset(topics)))
         except BaseException:
@@ -89,15 +74,8 @@ class ThreadedSubscriber(ZMQSubscriber):
 
     def _open_sync(self, endpoint: str, topics: list[str], queue: int) -> zmq.Socket[bytes]:
         sock = self._sync_ctx.socket(zmq.SUB)
-        try:
-            self._configure(sock, topics, queue)
-            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-            monitor.setsockopt(zmq.LINGER, 0)
-            self._monitor_socks[monitor] = (endpoint, frozenset(topics))
-            sock.connect(endpoint)
-        except BaseException:
-            sock.close(linger=0)
-            raise
+        monitor: zmq.Socket[bytes] = self._connect(sock, endpoint, topics, queue)
+        self._monitor_socks[monitor] = (endpoint, frozenset(topics))
         return sock
 
     # --- the consumer (event loop) side ---------------------------------------------------
@@ -206,13 +184,4 @@ class ThreadedSubscriber(ZMQSubscriber):
             self._thread.join(timeout=2 * _POLL_MS / 1000 + 1)
 
     def _close_sockets(self) -> None:
-        for sock, _endpoint, _topics in self._data:
-            try:
-                sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-        for monitor in self._monitor_socks:
-            monitor.close(linger=0)
-        for sock, _endpoint, _topics in self._data:
-            sock.close(linger=0)
-        self._sync_ctx.term()
+        _close_all(self._sync_ctx, [s for s, _e, _t in self._data], self._monitor_socks)

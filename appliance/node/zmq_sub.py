@@ -157,6 +157,22 @@ def _by_endpoint(endpoints: Mapping[str, str]) -> dict[str, list[str]]:
     return by_endpoint
 
 
+def _close_all(ctx: zmq.Context[Any], sockets: Iterable[zmq.Socket[Any]],
+               monitors: Iterable[zmq.Socket[Any]]) -> None:
+    """Stop the monitors, close every socket, end the context."""
+    sockets = list(sockets)
+    for sock in sockets:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:  # already stopped
+            pass
+    for monitor in monitors:
+        monitor.close(linger=0)
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+
+
 def _readable(sock: zmq.asyncio.Socket) -> bool:
     # get(), not getsockopt(): only the asyncio override re-arms its edge-triggered fd.
     events = sock.get(zmq.EVENTS)
@@ -180,12 +196,7 @@ class ZMQSubscriber:
 
     def __init__(self, endpoints: Mapping[str, str], *, hwm: Mapping[str, int] | None = None
                  ) -> None:
-        by_endpoint = _by_endpoint(endpoints)
-        limits = {**DEFAULT_HWM, **(hwm or {})}
-        self.stats = SubscriberStats()
-        self._state = {topic: _TopicState() for topic in endpoints}
-        self._pending: deque[Notification] = deque()
-        self._closed = False
+        plan = self._init_state(endpoints, hwm)
         # Own context, not Context.instance(): no process-wide state, and close() can
         # terminate it knowing no one else uses it.
         self._ctx = zmq.asyncio.Context()
@@ -193,15 +204,25 @@ class ZMQSubscriber:
         self._monitors: dict[zmq.asyncio.Socket, tuple[str, frozenset[str]]] = {}
         self._poller = zmq.asyncio.Poller()
         try:
-            for endpoint, topics in by_endpoint.items():
-                # The smallest queue wins on a shared socket: memory is the hard limit.
-                queue = min(limits.get(t, _HWM_OTHER) for t in topics)
+            for endpoint, (topics, queue) in plan.items():
                 sock = self._open(endpoint, topics, queue)
                 self._sockets.append((sock, endpoint, frozenset(topics)))
                 self._poller.register(sock, zmq.POLLIN)
         except BaseException:
             self.close()
             raise
+
+    def _init_state(self, endpoints: Mapping[str, str], hwm: Mapping[str, int] | None
+                    ) -> dict[str, tuple[list[str], int]]:
+        """Counters and per-topic state; returns endpoint -> (its topics, queue length)."""
+        self.stats = SubscriberStats()
+        self._state = {topic: _TopicState() for topic in endpoints}
+        self._pending: deque[Notification] = deque()
+        self._closed = False
+        limits = {**DEFAULT_HWM, **(hwm or {})}
+        # The smallest queue wins on a shared socket: memory is the hard limit.
+        return {endpoint: (topics, min(limits.get(t, _HWM_OTHER) for t in topics))
+                for endpoint, topics in _by_endpoint(endpoints).items()}
 
     @classmethod
     def from_config(cls, cfg: Config, topics: Iterable[str] = TOPICS, *,
@@ -220,18 +241,26 @@ class ZMQSubscriber:
 
     def _open(self, endpoint: str, topics: list[str], queue: int) -> zmq.asyncio.Socket:
         sock = self._ctx.socket(zmq.SUB)
+        monitor = self._connect(sock, endpoint, topics, queue)
+        self._monitors[monitor] = (endpoint, frozenset(topics))
+        self._poller.register(monitor, zmq.POLLIN)
+        return sock
+
+    @classmethod
+    def _connect(cls, sock: zmq.Socket[Any], endpoint: str, topics: Iterable[str],
+                 queue: int) -> Any:
+        """Configure and connect ``sock``; returns its monitor socket (closes ``sock`` if
+        any step fails)."""
         try:
-            self._configure(sock, topics, queue)
+            cls._configure(sock, topics, queue)
             # The monitor reports disconnects: bitcoind stopped or is restarting.
             monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
             monitor.setsockopt(zmq.LINGER, 0)
-            self._monitors[monitor] = (endpoint, frozenset(topics))
-            self._poller.register(monitor, zmq.POLLIN)
             sock.connect(endpoint)
         except BaseException:
             sock.close(linger=0)
             raise
-        return sock
+        return monitor
 
     @staticmethod
     def _configure(sock: zmq.Socket[Any], topics: Iterable[str], queue: int) -> None:
@@ -371,16 +400,7 @@ class ZMQSubscriber:
         if self._closed:
             return
         self._closed = True
-        for sock, _endpoint, _topics in self._sockets:
-            try:
-                sock.disable_monitor()
-            except zmq.ZMQError:  # already stopped
-                pass
-        for monitor in self._monitors:
-            monitor.close(linger=0)
-        for sock, _endpoint, _topics in self._sockets:
-            sock.close(linger=0)
-        self._ctx.term()
+        _close_all(self._ctx, [s for s, _e, _t in self._sockets], self._monitors)
 
     async def __aenter__(self) -> ZMQSubscriber:
         return self
