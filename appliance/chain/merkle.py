@@ -146,6 +146,18 @@ class MerkleTree:
         return self._levels[-1][0]
 
     @property
+    def mutated(self) -> bool:
+        """``merkle_root_and_mutation``'s flag: two equal real siblings at some level
+        (an odd level's padding duplicate does not count)."""
+        real = self._leaf_count
+        for level in self._levels[:-1]:
+            for i in range(0, real - 1, 2):
+                if level[i] == level[i + 1]:
+                    return True
+            real = (real + 1) // 2
+        return False
+
+    @property
     def depth(self) -> int:
         """Number of hashing levels, i.e. the length of every branch."""
         return len(self._levels) - 1

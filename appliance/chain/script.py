@@ -329,14 +329,24 @@ _BECH32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _BECH32_MAX_LEN = 90
 
 
+def _gen_xor(top: int) -> int:
+    chk = 0
+    for i in range(5):
+        if (top >> i) & 1:
+            chk ^= _BECH32_GEN[i]
+    return chk
+
+
+# The generators' XOR for each 5-bit top: one lookup per character instead of five
+# tests (a wallet's thousands of derived addresses are decoded on the hot path).
+_BECH32_GEN_TABLE = tuple(_gen_xor(top) for top in range(32))
+
+
 def _polymod(values: Iterable[int]) -> int:
     chk = 1
+    table = _BECH32_GEN_TABLE
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i in range(5):
-            if (top >> i) & 1:
-                chk ^= _BECH32_GEN[i]
+        chk = (chk & 0x1FFFFFF) << 5 ^ value ^ table[chk >> 25]
     return chk
 
 
@@ -357,7 +367,8 @@ def bech32_encode(hrp: str, data: Sequence[int], encoding: Bech32Encoding) -> st
 
 def bech32_decode(text: str) -> tuple[str, list[int], Bech32Encoding]:
     """(hrp, 5-bit data without checksum, checksum variant); raises AddressError."""
-    if any(ord(c) < 33 or ord(c) > 126 for c in text):
+    # Printable ASCII without the space (33..126), checked in C: this runs per address.
+    if not (text.isascii() and text.isprintable()) or " " in text:
         raise AddressError("bech32 string has a character outside printable ASCII")
     if text.lower() != text and text.upper() != text:
         raise AddressError("bech32 string mixes upper and lower case")

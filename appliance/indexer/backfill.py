@@ -11,7 +11,8 @@ Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
    index. Without a filter index, kept blocks are scanned in full instead; so are they
    while filters rule out (almost) no block, as for a busy wallet whose every block
    holds a transaction (see ``_Costs``). Matching blocks are fetched ahead, in RPC
-   batches, while earlier ones are applied (``_Prefetch``).
+   batches, while earlier ones are applied (``_Prefetch``), and screened at byte level
+   (``screen.py``): only their transactions that may touch the scope become objects.
 3. When the backfill reaches the tip, the wallet turns live while holding the chain
    lock, so no block is missed or counted twice between backfill and live indexing;
    only its own scripts are touched (cost linear in them), yielding to the event loop
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -38,12 +40,13 @@ from ..chain import double_sha256, hash_to_hex_str, hex_str_to_hash
 from ..chain.utxo import Utxo
 from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
-from ..node.pace import Pacer, parse_block_aside
+from ..node.pace import ASIDE_BYTES, Pacer
 from . import heap
 from .bip158 import GCSFilter, ScriptSet
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .matcher import outpoint
+from .screen import ScreenedBlock, screen_block
 from .wallets import Wallet, scripthash_of
 
 __all__ = ["Backfiller", "BackfillProgress"]
@@ -104,8 +107,8 @@ class Backfiller:
             self.wakeup.clear()
             for wid in list(self.indexer.wallets):
                 wallet = self.indexer.wallets.get(wid)
-                if wallet is None:
-                    continue
+                if wallet is None or wid in self.indexer.registering:
+                    continue  # (a wallet being registered wakes this loop once done)
                 try:
                     if wallet.state != "live":
                         await self.backfill(wallet)
@@ -125,7 +128,8 @@ class Backfiller:
                 await self.wakeup.wait()
 
     def _pending(self) -> bool:
-        return any(w.state != "live" or w.jobs for w in self.indexer.wallets.values())
+        return any((w.state != "live" or w.jobs) and wid not in self.indexer.registering
+                   for wid, w in self.indexer.wallets.items())
 
     # --- step 1: current UTXOs ------------------------------------------------------------
     async def scan_utxos(self, wallet: Wallet) -> None:
@@ -207,23 +211,29 @@ class Backfiller:
                 return True
             prog.end = tip[0]
             start = scope.height(wallet) + 1
-            # The first batch is short: the cost model below decides from it whether
-            # the next ones use filters at all.
-            batch = _FIRST_BATCH if prog.done == 0 else _FILTER_BATCH
+            # Short batches until the cost model below knows what a block costs: it
+            # decides from them whether the next ones use filters at all (a fresh
+            # 10,000-script wallet matched 200 filters, mostly false positives on busy
+            # blocks, before the first choice).
+            batch = _FIRST_BATCH if prog.done == 0 or not costs.known() else _FILTER_BATCH
             end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            query = scope.query(idx)
             direct = has_filters and costs.filters_cost_more() and await self._kept(start)
             if direct != costs.direct:
                 costs.direct = direct
                 log.info("wallet %s: %s from height %d", wallet.id_hex,
                          "filters rule out no block lately; reading blocks directly"
                          if direct else "matching filters again", start)
-            if has_filters and not direct:
+            # The scope's scripts change with ``version``; the filter query (repacked
+            # when they do) is only built while filters are matched.
+            version = scope.version(idx)
+            use_filters = has_filters and not direct
+            query = scope.query(idx) if use_filters else None
+            if use_filters:
                 filters = await self.rpc.batch(
                     [("getblockfilter", [hash_to_hex_str(h), "basic"]) for h in hashes])
-                if scope.query(idx) is not query:
+                if scope.version(idx) != version:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
@@ -241,10 +251,11 @@ class Backfiller:
                         break  # removed, or a reorg replaced this height: next round re-reads
                     if isinstance(filt, Exception):
                         raise RuntimeError(f"getblockfilter at {height}: {filt}")
-                    if scope.query(idx) is not query:
+                    if scope.version(idx) != version:
                         break  # the job grew (a client asked further): redo from here
-                    if block_hash not in matched and (query is matched.query or not GCSFilter.from_hex(
-                            block_hash, filt["filter"]).match_any(query)):
+                    if block_hash not in matched and query is not None and (
+                            query is matched.query or not GCSFilter.from_hex(
+                                block_hash, filt["filter"]).match_any(query)):
                         scope.set_height(wallet, height)
                         prog.done += 1
                         unsaved += 1
@@ -258,7 +269,8 @@ class Backfiller:
                         break
                     touched = await self._apply(scope, wallet, raw, height)
                     costs.applied(time.perf_counter() - began, bool(touched))
-                    query = scope.query(idx)  # the gap may have grown
+                    version = scope.version(idx)  # the gap may have grown
+                    query = scope.query(idx) if use_filters else None
                     prog.done += 1
                     unsaved = 0
                     if touched:
@@ -284,7 +296,7 @@ class Backfiller:
         return bool(info)
 
     @staticmethod
-    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet,
+    async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet | None,
                         pacer: Pacer) -> _Matched:
         """The blocks whose filter matches ``query`` (all of them without filters),
         matched once per batch and yielding between filters: with 10,000 scripts one
@@ -292,8 +304,8 @@ class Backfiller:
         matched = _Matched(query)
         for h, f in zip(hashes, filters, strict=True):
             await pacer.tick()
-            if not isinstance(f, Exception) and (
-                    f is None or GCSFilter.from_hex(h, f["filter"]).match_any(query)):
+            if not isinstance(f, Exception) and (f is None or (
+                    query is not None and GCSFilter.from_hex(h, f["filter"]).match_any(query))):
                 matched.append(h)
         return matched
 
@@ -312,7 +324,9 @@ class Backfiller:
     async def _apply(self, scope: _Scope, wallet: Wallet, raw: bytes, height: int) -> set[bytes]:
         idx = self.indexer
         wid = wallet.wallet_id
-        block = await parse_block_aside(raw)
+        # Only transactions paying a known script or spending from a scope output's
+        # transaction become objects (every script of the scope is in ``refs``).
+        block = await screen_aside(raw, idx.scripts.refs, scope.funded)
 
         job = scope.job(wallet) if scope.job_key is not None else None
         branch, before = (job["branch"], wallet.branches[job["branch"]].derived) \
@@ -327,8 +341,7 @@ class Backfiller:
                 r.wallet_id == wid and r.branch == branch and r.index >= before
                 for r in idx.scripts.refs.get(script, ()))
 
-        matches, derived = await idx.match_with_gap(block.txs, watched, scope.outputs.get,
-                                                    {wid})
+        matches, derived = await idx.match_with_gap(block, watched, scope.outputs.get, {wid})
         job = scope.job(wallet) if scope.job_key is not None else None
         if job is not None:
             # Scripts derived while scanning old blocks have old history too: they join
@@ -343,13 +356,14 @@ class Backfiller:
         if idx.store.header(height) != block.header.raw:
             return set()  # reorged away while deriving
         batch = idx.store.begin_block(height)
-        touched = idx.write_matches(batch, height, [t.txid for t in block.txs], matches)
+        touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
         idx.store.commit_backfill(batch)
         for m in matches:
             for f in m.funding:
                 scope.outputs[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
+                scope.funded.add(m.tx.txid)
         return touched
 
     # --- step 3: live ---------------------------------------------------------------------
@@ -377,7 +391,7 @@ class Backfiller:
                 wallet.jobs.remove(job)
                 what = (f"scripts {job['start']}..{job['end'] - 1} of branch {job['branch']} "
                         "are live")
-            idx.store.put_wallet(scope.wid, wallet.to_record())
+            await idx.store.put_wallet_aside(scope.wid, wallet.to_record())
             await idx.make_live(scripts, Pacer())
         if scope.job_key is not None:
             self.progress.pop(scope.key, None)
@@ -421,6 +435,9 @@ class _Costs:
 
     def ruled_out(self) -> None:
         self.hit = _average(self.hit, 0.0)
+
+    def known(self) -> bool:
+        return self.filter_s is not None and self.block_s is not None
 
     def filters_cost_more(self) -> bool:
         if self.filter_s is None or self.block_s is None or self.hit is None:
@@ -491,7 +508,7 @@ class _Prefetch:
 class _Matched(list[bytes]):
     """Block hashes whose filter matched ``query`` (the gap may grow afterwards)."""
 
-    def __init__(self, query: ScriptSet) -> None:
+    def __init__(self, query: ScriptSet | None) -> None:
         super().__init__()
         self.query = query
 
@@ -506,6 +523,8 @@ class _Scope:
     job_key: tuple[int, int] | None  # (branch, start index)
     #: the scope's outputs: outpoint -> (scripthash, value), kept as blocks are applied
     outputs: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    #: the txids of ``outputs`` (the block screen compares spent txids with them)
+    funded: set[bytes] = field(default_factory=set)
     _set: tuple[tuple[int, int], frozenset[bytes]] | None = None
     _query: ScriptSet | None = None
     _query_prev: ScriptSet | None = None
@@ -573,11 +592,21 @@ class _Scope:
         """The scope's outputs already indexed (a resumed scan), for spends to find them
         in memory instead of one LevelDB read per input of every matched block."""
         self.outputs.clear()
+        self.funded.clear()
         for script in self.script_set(idx):
             sh = idx.scripts.hashes[script]
             for rec in idx.store.outputs(sh):
                 self.outputs[outpoint(rec.txid, rec.vout)] = (sh, rec.value)
+                self.funded.add(rec.txid)
             await pacer.tick()
+
+
+async def screen_aside(raw: bytes, scripts: Container[bytes],
+                       funded: Container[bytes]) -> ScreenedBlock:
+    """``screen_block``, in a worker thread for a big block (as ``parse_block_aside``)."""
+    if len(raw) < ASIDE_BYTES:
+        return screen_block(raw, scripts, funded)
+    return await asyncio.to_thread(screen_block, raw, scripts, funded)
 
 
 def _index_in(found_desc: str, branch_desc: str) -> int | None:

@@ -31,6 +31,7 @@ from .schema import (
     wallet_key,
     wallet_script_key,
 )
+from .screen import ScreenedBlock
 from .store import IndexStore, UndoBatch
 from .wallets import (
     Branch,
@@ -115,6 +116,8 @@ class Indexer:
         #: wallets whose backfill or gap jobs are paused (bitcoind away, a pruned block no
         #: peer serves, a full disk): their gap scripts are answered without waiting
         self.stalled: set[bytes] = set()
+        #: wallets added whose scripts are still being registered (the backfill waits)
+        self.registering: set[bytes] = set()
         #: scripts derived ahead of need: descriptor -> index -> script (see _derive)
         self._ahead: dict[str, dict[int, bytes]] = {}
 
@@ -308,18 +311,24 @@ class Indexer:
                             grow.add(ref.wallet_id)
         return grow
 
-    async def match_with_gap(self, txs: list[Tx], watched: Callable[[bytes], bool],
+    async def match_with_gap(self, txs: list[Tx] | ScreenedBlock,
+                             watched: Callable[[bytes], bool],
                              lookup: Callable[[bytes], tuple[bytes, int] | None],
                              wallet_ids: set[bytes] | None
                              ) -> tuple[list[TxMatch], dict[bytes, dict[tuple[int, int], bytes]]]:
         """Match txs; when they use scripts near the end of a gap, derive more and match
-        again, so a payment to a just-derived script in the same block is not missed."""
+        again, so a payment to a just-derived script in the same block is not missed.
+        A screened block is matched on the transactions its screen kept."""
         derived: dict[bytes, dict[tuple[int, int], bytes]] = {}
         pacer = Pacer()
         paid: set[bytes] | None = None  # every output script of txs, once needed
+        screened = txs if isinstance(txs, ScreenedBlock) else None
         while True:
             matches = []
-            for m in iter_matches(txs, watched, lookup):
+            kept, positions = (screened.txs, screened.positions) if screened is not None \
+                else (txs, None)
+            assert isinstance(kept, list)
+            for m in iter_matches(kept, watched, lookup, positions):
                 if m is not None:
                     matches.append(m)
                 await pacer.tick()
@@ -332,23 +341,30 @@ class Indexer:
                 derived.setdefault(wid, {}).update(new)
                 new_scripts.update(new.values())
             if new_scripts:
-                if paid is None:
-                    paid = {o.script_pubkey for tx in txs for o in tx.outputs}
-                if not paid.isdisjoint(new_scripts):
-                    continue  # a just-derived script is paid here: match again
+                if screened is not None:
+                    if screened.pays_any(new_scripts):
+                        screened.rescreen()
+                        continue  # a just-derived script is paid here: match again
+                else:
+                    assert isinstance(txs, list)
+                    if paid is None:
+                        paid = {o.script_pubkey for tx in txs for o in tx.outputs}
+                    if not paid.isdisjoint(new_scripts):
+                        continue
             # (A script no output pays cannot be spent here either: nothing to redo.)
             if derived:
                 await self.refresh_lookahead(set(derived))
             return matches, derived
 
     # --- writing a block's effects --------------------------------------------------------
-    def write_matches(self, batch: UndoBatch, height: int, txids: list[bytes],
+    def write_matches(self, batch: UndoBatch, height: int, txids: list[bytes] | MerkleTree,
                       matches: list[TxMatch]) -> set[bytes]:
-        """Put the history, outputs, spends, raw txs and merkle branches of ``matches``."""
+        """Put the history, outputs, spends, raw txs and merkle branches of ``matches``
+        (``txids``: the block's, or their tree when built already)."""
         touched: set[bytes] = set()
         if not matches:
             return touched
-        tree = MerkleTree(txids)
+        tree = txids if isinstance(txids, MerkleTree) else MerkleTree(txids)
         for m in matches:
             txid = m.tx.txid
             batch.put(tx_key(txid), m.tx.raw)
@@ -490,10 +506,24 @@ class Indexer:
         wallet = Wallet(wid, branches, gap, birthday, label=label, change_gap=change_gap)
         wallet.backfill_height = birthday - 1
         scripts = await self.derive_wallet(wallet)
+        if wid in self.wallets:  # added by another request meanwhile
+            return self.wallets[wid], False
         # On disk first: a failed write (DiskFull) leaves memory as it was.
-        self.store.put_wallet(wid, wallet.to_record(), scripts)
+        await self.store.put_wallet_aside(wid, wallet.to_record(), scripts)
+        if wid in self.wallets:
+            return self.wallets[wid], False
         self.wallets[wid] = wallet
-        self._register_scripts(wallet, scripts)
+        # Not live yet (state "new"): nothing matches its scripts, and the backfill
+        # leaves it alone while ``registering``, so registering 10,000 scripts (~20 ms
+        # here) may yield as it goes.
+        self.registering.add(wid)
+        try:
+            pacer = Pacer()
+            for (bi, index), script in scripts.items():
+                self.scripts.add(script, ScriptRef(wid, bi, index), False)
+                await pacer.tick()
+        finally:
+            self.registering.discard(wid)
         log.info("wallet %s registered: %d branches, birthday %d", wallet.id_hex,
                  len(branches), birthday)
         return wallet, True

@@ -57,11 +57,14 @@ def match_txs(txs: Iterable[Tx], watched: Callable[[bytes], bool],
 
 
 def iter_matches(txs: Iterable[Tx], watched: Callable[[bytes], bool],
-                 lookup: OutpointLookup) -> Iterator[TxMatch | None]:
+                 lookup: OutpointLookup,
+                 positions: Iterable[int] | None = None) -> Iterator[TxMatch | None]:
     """``match_txs`` one transaction at a time (None: no match), so a caller can give
-    the event loop a turn in the middle of a 3,000-transaction block."""
+    the event loop a turn in the middle of a 3,000-transaction block. ``positions``:
+    each tx's place in its block when ``txs`` are only some of them (a screen's)."""
     created: dict[bytes, tuple[bytes, int]] = {}  # our outputs made earlier in this batch
-    for pos, tx in enumerate(txs):
+    for pos, tx in zip(positions, txs, strict=True) if positions is not None \
+            else enumerate(txs):
         m = TxMatch(tx, pos)
         if not tx.is_coinbase:
             for txin in tx.inputs:

@@ -64,6 +64,7 @@ from .follower import IndexListener
 from .index import Indexer
 from .store import IndexStore
 from .wallets import Wallet, WalletError
+from .zmq_reader import ThreadedSubscriber
 
 __all__ = ["IndexerService", "main"]
 
@@ -399,7 +400,8 @@ async def main(cfg: Config) -> None:
     async with StatusPublisher(cfg.hearth.run_dir, "indexer") as status, \
             BitcoinRPC.from_config(cfg) as rpc:
         # Subscribe before the first RPC read, so nothing published meanwhile is lost.
-        sub = ZMQSubscriber.from_config(cfg, FOLLOWER_TOPICS)
+        # Read by a thread of its own: a mempool burst costs no wake-up per message.
+        sub = ThreadedSubscriber.from_config(cfg, FOLLOWER_TOPICS)
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -144,6 +145,34 @@ class SubscriberStats:
     malformed: int = 0
 
 
+def _by_endpoint(endpoints: Mapping[str, str]) -> dict[str, list[str]]:
+    """endpoint -> its topics (topics sharing an endpoint share a socket)."""
+    if not endpoints:
+        raise ValueError("no ZMQ topics to subscribe to")
+    by_endpoint: dict[str, list[str]] = {}
+    for topic, endpoint in endpoints.items():
+        if not topic or not endpoint:
+            raise ValueError(f"empty ZMQ topic or endpoint: {topic!r} -> {endpoint!r}")
+        by_endpoint.setdefault(endpoint, []).append(topic)
+    return by_endpoint
+
+
+def _close_all(ctx: zmq.Context[Any], sockets: Iterable[zmq.Socket[Any]],
+               monitors: Iterable[zmq.Socket[Any]]) -> None:
+    """Stop the monitors, close every socket, end the context."""
+    sockets = list(sockets)
+    for sock in sockets:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:  # already stopped
+            pass
+    for monitor in monitors:
+        monitor.close(linger=0)
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+
+
 def _readable(sock: zmq.asyncio.Socket) -> bool:
     # get(), not getsockopt(): only the asyncio override re-arms its edge-triggered fd.
     events = sock.get(zmq.EVENTS)
@@ -167,18 +196,7 @@ class ZMQSubscriber:
 
     def __init__(self, endpoints: Mapping[str, str], *, hwm: Mapping[str, int] | None = None
                  ) -> None:
-        if not endpoints:
-            raise ValueError("no ZMQ topics to subscribe to")
-        by_endpoint: dict[str, list[str]] = {}
-        for topic, endpoint in endpoints.items():
-            if not topic or not endpoint:
-                raise ValueError(f"empty ZMQ topic or endpoint: {topic!r} -> {endpoint!r}")
-            by_endpoint.setdefault(endpoint, []).append(topic)
-        limits = {**DEFAULT_HWM, **(hwm or {})}
-        self.stats = SubscriberStats()
-        self._state = {topic: _TopicState() for topic in endpoints}
-        self._pending: deque[Notification] = deque()
-        self._closed = False
+        plan = self._init_state(endpoints, hwm)
         # Own context, not Context.instance(): no process-wide state, and close() can
         # terminate it knowing no one else uses it.
         self._ctx = zmq.asyncio.Context()
@@ -186,15 +204,25 @@ class ZMQSubscriber:
         self._monitors: dict[zmq.asyncio.Socket, tuple[str, frozenset[str]]] = {}
         self._poller = zmq.asyncio.Poller()
         try:
-            for endpoint, topics in by_endpoint.items():
-                # The smallest queue wins on a shared socket: memory is the hard limit.
-                queue = min(limits.get(t, _HWM_OTHER) for t in topics)
+            for endpoint, (topics, queue) in plan.items():
                 sock = self._open(endpoint, topics, queue)
                 self._sockets.append((sock, endpoint, frozenset(topics)))
                 self._poller.register(sock, zmq.POLLIN)
         except BaseException:
             self.close()
             raise
+
+    def _init_state(self, endpoints: Mapping[str, str], hwm: Mapping[str, int] | None
+                    ) -> dict[str, tuple[list[str], int]]:
+        """Counters and per-topic state; returns endpoint -> (its topics, queue length)."""
+        self.stats = SubscriberStats()
+        self._state = {topic: _TopicState() for topic in endpoints}
+        self._pending: deque[Notification] = deque()
+        self._closed = False
+        limits = {**DEFAULT_HWM, **(hwm or {})}
+        # The smallest queue wins on a shared socket: memory is the hard limit.
+        return {endpoint: (topics, min(limits.get(t, _HWM_OTHER) for t in topics))
+                for endpoint, topics in _by_endpoint(endpoints).items()}
 
     @classmethod
     def from_config(cls, cfg: Config, topics: Iterable[str] = TOPICS, *,
@@ -213,29 +241,42 @@ class ZMQSubscriber:
 
     def _open(self, endpoint: str, topics: list[str], queue: int) -> zmq.asyncio.Socket:
         sock = self._ctx.socket(zmq.SUB)
+        monitor = self._connect(sock, endpoint, topics, queue)
+        self._monitors[monitor] = (endpoint, frozenset(topics))
+        self._poller.register(monitor, zmq.POLLIN)
+        return sock
+
+    @classmethod
+    def _connect(cls, sock: zmq.Socket[Any], endpoint: str, topics: Iterable[str],
+                 queue: int) -> Any:
+        """Configure and connect ``sock``; returns its monitor socket (closes ``sock`` if
+        any step fails)."""
         try:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, queue)
-            sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, _TCP_KEEPALIVE_IDLE_S)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, _TCP_KEEPALIVE_INTVL_S)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, _TCP_KEEPALIVE_CNT)
-            for topic in topics:
-                sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            cls._configure(sock, topics, queue)
             # The monitor reports disconnects: bitcoind stopped or is restarting.
             monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
             monitor.setsockopt(zmq.LINGER, 0)
-            self._monitors[monitor] = (endpoint, frozenset(topics))
-            self._poller.register(monitor, zmq.POLLIN)
             sock.connect(endpoint)
         except BaseException:
             sock.close(linger=0)
             raise
-        return sock
+        return monitor
+
+    @staticmethod
+    def _configure(sock: zmq.Socket[Any], topics: Iterable[str], queue: int) -> None:
+        """Queue length, reconnects, heartbeats, keepalive and subscriptions."""
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, queue)
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, _TCP_KEEPALIVE_IDLE_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, _TCP_KEEPALIVE_INTVL_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, _TCP_KEEPALIVE_CNT)
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     # --- iteration -------------------------------------------------------------------
     def __aiter__(self) -> ZMQSubscriber:
@@ -281,38 +322,52 @@ class ZMQSubscriber:
     async def _read_monitor(self, monitor: zmq.asyncio.Socket, endpoint: str,
                             topics: frozenset[str]) -> None:
         while _readable(monitor):
-            event = parse_monitor_message(await monitor.recv_multipart())
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                self.stats.disconnects += 1
-                log.warning("zmq %s: disconnected from bitcoind (stopped or restarting?)",
-                            endpoint)
-                for topic in topics:
-                    self._state[topic].reconnected = True
-            elif event["event"] == zmq.EVENT_CONNECTED:
-                log.info("zmq %s: connected", endpoint)
-                if any(self._state[t].reconnected for t in topics):
-                    # Back after a drop. Whatever bitcoind published before this
-                    # reconnect is lost, and it may publish nothing more for a while
-                    # (no new block): tell the consumer now instead of at the next
-                    # message. Empty body, seq -1: a resync marker, not data.
-                    self._pending.append(Notification(min(topics), b"", -1, resync=True))
+            note = self._monitor_event(parse_monitor_message(await monitor.recv_multipart()),
+                                       endpoint, topics)
+            if note is not None:
+                self._pending.append(note)
+
+    def _monitor_event(self, event: Mapping[str, object], endpoint: str,
+                       topics: frozenset[str]) -> Notification | None:
+        """Track a connect/disconnect; a resync marker when back after a drop."""
+        if event["event"] == zmq.EVENT_DISCONNECTED:
+            self.stats.disconnects += 1
+            log.warning("zmq %s: disconnected from bitcoind (stopped or restarting?)",
+                        endpoint)
+            for topic in topics:
+                self._state[topic].reconnected = True
+        elif event["event"] == zmq.EVENT_CONNECTED:
+            log.info("zmq %s: connected", endpoint)
+            if any(self._state[t].reconnected for t in topics):
+                # Back after a drop. Whatever bitcoind published before this
+                # reconnect is lost, and it may publish nothing more for a while
+                # (no new block): tell the consumer now instead of at the next
+                # message. Empty body, seq -1: a resync marker, not data.
+                return Notification(min(topics), b"", -1, resync=True)
+        return None
 
     async def _read_data(self, sock: zmq.asyncio.Socket, topics: frozenset[str]) -> None:
         for _ in range(_BATCH):
             if not _readable(sock):
                 return
-            frames = await sock.recv_multipart()
-            if len(frames) != 3 or len(frames[2]) != 4:
-                self.stats.malformed += 1
-                log.warning("zmq: ignoring malformed message (%d frames)", len(frames))
-                continue
-            topic = frames[0].decode(errors="replace")
-            if topic not in topics:
-                continue  # a prefix match of a topic we did not ask for
-            seq = int.from_bytes(frames[2], "little")
-            gap, resync = self._track(topic, seq)
-            self.stats.received[topic] = self.stats.received.get(topic, 0) + 1
-            self._pending.append(Notification(topic, bytes(frames[1]), seq, gap, resync))
+            note = self._notification(await sock.recv_multipart(), topics)
+            if note is not None:
+                self._pending.append(note)
+
+    def _notification(self, frames: list[bytes], topics: frozenset[str]
+                      ) -> Notification | None:
+        """One message's frames as a notification (sequence tracked), or None."""
+        if len(frames) != 3 or len(frames[2]) != 4:
+            self.stats.malformed += 1
+            log.warning("zmq: ignoring malformed message (%d frames)", len(frames))
+            return None
+        topic = frames[0].decode(errors="replace")
+        if topic not in topics:
+            return None  # a prefix match of a topic we did not ask for
+        seq = int.from_bytes(frames[2], "little")
+        gap, resync = self._track(topic, seq)
+        self.stats.received[topic] = self.stats.received.get(topic, 0) + 1
+        return Notification(topic, bytes(frames[1]), seq, gap, resync)
 
     def _track(self, topic: str, seq: int) -> tuple[int, bool]:
         """Update ``topic``'s sequence state; returns (gap, resync)."""
@@ -345,16 +400,7 @@ class ZMQSubscriber:
         if self._closed:
             return
         self._closed = True
-        for sock, _endpoint, _topics in self._sockets:
-            try:
-                sock.disable_monitor()
-            except zmq.ZMQError:  # already stopped
-                pass
-        for monitor in self._monitors:
-            monitor.close(linger=0)
-        for sock, _endpoint, _topics in self._sockets:
-            sock.close(linger=0)
-        self._ctx.term()
+        _close_all(self._ctx, [s for s, _e, _t in self._sockets], self._monitors)
 
     async def __aenter__(self) -> ZMQSubscriber:
         return self

@@ -1,0 +1,111 @@
+"""The indexer's ZMQ reader thread against a real bitcoind.
+
+The subscriber tests of ``test_node_zmq.py`` run again with :class:`ThreadedSubscriber`
+in place of :class:`ZMQSubscriber` (same notifications, sequence tracking, reorg and
+restart handling, ``next(timeout)``), plus what is its own: a burst arrives complete
+and in order across batches, and closing stops the thread and ends a waiting reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import functional.test_node_zmq as base
+from appliance.indexer.zmq_reader import ThreadedSubscriber
+from appliance.node import Notification, SequenceLabel, parse_sequence
+from functional.framework.node import TestNode
+
+__all__: list[str] = []
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(autouse=True)
+def _threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "ZMQSubscriber", ThreadedSubscriber)
+
+
+test_block_and_tx_notifications_match_the_node = \
+    base.test_block_and_tx_notifications_match_the_node
+test_sequence_reports_disconnect_on_reorg = base.test_sequence_reports_disconnect_on_reorg
+test_topics_sharing_an_endpoint_share_a_socket = \
+    base.test_topics_sharing_an_endpoint_share_a_socket
+test_bitcoind_restart_is_a_resync_not_a_gap = base.test_bitcoind_restart_is_a_resync_not_a_gap
+test_next_with_a_timeout_says_quiet_then_delivers = \
+    base.test_next_with_a_timeout_says_quiet_then_delivers
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "zmq-reader"]
+
+
+def test_a_burst_arrives_complete_and_in_order(node: TestNode, timeout_factor: float) -> None:
+    """200 transactions sent without a pause: every "A" event, in bitcoind's mempool
+    order, each with its rawtx, no gap; then close() stops the thread."""
+    node.ensure_wallet()
+    node.mine(101 + 1)
+    address = node.new_address()
+
+    async def main() -> None:
+        sub = ThreadedSubscriber({t: node.zmq[t] for t in ("rawtx", "sequence")})
+        try:
+            await base.wait_live(sub, node, timeout_factor)
+            await base.drain(sub, 0.3 * timeout_factor)
+            txids = [node.rpc("sendtoaddress", address, 0.001) for _ in range(200)]
+            node.syncwithvalidationinterfacequeue()
+
+            def complete(ns: list[Notification]) -> bool:
+                return sum(1 for n in ns if n.topic == "sequence"
+                           and parse_sequence(n.body).label == SequenceLabel.TX_ADDED) >= 200
+
+            notes = await base.collect(sub, complete, 30 * timeout_factor)
+            added = [parse_sequence(n.body) for n in notes if n.topic == "sequence"]
+            added = [e for e in added if e.label == SequenceLabel.TX_ADDED]
+            assert [e.hash_hex for e in added] == txids
+            seqs = [e.mempool_seq for e in added]
+            assert seqs == sorted(seqs)
+            assert all(n.gap == 0 and not n.resync for n in notes)
+            raw = {n.body for n in notes if n.topic == "rawtx"}
+            assert len(raw) == 200
+            assert sub.stats.missed == {}
+            assert len(_reader_threads()) == 1
+
+            # close() from another task ends a waiting next() and stops the thread.
+            waiting = asyncio.create_task(sub.next())
+            await asyncio.sleep(0.1)
+            sub.close()
+            assert await asyncio.wait_for(waiting, 5) is None
+            assert not _reader_threads()
+            sub.close()  # idempotent
+        finally:
+            sub.close()
+
+    asyncio.run(main())
+
+
+def test_reading_pauses_while_the_loop_is_behind(node: TestNode, timeout_factor: float,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With few notifications allowed to wait, the thread stops reading (bitcoind's and
+    the socket's queues hold the rest); once read, all arrive, in order, no gap."""
+    import appliance.indexer.zmq_reader as reader
+
+    monkeypatch.setattr(reader, "_MAX_QUEUED", 4)
+
+    async def main() -> None:
+        async with ThreadedSubscriber({"hashblock": node.zmq["hashblock"]}) as sub:
+            await base.wait_live(sub, node, timeout_factor)
+            await base.drain(sub, 0.3 * timeout_factor)
+            hashes = node.mine(30)
+            node.syncwithvalidationinterfacequeue()
+            await asyncio.sleep(0.5 * timeout_factor)  # the loop reads nothing meanwhile
+            assert isinstance(sub, ThreadedSubscriber)
+            waiting = len(sub._pending) + len(sub._inbox)
+            assert 0 < waiting <= 2 * 4, waiting
+            notes = await base.collect(sub, lambda ns: len(ns) >= 30, 30 * timeout_factor)
+            assert [n.body.hex() for n in notes] == hashes
+            assert all(n.gap == 0 and not n.resync for n in notes)
+
+    asyncio.run(main())
