@@ -83,9 +83,9 @@ def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
             f"{name} restarted during the measurement: {before} -> {after}"
         # A rotated log shrinks: count what it grew by, at least nothing.
         out[name] = after["write"] - before["write"] + max(0, after["log"] - before["log"])
-    out["supervisord (own)"] = max(0, b["supervisord"] - a["supervisord"]
-                                   - sum(max(0, b["programs"][n]["log"] - a["programs"][n]["log"])
-                                         for n in a["programs"]))
+    logs = sum(max(0, b["programs"][n]["log"] - before["log"])
+               for n, before in a["programs"].items() if before is not None)
+    out["supervisord (own)"] = max(0, b["supervisord"] - a["supervisord"] - logs)
     out["card total"] = sum(b["disk"][d] - a["disk"][d] for d in a["disk"])
     return out
 
