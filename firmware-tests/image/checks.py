@@ -43,6 +43,20 @@ def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:
     return table
 
 
+def wait_listening(vm: VM, ports: tuple[int, ...], timeout: float = 300) -> None:
+    """Every guest TCP port in ``ports`` listens (read inside the guest: from the host a
+    forwarded port always accepts, then resets)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = vm.ssh("ss -Hltn", check=False)
+        missing = [p for p in ports if not re.search(rf":{p}\s", listed)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise VMError(f"guest ports not listening after {timeout:.0f} s: {missing}")
+        time.sleep(2)
+
+
 def fsck_results(vm: VM) -> dict[str, str]:
     """hearth-fsck-report's lines on this boot's console: filesystem -> result."""
     vm.wait_for(r"hearth-fsck: boot partition: ", BOOT_TIMEOUT)
