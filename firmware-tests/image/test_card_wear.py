@@ -29,7 +29,7 @@ from coincurve import PrivateKey
 
 from appliance.tower.client import TeosClient
 
-from .checks import wait_ready
+from .checks import end_initial_sync, wait_ready
 from .conftest import Box
 from .vm import MINE, VM, electrum_request
 
@@ -95,6 +95,7 @@ def test_card_wear_per_day(box: Box) -> None:
     vm.wait_ssh(300)
     box.pull_restore_stick()  # the tests may run alone (-k): restore first
     wait_ready(vm)
+    end_initial_sync(vm)  # steady state: the IBD -> steady cache restart is behind us
     password = vm.ssh("cat /var/lib/hearth/tower/http-password").strip()
     tower = TeosClient(f"http://127.0.0.1:{vm.tower_port}", PrivateKey(),
                        basic_auth=("hearth", password))
