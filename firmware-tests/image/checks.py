@@ -8,7 +8,7 @@ import re
 import time
 
 from .conftest import REPO
-from .vm import GUEST_CLI, VM, VMError, electrum_request
+from .vm import GUEST_CLI, MINE, VM, VMError, electrum_request
 
 BOOT_TIMEOUT = 900.0
 
@@ -41,6 +41,37 @@ def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:
     if m.group(1) != "ready" or set(table) != expected_programs() or set(table.values()) != {"RUNNING"}:
         raise VMError(f"supervisord programs not all RUNNING ({m.group(0)}): {table}")
     return table
+
+
+def wait_listening(vm: VM, ports: tuple[int, ...], timeout: float = 300) -> None:
+    """Every guest TCP port in ``ports`` listens (read inside the guest: from the host a
+    forwarded port always accepts, then resets)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = vm.ssh("ss -Hltn", check=False)
+        missing = [p for p in ports if not re.search(rf":{p}\s", listed)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise VMError(f"guest ports not listening after {timeout:.0f} s: {missing}")
+        time.sleep(2)
+
+
+def end_initial_sync(vm: VM, timeout: float = 600) -> None:
+    """Leave the initial sync as a box in steady state has: a recent block ends it, the
+    node service lowers bitcoind's cache and has it restarted; back once bitcoind answers.
+    Measurements of steady state start after this (else they catch that restart)."""
+    conf = "/etc/bitcoin/bitcoin.conf"
+    if "after initial block download" not in vm.ssh(f"cat {conf}"):
+        return  # already steady (an earlier test mined)
+    vm.ssh(MINE.format(n=1))
+    deadline = time.monotonic() + timeout
+    while "after initial block download" in vm.ssh(f"cat {conf}", check=False) \
+            or "RUNNING" not in vm.ssh("supervisorctl status bitcoind", check=False) \
+            or not vm.ssh(f"{GUEST_CLI} getblockcount", check=False).strip():
+        if time.monotonic() > deadline:
+            raise VMError("bitcoind never left the initial sync's settings")
+        time.sleep(5)
 
 
 def fsck_results(vm: VM) -> dict[str, str]:

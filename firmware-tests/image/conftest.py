@@ -17,7 +17,15 @@ import pytest
 
 from appliance import __version__, identity
 
-from .vm import VM, VMError, make_stick, mtools
+from .vm import (
+    GUEST_BACKUP_PORT,
+    GUEST_ELECTRUM_PORT,
+    GUEST_TOWER_PORT,
+    VM,
+    VMError,
+    make_stick,
+    mtools,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -102,11 +110,18 @@ class Box:
         self.vm.unplug("bootusb0")
         self.stick_pulled = True
         # The agent restarts the services that started with the box's own identity right
-        # after wiping the file: a test talking to them meanwhile gets its connection reset.
-        while self.vm.ssh("pgrep -f '[s]upervisorctl restart'", check=False).strip():
+        # after wiping the file, and logs its outcome once supervisorctl is done; RUNNING
+        # is not yet listening (a Python service under TCG takes tens of seconds to
+        # import): a test talking to them meanwhile got its connection reset.
+        while "Restored box" not in self.vm.ssh(
+                "grep -h 'Restored box' /var/log/supervisor/hearth-usb*.log", check=False):
             if time.monotonic() > deadline:
-                pytest.fail("the services restarted after the restore never came back")
+                pytest.fail("the USB agent never reported the restore's outcome")
             time.sleep(2)
+        from .checks import wait_listening  # checks imports this module's REPO
+
+        wait_listening(self.vm, (GUEST_ELECTRUM_PORT, GUEST_TOWER_PORT, GUEST_BACKUP_PORT),
+                       max(60.0, deadline - time.monotonic()))
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from coincurve import PrivateKey
 
 from appliance.tower.client import TeosClient
 
-from .checks import wait_ready
+from .checks import end_initial_sync, wait_ready
 from .conftest import Box
 from .vm import MINE, VM, electrum_request
 
@@ -83,9 +83,9 @@ def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
             f"{name} restarted during the measurement: {before} -> {after}"
         # A rotated log shrinks: count what it grew by, at least nothing.
         out[name] = after["write"] - before["write"] + max(0, after["log"] - before["log"])
-    out["supervisord (own)"] = max(0, b["supervisord"] - a["supervisord"]
-                                   - sum(max(0, b["programs"][n]["log"] - a["programs"][n]["log"])
-                                         for n in a["programs"]))
+    logs = sum(max(0, b["programs"][n]["log"] - before["log"])
+               for n, before in a["programs"].items() if before is not None)
+    out["supervisord (own)"] = max(0, b["supervisord"] - a["supervisord"] - logs)
     out["card total"] = sum(b["disk"][d] - a["disk"][d] for d in a["disk"])
     return out
 
@@ -95,6 +95,7 @@ def test_card_wear_per_day(box: Box) -> None:
     vm.wait_ssh(300)
     box.pull_restore_stick()  # the tests may run alone (-k): restore first
     wait_ready(vm)
+    end_initial_sync(vm)  # steady state: the IBD -> steady cache restart is behind us
     password = vm.ssh("cat /var/lib/hearth/tower/http-password").strip()
     tower = TeosClient(f"http://127.0.0.1:{vm.tower_port}", PrivateKey(),
                        basic_auth=("hearth", password))
