@@ -45,11 +45,11 @@ def wait_ready(vm: VM, timeout: float = BOOT_TIMEOUT + 600) -> dict[str, str]:
 
 def fsck_results(vm: VM) -> dict[str, str]:
     """hearth-fsck-report's lines on this boot's console: filesystem -> result."""
-    vm.wait_for(r"hearth-fsck: boot partition: ", BOOT_TIMEOUT)
-    found = dict(re.findall(r"hearth-fsck: (root filesystem|boot partition): (.*?)\s*$",
+    vm.wait_for(r"hearth-fsck: data partition: ", BOOT_TIMEOUT)
+    found = dict(re.findall(r"hearth-fsck: (root filesystem|boot partition|data partition): (.*?)\s*$",
                             vm.console_text(), re.M))
-    if set(found) != {"root filesystem", "boot partition"}:
-        raise VMError(f"no fsck report for both filesystems: {found}")
+    if set(found) != {"root filesystem", "boot partition", "data partition"}:
+        raise VMError(f"no fsck report for every filesystem: {found}")
     return found
 
 
