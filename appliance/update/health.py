@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -31,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..durability import write_atomic
 from .release import running_version
 from .slots import BootFiles, SlotError, current_slot
 
@@ -153,13 +153,7 @@ def _run(argv: Sequence[str]) -> int:
 
 def _write_json(path: Path, value: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value).encode() + b"\n", 0o644)
 
 
 def _say(message: str) -> None:

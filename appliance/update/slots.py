@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durability import fsync_dir, write_atomic
+
 __all__ = ["SLOTS", "BootFiles", "SlotError", "current_slot", "main", "reboot_into_other_slot"]
 
 SLOTS = ("A", "B")
@@ -60,27 +62,13 @@ def _check(slot: str) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, text.encode("ascii"), 0o644)
 
 
 def _remove(path: Path) -> None:
     if path.exists():
         path.unlink()
-        _sync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from appliance.tower.client import TeosClient
 from appliance.tower.crypto import locator_of
 from appliance.transport.noise import Keypair
 
-from .backupagent import Writer, check_store, pair
+from .backupagent import Writer, check_store
 from .bundles import edit_rootfs, make_bundle, other_signer, read_rootfs, slot_rootfs, tiny_rootfs
 from .checks import wait_index_matches_bitcoind, wait_ready
 from .conftest import Box, image_path
@@ -160,16 +160,8 @@ def test_power_cut_during_install_boots_the_old_slot(box: Box, bundles: Bundles)
     print("power cut during the install: back on slot A; " + log.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def paired_node(box: Box, tmp_path_factory: pytest.TempPathFactory) -> tuple[BoxAddress, Keypair]:
-    box.vm.wait_ssh(300)
-    wait_ready(box.vm)
-    box.pull_restore_stick()
-    return pair(box.vm, tmp_path_factory.mktemp("update-client"))
-
-
 def test_update_keeps_state_and_the_chain(box: Box, bundles: Bundles,
-                                          paired_node: tuple[BoxAddress, Keypair]) -> None:
+                                          paired: tuple[BoxAddress, Keypair]) -> None:
     vm = box.vm
     next_version = bump(__version__, 1)
     # State: tower appointments, a backup stream from a paired node, blocks, the keys.
@@ -180,7 +172,7 @@ def test_update_keeps_state_and_the_chain(box: Box, bundles: Bundles,
     txids = [secrets.token_bytes(32) for _ in range(5)]
     for txid in txids:
         tower.add_appointment(txid, secrets.token_bytes(200))
-    writer = Writer(*paired_node, "update", file_size=64 << 10, budget=1 << 20)
+    writer = Writer(*paired, "update", file_size=64 << 10, budget=1 << 20)
     writer.run()  # to its budget, here
     assert writer.ended is None, writer.ended
     vm.ssh(MINE.format(n=5), timeout=600)
