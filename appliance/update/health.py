@@ -203,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hearth-config", type=Path, default=Path("/etc/hearth/hearth.toml"))
     ns = parser.parse_args(argv)
     try:
-        cfg = load_health_config(ns.config, ns.hearth_config)
         files, slot = BootFiles(), current_slot()
-        run(files, slot, running_version(), Probe(cfg, autostart_programs()), STATE_DIR)
+        # The box's settings are read only when there is something to check.
+        probe = Probe(load_health_config(ns.config, ns.hearth_config), autostart_programs()) \
+            if files.is_try_boot(slot) else Probe(HealthConfig(), set())
+        run(files, slot, running_version(), probe, STATE_DIR)
     except (SlotError, OSError, ValueError) as exc:
         _say(f"error: {exc}")
         return 1
