@@ -96,7 +96,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
 def boot_state(vm: VM) -> str:
     """What decides the next boots: the boot partition's slot files and RAUC's view."""
     files = vm.ssh("cd /boot/firmware && for f in hearth-slot.txt hearth-slot-state.txt tryboot.txt; "
-                   "do echo \"== $f\"; cat $f 2>/dev/null; done")
+                   "do echo \"== $f\"; cat $f 2>/dev/null; done; true")
     status = json.loads(vm.ssh("rauc status --output-format=json"))
     return files + json.dumps({"booted": status["booted"], "primary": status.get("boot_primary")})
 
