@@ -132,7 +132,8 @@ def test_refused_bundles_change_nothing(box: Box, bundles: Bundles) -> None:
         assert re.search(r"(?i)fail|error|refus|invalid", out) and re.search(why, out), \
             f"{bundle.name}: {out[-600:]}"
         assert boot_state(vm) == before, f"{bundle.name} changed the boot state"
-        print(f"{bundle.name} refused: {out.strip().splitlines()[-1]}")
+        reason = next((ln for ln in out.splitlines() if re.search(why, ln)), out.strip()[-200:])
+        print(f"{bundle.name} refused: {reason.strip()}")
 
 
 def test_power_cut_during_install_boots_the_old_slot(box: Box, bundles: Bundles) -> None:
