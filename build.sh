@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Hearth's two commands (see README.md):
-#   ./build.sh              the SD-card image (out/hearth-<version>-arm64.img.xz)
+#   ./build.sh              the SD-card image (out/hearth-<version>-arm64.img.xz) and the
+#                           signed update bundle (out/hearth-<version>-arm64.raucb)
+#   ./build.sh bundle       the same without compressing the image: for the bundle
 #   ./build.sh sim [up|down|status]
 #                           the appliance's services on this machine, regtest, no hardware
 #   ./build.sh test [PYTEST ARGS]
@@ -16,6 +18,8 @@ cmd=${1:-image}
 case "$cmd" in
   image)
     exec scripts/build-image "$@" ;;
+  bundle)
+    exec scripts/build-image --no-xz "$@" ;;
   sim)
     scripts/setup-dev
     exec .venv/bin/python scripts/sim.py "$@" ;;
@@ -30,7 +34,7 @@ case "$cmd" in
     fi
     exec scripts/test "$@" ;;
   -h|--help|help)
-    sed -n '2,10p' "$0" ;;
+    sed -n '2,12p' "$0" ;;
   *)
-    echo "build.sh: unknown command '$cmd' (image, sim, test)" >&2; exit 2 ;;
+    echo "build.sh: unknown command '$cmd' (image, bundle, sim, test)" >&2; exit 2 ;;
 esac

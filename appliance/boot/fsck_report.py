@@ -2,12 +2,12 @@
 
 The root filesystem is checked by the initramfs before it is mounted (``fsck -y`` with
 ``fsck.repair=yes``; its output is saved by ``logsave`` in ``/run/initramfs/fsck.log``),
-the boot partition by ``systemd-fsck@`` (its output is in the journal). After a power
+the boot and data partitions by ``systemd-fsck@`` (its output is in the journal). After a power
 cut the owner should know whether anything had to be repaired, so ``hearth-fsck-report``
 prints this on the console every boot and, when something was repaired or a check did
 not run, puts it on the OLED once.
 
-    python -m appliance.boot.fsck_report ROOT_LOG BOOT_LOG
+    python -m appliance.boot.fsck_report ROOT_LOG BOOT_LOG [DATA_LOG]
         exit 0: clean (or only a journal replayed), 1: something was repaired,
         2: a check failed or did not run
 """
@@ -90,11 +90,11 @@ def _read(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
+    if len(args) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 64
-    checks = [classify("root filesystem", _read(Path(args[0]))),
-              classify("boot partition", _read(Path(args[1])))]
+    names = ("root filesystem", "boot partition", "data partition")
+    checks = [classify(name, _read(Path(arg))) for name, arg in zip(names, args, strict=False)]
     for check in checks:
         print(check.line())
     worst = summary(checks)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from appliance import __version__, identity
+from appliance.client.backup import BoxAddress
+from appliance.transport.noise import Keypair
 
 from .vm import (
     GUEST_BACKUP_PORT,
@@ -156,6 +158,18 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         vm.stop()
         elapsed = time.time() - vm.started
         print(f"\nfirmware: QEMU ran {elapsed:.0f} s; console log kept at {vm.console}")
+
+
+@pytest.fixture(scope="module")
+def paired(box: Box, tmp_path_factory: pytest.TempPathFactory) -> tuple[BoxAddress, Keypair]:
+    """A Lightning node's computer paired with the box (the backup agent's address, its key)."""
+    from .backupagent import pair
+    from .checks import wait_ready
+
+    box.vm.wait_ssh(300)
+    wait_ready(box.vm)
+    box.pull_restore_stick()
+    return pair(box.vm, tmp_path_factory.mktemp("backup-client"))
 
 
 __all__ = ["KNOWN_SECRET", "Box", "VMError"]

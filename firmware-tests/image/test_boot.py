@@ -47,8 +47,9 @@ def test_first_boot_completes(box: Box) -> None:
     box.vm.wait_for(r"hearth-firstboot: done\b", BOOT_TIMEOUT,
                     fail=r"Failed to start hearth-firstboot.*|hearth-firstboot\.service: Failed.*")
     text = box.vm.console_text()
-    # The card (qcow2 overlay) is 1 GiB bigger than the image: first boot grew root.
-    assert "hearth-firstboot: root filesystem:" in text
+    # The card (qcow2 overlay) is 1 GiB bigger than the image: first boot grew the data
+    # partition (the slots keep their size: test_ab_layout).
+    assert "hearth-firstboot: data filesystem:" in text
     # The user's file is merged over the image's: sizing (auto_size, the image's) stays on.
     assert "hearth-firstboot: using hearth.toml from the boot partition, merged over the image's: " \
         "4 setting(s) taken: hearth.network, display.simulate, display.frames_dir, button.simulate" \
@@ -60,6 +61,7 @@ def test_first_boot_completes(box: Box) -> None:
     fsck = fsck_results(box.vm)
     assert fsck["root filesystem"].startswith("clean (RASPIROOT: clean, "), fsck
     assert fsck["boot partition"].startswith("clean ("), fsck
+    assert fsck["data partition"].startswith("clean (HEARTHDATA: clean, "), fsck
     cmdline = mtools("mtype", "-i", f"{image_path()}@@{BOOT_OFFSET}", "::/cmdline.txt").stdout
     assert "fsck.repair=yes" in cmdline.split(), cmdline
     print(f"first boot done {time.time() - box.vm.started:.0f} s after QEMU started")
@@ -257,3 +259,39 @@ def test_hot_plugged_stick_receives_a_backup_that_decrypts(box: Box, tmp_path: P
         assert payload
         return
     pytest.fail("no decryptable HEARTH/*.age on the hot-plugged stick after 600 s")
+
+
+#: Written to the system slot by the OS itself, not by a Hearth service: systemd's and
+#: chrony's state, the SSH key the test installs for root (ssh drop-in), apt/ldconfig caches.
+SLOT_WRITERS_ALLOWED = ("/etc/machine-id", "/var/lib/systemd/", "/var/lib/chrony/", "/var/cache/",
+                        "/root/.ssh/", "/var/lib/dbus/", "/var/lib/private/", "/etc/.pwd.lock")
+
+
+def test_ab_layout(box: Box) -> None:
+    """Boot, slot A, slot B, data: root is slot A, first boot grew data (not the slots), the
+    state directories are data's, RAUC sees both slots with Hearth's backend, and nothing
+    a Hearth service wrote landed on the system slot."""
+    vm = box.vm
+    vm.wait_ssh(300)
+    box.pull_restore_stick()
+    wait_ready(vm)
+    sizes = {name: int(size) for name, size in (
+        line.split() for line in vm.ssh("lsblk -b -n -l -o NAME,SIZE /dev/vda").splitlines())}
+    assert sizes["vda2"] == sizes["vda3"] == 1536 << 20, sizes
+    assert sizes["vda4"] > 900 << 20, f"data not grown at first boot: {sizes}"
+    assert vm.ssh("findmnt -n -o SOURCE /").strip() == "/dev/vda2"
+    assert "rauc.slot=A" in vm.ssh("cat /proc/cmdline").split()
+    for path, sub in (("/var/lib/hearth", "/hearth"), ("/var/lib/bitcoind", "/bitcoind"),
+                      ("/etc/hearth", "/etc/hearth"), ("/etc/bitcoin", "/etc/bitcoin"),
+                      ("/var/log/supervisor", "/log/supervisor")):
+        assert vm.ssh(f"findmnt -n -o SOURCE {path}").strip() == f"/dev/vda4[{sub}]", path
+    status = json.loads(vm.ssh("rauc status --output-format=json"))
+    assert status["compatible"] == "hearth-arm64" and status["booted"] == "A", status
+    assert vm.ssh("/usr/lib/hearth/rauc-backend get-primary").strip() == "A"
+    assert vm.ssh("cat /etc/hearth-release").startswith("VERSION=0.1.0")
+    assert re.search(r"hearth-health: slot A \(Hearth [\d.]+\) is the permanent slot", vm.console_text())
+    epoch = int(vm.ssh("sed -n 's/^HEARTH_IMAGE_EPOCH=//p' /etc/hearth-release"))
+    written = vm.ssh(f"find / -xdev -type f -newermt @{epoch + 1}").split()
+    by_services = [p for p in written if not p.startswith(SLOT_WRITERS_ALLOWED)]
+    print(f"files written on slot A since the build: {len(written)}; not the OS's own: {by_services}")
+    assert not [p for p in by_services if re.search(r"hearth|bitcoin|supervisor|tor", p)], by_services

@@ -28,7 +28,7 @@ from appliance.tower.crypto import locator_of
 from appliance.transport.noise import Keypair
 
 from .agecli import decrypt, encrypt_light
-from .backupagent import GONE, Writer, check_store, pair
+from .backupagent import GONE, Writer, check_store
 from .checks import fsck_results, one_shot_programs, wait_index_matches_bitcoind, wait_ready
 from .conftest import KNOWN_SECRET, Box, restore_payload
 from .vm import GUEST_CLI, MINE, VM, make_stick, mtools
@@ -98,15 +98,6 @@ def test_power_cut_while_blocks_are_indexed(box: Box) -> None:
           + vm.ssh("tail -n 2 /var/log/supervisor/hearth-indexer.log", check=False).strip())
     cut_and_boot_again(vm, "while blocks were indexed")
     assert int(vm.ssh(f"{GUEST_CLI} getblockcount")) == tip
-
-
-@pytest.fixture(scope="module")
-def paired(box: Box, tmp_path_factory: pytest.TempPathFactory) -> tuple[BoxAddress, Keypair]:
-    """A Lightning node's computer paired with the box (the backup agent's address, its key)."""
-    box.vm.wait_ssh(300)
-    wait_ready(box.vm)
-    box.pull_restore_stick()
-    return pair(box.vm, tmp_path_factory.mktemp("backup-client"))
 
 
 def test_power_cut_while_tower_appointments_and_backup_records_are_stored(

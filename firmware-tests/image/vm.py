@@ -11,6 +11,16 @@ backup-agent ports forwarded, a qemu-xhci USB controller for sticks plugged at b
 QMP, and a 9p share the display service writes its frames to (mounted by
 ``systemd.mount-extra=`` on the test's kernel command line, so nothing test-only is in
 the image).
+
+**The Pi firmware's slot choice is emulated** (docs/image.md, "A/B slots"): before each
+power-on the harness reads the card's boot partition the way the firmware does: normally
+``config.txt`` (its ``include hearth-slot.txt`` gives ``cmdline=cmdline-X.txt``); on a try
+boot ``tryboot.txt`` instead. The Pi's one-shot try flag (``reboot '0 tryboot'``) lives in
+the firmware, not on the card; here the guest writes ``hearth-tryboot.flag`` holding a fresh
+nonce and the harness honours each nonce once, then forgets it (a reset during the try
+boots the permanent slot again). The chosen file's ``root=`` and ``rauc.slot=`` go on
+QEMU's kernel command line; kernel and initramfs are the boot partition's (shared by
+both slots).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from typing import Any
 from functional.framework.util import free_port
 
 BOOT_OFFSET = 4 * 1024 * 1024  # image/assemble: the FAT partition starts at 4 MiB
+DATA_PARTITION = 4  # image/assemble: boot, slot A, slot B, data
+TRYBOOT_FLAG = "hearth-tryboot.flag"  # appliance/update/slots.py QEMU_FLAG_FILE
 GUEST_ELECTRUM_PORT = 50001
 GUEST_SSH_PORT = 22
 GUEST_TOWER_PORT = 9814
@@ -65,6 +77,39 @@ def boot_files(image: Path) -> tuple[str, str]:
     if not kernels or not initrds:
         raise VMError(f"no vmlinuz-*/initrd.img-* on the boot partition of {image}: {names}")
     return kernels[-1], initrds[-1]
+
+
+def _config_cmdline(text: str, read: Any) -> str:
+    """The command-line file a firmware config names (one level of ``include``)."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.strip().startswith("include "):
+            lines += (read(line.split(None, 1)[1].strip()) or "").splitlines()
+        else:
+            lines.append(line)
+    names = [ln.split("=", 1)[1].strip() for ln in lines if ln.strip().startswith("cmdline=")]
+    return names[-1] if names else "cmdline.txt"
+
+
+def firmware_cmdline(fat: Path, consumed: set[str]) -> tuple[str, bool]:
+    """The kernel command line the Pi firmware would boot from this boot partition image,
+    and whether it was a try boot (a tryboot flag not yet consumed; it is consumed now)."""
+    def read(name: str) -> str | None:
+        listing = mtools("mdir", "-b", "-i", str(fat), "::/").stdout.split()
+        if not any(Path(p).name.lower() == name.lower() for p in listing):
+            return None
+        return mtools("mtype", "-i", str(fat), f"::/{name}").stdout
+
+    flag = (read(TRYBOOT_FLAG) or "").strip()
+    tried = bool(flag) and flag not in consumed
+    if tried:
+        consumed.add(flag)
+    config = (read("tryboot.txt") if tried else None) or read("config.txt") or ""
+    name = _config_cmdline(config, read)
+    cmdline = read(name)
+    if cmdline is None:
+        raise VMError(f"the boot partition has no {name} (named by its config)")
+    return cmdline.strip(), tried
 
 
 def make_stick(path: Path, files: dict[str, bytes], size_mib: int = 64, label: str = "STICK") -> None:
@@ -184,6 +229,8 @@ class VM:
         self.started = 0.0
         self.boots = 0
         self._usb_count = 0
+        self.slot = "?"  # the slot the emulated firmware chose for the current boot
+        self.tried_nonces: set[str] = set()
 
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +247,9 @@ class VM:
         for name, src in (("ssh", self.workdir / "ssh"),
                           ("authorized_keys", self.ssh_key.with_suffix(".pub"))):
             mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", str(src), f"::/{name}")
+        table = json.loads(subprocess.run(["sfdisk", "-J", str(card)], check=True, capture_output=True,
+                                          text=True).stdout)["partitiontable"]["partitions"]
+        self.boot_sectors = (int(table[0]["start"]), int(table[0]["size"]))
         kernel, initrd = boot_files(card)
         for name in (kernel, initrd):
             mtools("mcopy", "-o", "-i", f"{card}@@{BOOT_OFFSET}", f"::/{name}", str(self.workdir / name))
@@ -210,9 +260,25 @@ class VM:
         self.frames.mkdir(exist_ok=True)
         self.frames.chmod(0o777)  # the guest's hearth user writes here through 9p
 
+    def boot_partition(self) -> Path:
+        """The card's boot partition as it is now (the overlay's view), as a FAT image file."""
+        fat = self.workdir / "boot-now.fat"
+        start, size = self.boot_sectors
+        fat.unlink(missing_ok=True)
+        # In MiB (image/assemble aligns every partition to 1 MiB): sector-sized blocks take ~30 s.
+        subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=1M", f"skip={start // 2048}",
+                        f"count={size // 2048}", f"if={self.workdir / 'overlay.qcow2'}", f"of={fat}"],
+                       check=True, capture_output=True)
+        return fat
+
     def command(self) -> list[str]:
+        cmdline, tried = firmware_cmdline(self.boot_partition(), self.tried_nonces)
+        chosen = [t for t in cmdline.split() if t.startswith(("root=", "rauc.slot="))]
+        self.slot = next((t.split("=", 1)[1] for t in chosen if t.startswith("rauc.slot=")), "?")
+        print(f"firmware: boot {self.boots} from slot {self.slot}{' (try boot)' if tried else ''}: "
+              f"{' '.join(chosen)}")
         append = " ".join([
-            "root=LABEL=RASPIROOT", "rw", "rootwait", "console=ttyAMA0", "net.ifnames=0",
+            *chosen, "rw", "rootwait", "console=ttyAMA0", "net.ifnames=0",
             "fsck.repair=yes",  # as the image's cmdline.txt (test_boot checks it has it)
             f"systemd.mount-extra={FRAMES_TAG}:{GUEST_FRAMES_DIR}:9p:trans=virtio,version=9p2000.L,rw",
         ])
@@ -272,6 +338,19 @@ class VM:
         assert self.proc is None, "power_cut() or stop() first"
         self._launch()
 
+    def wait_exit(self, timeout: float) -> None:
+        """The guest rebooted or powered off: QEMU (-no-reboot) exits; the card is then
+        "off" until ``boot_again`` (which applies the firmware's slot choice)."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VMError(f"the guest did not reboot within {timeout:.0f} s") from None
+        self.proc = None
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+
     def edit_card(self, files: dict[str, bytes | None]) -> None:
         """With the power off: the card taken out, its boot partition edited (``None``
         deletes a file), put back. The overlay's changes go into a new raw card first."""
@@ -315,6 +394,14 @@ class VM:
             raise VMError(f"guest command {command!r} failed ({out.returncode}): "
                           f"{out.stderr.strip()[-500:]}")
         return out.stdout
+
+    def push(self, local: Path, remote: str, timeout: float = 900) -> None:
+        """Copy a host file into the guest (as root, over the SSH forward)."""
+        subprocess.run(
+            ["scp", "-q", "-i", str(self.ssh_key), "-P", str(self.ssh_port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             str(local), f"root@127.0.0.1:{remote}"],
+            check=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def wait_ssh(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -397,12 +484,13 @@ class VM:
                             str(raw)], check=True, capture_output=True)
             table = json.loads(subprocess.run(["sfdisk", "-J", str(raw)], check=True, capture_output=True,
                                               text=True).stdout)["partitiontable"]["partitions"]
-            subprocess.run(["dd", f"if={raw}", f"of={ext}", "bs=4M", f"skip={table[1]['start'] * 512}",
-                            f"count={table[1]['size'] * 512}", "iflag=skip_bytes,count_bytes",
+            data = table[DATA_PARTITION - 1]  # the logs live on the data partition
+            subprocess.run(["dd", f"if={raw}", f"of={ext}", "bs=4M", f"skip={data['start'] * 512}",
+                            f"count={data['size'] * 512}", "iflag=skip_bytes,count_bytes",
                             "conv=sparse", "status=none"], check=True)
             dest = self.workdir / "guest-logs"
             dest.mkdir(exist_ok=True)
-            subprocess.run(["debugfs", "-R", f"rdump /var/log/supervisor {dest}", str(ext)],
+            subprocess.run(["debugfs", "-R", f"rdump /log/supervisor {dest}", str(ext)],
                            check=True, capture_output=True)
         except (subprocess.CalledProcessError, OSError, KeyError, IndexError) as exc:
             print(f"firmware: could not copy the guest's logs out: {exc}")

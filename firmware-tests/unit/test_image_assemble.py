@@ -20,11 +20,13 @@ ASSEMBLE = REPO / "image" / "assemble"
 MANIFEST = REPO / "image" / "manifest"
 SDE = "1767225600"  # 2026-01-01
 ENV = {**os.environ, "SOURCE_DATE_EPOCH": SDE, "BOOT_MIB": "40", "ROOT_HEADROOM_MIB": "8",
-       "MTOOLS_SKIP_CHECK": "1"}
+       "SLOT_MIB": "24", "DATA_MIB": "12", "MTOOLS_SKIP_CHECK": "1"}
 
 
 def tree(base: Path) -> tuple[Path, Path]:
-    boot, root = base / "boot", base / "root"
+    boot, root, data = base / "boot", base / "root", base / "data"
+    (data / "hearth").mkdir(parents=True)
+    (data / "hearth" / "marker").write_text("data\n")
     (boot / "overlays").mkdir(parents=True)
     (boot / "config.txt").write_text("arm_64bit=1\ndtparam=i2c_arm=on\n")
     (boot / "cmdline.txt").write_text("root=LABEL=RASPIROOT rw\n")
@@ -41,9 +43,11 @@ def tree(base: Path) -> tuple[Path, Path]:
     return boot, root
 
 
-def assemble(boot: Path, root: Path, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ASSEMBLE), str(boot), str(root), str(out)], capture_output=True,
-                          text=True, env={**ENV, **env}, timeout=120)
+def assemble(boot: Path, root: Path, out: Path, *extra: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """image/assemble with the data tree tree() made next to ``root``."""
+    return subprocess.run([str(ASSEMBLE), str(boot), str(root), str(root.parent / "data"), str(out),
+                           *map(str, extra)],
+                          capture_output=True, text=True, env={**ENV, **env}, timeout=120)
 
 
 def partition(img: Path, number: int, dest: Path) -> Path:
@@ -59,15 +63,27 @@ def partition(img: Path, number: int, dest: Path) -> Path:
 def test_layout_filesystems_and_contents(tmp_path: Path) -> None:
     boot, root = tree(tmp_path)
     img = tmp_path / "disk.img"
-    r = assemble(boot, root, img)
+    rootfs = tmp_path / "rootfs.ext4"
+    r = assemble(boot, root, img, rootfs)
     assert r.returncode == 0, r.stderr
     table = json.loads(subprocess.run(["sfdisk", "-J", str(img)], check=True, capture_output=True,
                                       text=True).stdout)["partitiontable"]
     assert table["label"] == "dos" and table["id"] == "0x48454152"
-    p1, p2 = table["partitions"]
+    p1, p2, p3, p4 = table["partitions"]
     assert (p1["start"], p1["size"], p1["type"], p1.get("bootable")) == (8192, 40 * 2048, "c", True)
-    assert p2["start"] == p1["start"] + p1["size"] and p2["type"] == "83"
-    assert (p2["start"] + p2["size"]) * 512 == img.stat().st_size
+    # boot, slot A, slot B (same size), data last (the one first boot grows).
+    assert p2["start"] == p1["start"] + p1["size"] and p2["type"] == "83" and p2["size"] == 24 * 2048
+    assert p3["start"] == p2["start"] + p2["size"] and p3["size"] == p2["size"]
+    assert p4["start"] == p3["start"] + p3["size"] and p4["size"] == 12 * 2048
+    assert (p4["start"] + p4["size"]) * 512 == img.stat().st_size
+    with img.open("rb") as f:  # slot B is empty until RAUC writes it
+        f.seek(p3["start"] * 512)
+        assert f.read(p3["size"] * 512).count(0) == p3["size"] * 512
+    data = partition(img, 4, tmp_path / "data.ext4")
+    head = subprocess.run(["dumpe2fs", "-h", str(data)], check=True, capture_output=True, text=True).stdout
+    assert "Filesystem volume name:   HEARTHDATA" in head
+    assert subprocess.run(["debugfs", "-R", "cat /hearth/marker", str(data)], check=True,
+                          capture_output=True, text=True).stdout == "data\n"
 
     fat = f"{img}@@{8192 * 512}"
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -81,6 +97,8 @@ def test_layout_filesystems_and_contents(tmp_path: Path) -> None:
     assert "a.dtbo" in listing
 
     ext = partition(img, 2, tmp_path / "root.ext4")
+    # The bundle's root filesystem is slot A's, byte for byte.
+    assert ext.read_bytes()[:rootfs.stat().st_size] == rootfs.read_bytes()
     subprocess.run(["e2fsck", "-fn", str(ext)], check=True, capture_output=True)
     head = subprocess.run(["dumpe2fs", "-h", str(ext)], check=True, capture_output=True, text=True).stdout
     assert "Filesystem volume name:   RASPIROOT" in head
@@ -120,7 +138,8 @@ def test_bad_input_is_refused_clearly(tmp_path: Path) -> None:
     r = assemble(boot, tmp_path / "nope", tmp_path / "x.img")
     assert r.returncode != 0 and "no directory" in r.stderr
     assert not (tmp_path / "x.img").exists()
-    r = subprocess.run([str(ASSEMBLE), str(boot), str(root), str(tmp_path / "y.img")], capture_output=True,
+    r = subprocess.run([str(ASSEMBLE), str(boot), str(root), str(tmp_path / "data"), str(tmp_path / "y.img")],
+                       capture_output=True,
                        text=True, env={k: v for k, v in ENV.items() if k != "SOURCE_DATE_EPOCH"})
     assert r.returncode != 0 and "SOURCE_DATE_EPOCH" in r.stderr
     # A boot tree that does not fit the FAT partition fails, and leaves no image behind.
@@ -128,6 +147,12 @@ def test_bad_input_is_refused_clearly(tmp_path: Path) -> None:
     r = assemble(boot, root, tmp_path / "z.img")
     assert r.returncode != 0
     assert not (tmp_path / "z.img").exists()
+    # A root filesystem bigger than a slot is refused: a slot cannot grow after flashing.
+    (boot / "big.bin").unlink()
+    (root / "big.bin").write_bytes(os.urandom(1024) * 20 * 1024)
+    r = assemble(boot, root, tmp_path / "w.img")
+    assert r.returncode != 0 and "more than a slot" in r.stderr
+    assert not (tmp_path / "w.img").exists()
 
 
 def test_manifest_lists_debs_and_wheels_sorted(tmp_path: Path) -> None:

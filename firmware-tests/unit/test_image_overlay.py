@@ -36,7 +36,7 @@ def test_every_program_log_is_rotated_and_small() -> None:
 
 
 def test_image_env_points_the_node_service_at_first_boots_bitcoin_conf() -> None:
-    env = dict(line.split("=", 1) for line in (OVERLAY / "etc/hearth/image.env").read_text()
+    env = dict(line.split("=", 1) for line in (OVERLAY / "usr/lib/hearth/image.env").read_text()
                .splitlines() if line and not line.startswith("#"))
     assert env["HEARTH_NODE_CONF_FILE"] == "/etc/bitcoin/bitcoin.conf"
     cfg = load_config(OVERLAY / "etc/hearth/hearth.toml", env=env)

@@ -77,3 +77,15 @@ def test_main_repair_exits_1_and_a_missing_check_exits_2(
     (tmp_path / "again").mkdir()
     code, lines = run(tmp_path / "again", None, FAT_CLEAN, capsys)
     assert code == 2 and lines[0] == "root filesystem: NOT CLEAN (no check ran this boot)"
+
+
+def test_main_reports_the_data_partition_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The A/B layout's data partition (systemd-fsck@ like boot) gets its own line."""
+    logs = {"root": CLEAN, "boot": FAT_CLEAN,
+            "data": CLEAN.replace("RASPIROOT", "HEARTHDATA")}
+    for name, text in logs.items():
+        (tmp_path / name).write_text(text)
+    assert main([str(tmp_path / n) for n in logs]) == 0
+    assert "data partition: clean (HEARTHDATA: clean, " in capsys.readouterr().out
+    (tmp_path / "data").write_text("")
+    assert main([str(tmp_path / n) for n in logs]) == 2  # its check did not run

@@ -46,7 +46,7 @@ def make_identity(config: str) -> None:
 def write_bitcoin_conf(config: str, out: str) -> None:
     cfg = load_config(config)
     # bitcoind runs as `bitcoin`; the services (user hearth, in group bitcoin) read its RPC
-    # cookie where /etc/hearth/image.env says, written group-readable.
+    # cookie where /usr/lib/hearth/image.env says, written group-readable.
     layout = BitcoindLayout(ibd=True, extra={"rpccookiefile": str(cfg.cookie_file),
                                              "rpccookieperms": "group"})
     text = render_bitcoin_conf(cfg, layout)
