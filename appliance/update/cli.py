@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import Config
 from .bundle import BundleError
-from .install import CommandRebooter, Progress, Rebooter, install, offer, running_version
+from .install import Progress, Rebooter, TryBootRebooter, install, offer, running_version
 from .report import last_result_file, read_report
 
 __all__ = ["add_parser", "run"]
@@ -46,7 +46,7 @@ def run(cfg: Config, args: argparse.Namespace, rebooter: Rebooter | None = None)
         print("installed: the new slot is tried at the next reboot")
         return 0
     print("installed: rebooting into the new slot", flush=True)
-    (rebooter or CommandRebooter()).reboot()
+    (rebooter or TryBootRebooter()).reboot()
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.metadata
 import os
 import pty
 import re
@@ -29,9 +28,11 @@ from typing import Protocol
 
 from ..config import UpdateSection
 from .bundle import BundleError, BundleInfo, RaucMissing, compare_versions, inspect
+from .release import running_version
+from .slots import reboot_into_other_slot
 
-__all__ = ["CommandRebooter", "InstallFailed", "NotNewer", "Offer", "Progress", "Rebooter",
-           "install", "offer", "parse_progress", "running_version"]
+__all__ = ["InstallFailed", "NotNewer", "Offer", "Progress", "Rebooter",
+           "TryBootRebooter", "install", "offer", "parse_progress", "running_version"]
 
 _PROGRESS = re.compile(r"^\s*(\d{1,3})%\s+(.+?)\s*$")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # on a terminal rauc clears lines
@@ -71,23 +72,13 @@ class Rebooter(Protocol):
 
 
 @dataclass(frozen=True)
-class CommandRebooter:
-    """Reboot by running a command.
-
-    TODO(merge): the default becomes ``appliance.update.slots.reboot_into_other_slot``
-    (``reboot '0 tryboot'`` on a Pi, the emulated one-shot flag under QEMU)."""
-
-    command: tuple[str, ...] = ("systemctl", "reboot")
+class TryBootRebooter:
+    """Reboot once into the slot the install armed (:func:`.slots.reboot_into_other_slot`:
+    ``reboot '0 tryboot'`` on a Pi, the emulated one-shot flag under QEMU); a crash or
+    reset during that boot comes back to the running slot."""
 
     def reboot(self) -> None:
-        subprocess.run(self.command, check=True, timeout=60)
-
-
-def running_version() -> str:
-    """The Hearth version this slot runs.
-
-    TODO(merge): release.running_version (reads /etc/hearth-release first)."""
-    return importlib.metadata.version("hearth-appliance")
+        reboot_into_other_slot()
 
 
 def offer(path: Path, settings: UpdateSection, *, running: str | None = None,

@@ -50,7 +50,7 @@ from ..status import Phase, StatusPublisher
 from ..status.fields import RESTORED_BOX, UPDATE_STATE, USB_STATE, UpdateState, UsbState, usb_state
 from ..status.paths import status_socket_path
 from ..update.bundle import BundleError
-from ..update.install import CommandRebooter, Progress, Rebooter, install, running_version
+from ..update.install import Progress, Rebooter, TryBootRebooter, install, running_version
 from ..update.prompt import Action, UpdatePrompt
 from ..update.report import last_result_file, read_report
 from .agent import Outcome, UsbAgent, box_secret
@@ -74,7 +74,7 @@ class UsbService:
         self.cfg = cfg
         self.bus = bus
         self.agent = UsbAgent(cfg, on_progress=self._progress, on_update=self._checking)
-        self.rebooter: Rebooter = rebooter or CommandRebooter()
+        self.rebooter: Rebooter = rebooter or TryBootRebooter()
         clear_incoming(cfg)  # a bundle copied before a restart is asked about again, not kept
         notice, self.rolled_back_to = rollback_notice(cfg)
         self.prompt = UpdatePrompt(cfg.update.prompt_timeout_s, rolled_back=notice)
