@@ -29,9 +29,8 @@ from appliance.client.backup import GONE, BackupClient, BoxAddress
 from appliance.pairing.payload import PairingPayload
 from appliance.transport.noise import Keypair
 
-from .vm import VM, VMError
+from .vm import GUEST_APPLIANCE, VM, VMError
 
-GUEST_APPLIANCE = "/opt/hearth/venv/bin/appliance"
 #: a file push every this many appends, so the cut can land in either kind of write
 FILE_EVERY = 8
 

@@ -4,7 +4,8 @@ guest and the emulated tryboot rule (vm.py), on the session's card, in this orde
 1. bundles with a bad signature, cut short, or for another architecture are refused and
    nothing changes (boot files, RAUC's slot states, the running slot);
 2. a power cut in the middle of an install: the box boots the old slot, whole;
-3. version X+1 (the image's own system, ``/etc/hearth-release`` bumped): installed,
+3. version X+1 (the image's own system, ``/etc/hearth-release`` bumped), from a stick: the
+   OLED's question, a short press, the USB agent installs and reboots into it;
    tried, marked good by the health program, permanent; a tower appointment, a paired
    node's backup stream, the pairing, the keys and bitcoind's chain are all still there
    and bitcoind did not sync again;
@@ -36,7 +37,7 @@ from .backupagent import Writer, check_store
 from .bundles import edit_rootfs, make_bundle, other_signer, read_rootfs, slot_rootfs, tiny_rootfs
 from .checks import wait_index_matches_bitcoind, wait_ready
 from .conftest import Box, image_path
-from .vm import GUEST_CLI, MINE, VM
+from .vm import GUEST_APPLIANCE, GUEST_CLI, MINE, VM, make_stick
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -110,6 +111,18 @@ def install(vm: VM, bundle: Path, check: bool = True) -> str:
             vm.ssh("rm -f /data/update.raucb", check=False)
 
 
+def wait_guest_log(vm: VM, program: str, pattern: str, timeout: float) -> str:
+    """The first group of ``pattern`` in a supervisord program's log on the guest."""
+    deadline = time.monotonic() + timeout
+    while not (m := re.search(pattern, vm.ssh(f"cat /var/log/supervisor/{program}.log",
+                                               check=False))):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no /{pattern}/ in {program}'s log after {timeout:.0f} s: "
+                                 + vm.ssh(f"tail -5 /var/log/supervisor/{program}.log", check=False))
+        time.sleep(3)
+    return m.group(1)
+
+
 def reboot_into_other_slot(vm: VM, expect: str, timeout: float = 600) -> None:
     """The install flow's last step (``slots.reboot_into_other_slot``), then the power-on the
     emulated firmware turns into a try boot of ``expect``."""
@@ -181,10 +194,20 @@ def test_update_keeps_state_and_the_chain(box: Box, bundles: Bundles,
     tip = vm.ssh(f"{GUEST_CLI} getbestblockhash").strip()
     secret = vm.ssh("sha256sum /var/lib/hearth/hsm_secret").split()[0]
 
-    out = install(vm, bundles.next)
-    assert "Installing `/data/update.raucb` succeeded" in out or "succeeded" in out, out[-800:]
-    assert vm.ssh(f"{BACKEND} get-primary").strip() == "B"
-    reboot_into_other_slot(vm, "B")
+    # The owner's path: a stick carrying the bundle, the OLED's question, a short press;
+    # the USB agent verifies, installs and reboots into the tried slot by itself.
+    stick = bundles.next.parent / "update-stick.img"
+    make_stick(stick, {f"HEARTH/update/{bundles.next.name}": bundles.next.read_bytes()},
+               size_mib=(bundles.next.stat().st_size >> 20) + 64, label="UPDATE")
+    vm.hotplug_stick(stick)
+    asked = wait_guest_log(vm, "hearth-usb", r"asking: (.*)", 900)
+    assert asked == f"Update {__version__} -> {next_version}?", asked  # verified, then asked
+    vm.ssh("echo press > /run/hearth/button.fifo")  # within the question's 60 s
+    wait_guest_log(vm, "hearth-usb", rf"update ({re.escape(next_version)}) installed: rebooting", 1800)
+    assert vm.ssh(f"{BACKEND} get-primary", check=False).strip() in ("B", "")  # "" once going down
+    vm.wait_exit(600)
+    vm.boot_again()
+    assert vm.slot == "B", f"the firmware chose slot {vm.slot}, not B"
     vm.wait_for(rf"hearth-health: slot B \(Hearth {re.escape(next_version)}\) healthy", 1800,
                 fail=r"hearth-health: slot B NOT healthy.*")
     vm.wait_ssh(300)
@@ -226,5 +249,8 @@ def test_failed_update_rolls_back(box: Box, bundles: Bundles) -> None:
     assert status["booted"] == "B"
     assert vm.ssh(f"{BACKEND} get-state A").strip() == "bad"
     slot_a = next(s["rootfs.0"] for s in status["slots"] if "rootfs.0" in s)
-    print(f"rolled back from {broken_version}; rauc status of slot A: {json.dumps(slot_a)[:400]}")
+    line = vm.ssh(f"{GUEST_APPLIANCE} update status")
+    assert f"Update to {broken_version} was rolled back" in line, line
+    print(f"rolled back from {broken_version}; rauc status of slot A: {json.dumps(slot_a)[:400]}; "
+          f"appliance update status: {line.strip()[:300]}")
     assert vm.ssh("sha256sum /var/lib/hearth/hsm_secret").split()[0] == secret

@@ -53,6 +53,7 @@ GUEST_FRAMES_DIR = "/var/lib/hearth/frames"
 
 #: bitcoin-cli as root in the guest, with the image's bitcoin.conf and RPC cookie.
 #: -rpcwait: bitcoind may be restarting (the node service's dbcache switch after the sync).
+GUEST_APPLIANCE = "/opt/hearth/venv/bin/appliance"
 GUEST_CLI = ("bitcoin-cli -conf=/etc/bitcoin/bitcoin.conf -datadir=/var/lib/bitcoind "
              "-rpccookiefile=/run/bitcoind/.cookie -rpcwait -rpcwaittimeout=300")
 #: Blocks mined in the guest pay OP_TRUE: the box holds no wallet.
