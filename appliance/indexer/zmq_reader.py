@@ -81,10 +81,10 @@ class ThreadedSubscriber(ZMQSubscriber):
     # --- the consumer (event loop) side ---------------------------------------------------
     async def next(self, timeout: float | None = None) -> Notification | None:
         while True:
+            if self._closed:  # as the parent: nothing once closed, queued or not (the
+                return None   # owner that closed it, or the service ending, resyncs)
             if self._pending:
                 return self._pending.popleft()
-            if self._closed:
-                return None
             # A bare future, not wait_for(): no task per wait (one wait per message in
             # a trickle of mempool transactions).
             self._waiter = self._loop.create_future()
