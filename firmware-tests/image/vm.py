@@ -124,7 +124,8 @@ def make_stick(path: Path, files: dict[str, bytes], size_mib: int = 64, label: s
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    for d in sorted({str(Path(n).parent) for n in files} - {"."}):
+    # mmd makes one level at a time: every ancestor, parents first (HEARTH, HEARTH/update).
+    for d in sorted({str(p) for n in files for p in Path(n).parents} - {"."}):
         mtools("mmd", "-D", "s", "-i", str(path), f"::/{d}")
     for name in sorted(files):
         mtools("mcopy", "-o", "-i", str(path), str(staging / name), f"::/{name}")
