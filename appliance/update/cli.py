@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..config import Config
 from .bundle import BundleError
-from .install import Progress, Rebooter, TryBootRebooter, install, offer, running_version
+from .install import Progress, Rebooter, TryBootRebooter, install, offer
+from .release import running_version
 from .report import last_result_file, read_report
 
 __all__ = ["add_parser", "run"]

@@ -32,7 +32,7 @@ from .release import running_version
 from .slots import reboot_into_other_slot
 
 __all__ = ["InstallFailed", "NotNewer", "Offer", "Progress", "Rebooter",
-           "TryBootRebooter", "install", "offer", "parse_progress", "running_version"]
+           "TryBootRebooter", "install", "offer", "parse_progress"]
 
 _PROGRESS = re.compile(r"^\s*(\d{1,3})%\s+(.+?)\s*$")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # on a terminal rauc clears lines

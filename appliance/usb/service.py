@@ -50,8 +50,9 @@ from ..status import Phase, StatusPublisher
 from ..status.fields import RESTORED_BOX, UPDATE_STATE, USB_STATE, UpdateState, UsbState, usb_state
 from ..status.paths import status_socket_path
 from ..update.bundle import BundleError
-from ..update.install import Progress, Rebooter, TryBootRebooter, install, running_version
+from ..update.install import Progress, Rebooter, TryBootRebooter, install
 from ..update.prompt import Action, UpdatePrompt
+from ..update.release import running_version
 from ..update.report import last_result_file, read_report
 from .agent import Outcome, UsbAgent, box_secret
 from .phrase import PhraseScreens, acknowledge, is_acknowledged, own_like, words_per_screen

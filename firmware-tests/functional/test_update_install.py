@@ -23,8 +23,8 @@ from appliance.update.install import (
     Progress,
     install,
     offer,
-    running_version,
 )
+from appliance.update.release import running_version
 from appliance.update.report import read_report
 from functional.framework.rauc import (
     Key,

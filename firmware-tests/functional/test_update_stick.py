@@ -24,7 +24,7 @@ from appliance.devices.pages import UpdatePage, render
 from appliance.display.service import _update_info, choose_page
 from appliance.status import ServiceState, StatusPublisher
 from appliance.status.fields import UPDATE_STATE, UpdateState
-from appliance.update.install import running_version
+from appliance.update.release import running_version
 from appliance.usb.phrase import acknowledge
 from appliance.usb.service import UsbService
 from appliance.usb.update import incoming_dir
