@@ -46,7 +46,7 @@ def _phrase_press(cfg: Config, long: bool = False) -> bool:
     """True if the usb service took the press: paging through the recovery phrase, or
     answering an update question (a long press: "no")."""
     try:
-        return ask(cfg.control_endpoint("usb"), PhrasePress(long=long), timeout=2).consumed
+        return ask(cfg.control_endpoint("usb"), PhrasePress(long=long), timeout=5).consumed
     except ControlError:
         return False  # no usb service: the press means what it always does
 

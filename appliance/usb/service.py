@@ -83,6 +83,11 @@ class UsbService:
         self.lock = asyncio.Lock()
         self.current: str | None = None  # the stick being handled or last handled
         self.gone: str | None = None  # removed while being handled
+        # The result of a stick pulled out mid-way stays up this long. Its timer is
+        # cancelled by the next stick: udev reuses names (/dev/sda again), and a stale
+        # timer keyed on the name would clear the next stick's question.
+        self.result_after_gone_s = _RESULT_AFTER_GONE_S
+        self.clear_timer: asyncio.TimerHandle | None = None
         self.phrase: PhraseScreens | None = None
         self.restored: str | None = None  # the box id restored from the current stick
         if not is_acknowledged(cfg):
@@ -130,17 +135,17 @@ class UsbService:
                 # Not current: pulling this one out must not answer the question.
                 log.info("stick %s ignored: an update is under way", device)
                 return Outcome(False, "an update is under way: stick ignored", "update")
+            self._cancel_clear()
             self.current = str(device)
             self.gone = None
             self.restored = None
             self._publish(UsbState.RUNNING, f"reading {device.name}")
             outcome = await asyncio.to_thread(self.agent.handle, device)
-            if outcome.kind == "update":
-                self._offered(outcome)
-            elif outcome.kind == "restore" and outcome.ok:
+            if outcome.kind == "restore" and outcome.ok:
                 self.phrase = None  # the owner already holds the restored box's phrase
                 self.restored = outcome.box
             if outcome.kind == "update":
+                self._offered(outcome)
                 self._publish(UsbState.IDLE, outcome.message)
             elif outcome.ok:
                 self._publish(UsbState.OK, outcome.message, counted=True)
@@ -148,16 +153,25 @@ class UsbService:
                 self._publish(UsbState.FAILED, outcome.message, error=outcome.message, counted=True)
             if self.gone == str(device):
                 # Pulled out mid-way: show why for a while; no remove event will come.
-                self.loop.call_later(_RESULT_AFTER_GONE_S, self._clear, str(device))
+                log.info("stick %s was pulled out while it was read", device)
+                self.clear_timer = self.loop.call_later(self.result_after_gone_s, self._clear,
+                                                        str(device))
             return outcome
 
     def removed(self, device: Path) -> None:
+        log.info("stick %s removed", device)
         if self.lock.locked():
             self.gone = str(device)  # handled when the running attempt ends
         else:
             self._clear(str(device))
 
+    def _cancel_clear(self) -> None:
+        if self.clear_timer is not None:
+            self.clear_timer.cancel()
+            self.clear_timer = None
+
     def _clear(self, device: str) -> None:
+        self.clear_timer = None
         if self.current == device and not self.lock.locked():
             self._act(self.prompt.removed())
             self.current = None

@@ -25,6 +25,7 @@ from appliance.display.service import _update_info, choose_page
 from appliance.status import ServiceState, StatusPublisher
 from appliance.status.fields import UPDATE_STATE, UpdateState
 from appliance.update.release import running_version
+from appliance.usb import service as usb_service
 from appliance.usb.phrase import acknowledge
 from appliance.usb.service import UsbService
 from appliance.usb.update import incoming_dir
@@ -158,6 +159,38 @@ def test_press_installs_into_the_other_slot_and_reboots(base: Path, keys: tuple[
     assert system.slots["A"].read_bytes() == slot_a  # the running slot is never written
     assert "set-primary B" in system.calls()
     assert not list(incoming_dir(cfg).iterdir())  # the box's copy is gone once installed
+
+
+@pytest.mark.slow
+def test_a_stick_pulled_mid_read_leaves_the_next_sticks_question_alone(
+        base: Path, keys: tuple[Key, Key], system: RaucSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    """udev gives the next stick the same name (/dev/sda again): the timer that clears the
+    result of a stick pulled out while it was read must not clear the next stick's
+    question. Found on the image: the restore stick, pulled as its result came up, cleared
+    the update question 30 s later, so the owner's press opened pairing instead."""
+    monkeypatch.setattr(usb_service, "_RESULT_AFTER_GONE_S", 0.5)
+    cfg = box(base, keys)
+    update_img = stick(base, make_bundle(base / f"hearth-{NEXT}-arm64.raucb", keys[0], version=NEXT),
+                       name="update.img")
+    node = stick(base, name="sda.img")  # no update on it: the agent backs up (or fails to)
+    reboots = Reboots()
+
+    async def body(service: UsbService, bus: StatusPublisher) -> None:
+        first = asyncio.ensure_future(service.handle(node))
+        await asyncio.sleep(0)  # the read has started: the lock is held
+        assert service.lock.locked()
+        service.removed(node)  # pulled out while it is read
+        assert (await first).kind != "update"
+        shutil.copyfile(update_img, node)  # the next stick, under the same name
+        outcome = await service.handle(node)
+        assert outcome.ok and outcome.kind == "update", outcome
+        await asyncio.sleep(1.5)  # past the pulled stick's result time
+        assert state(bus) is UpdateState.ASKING, "the pulled stick's timer cleared the question"
+        assert await asyncio.to_thread(_phrase_press, cfg)  # so the press still answers it
+        await until(lambda: reboots.count == 1, "the reboot")
+
+    run(cfg, body, reboots)
+    assert slot_release(system.slots["B"]) == f"VERSION={NEXT}"
 
 
 @pytest.mark.slow
