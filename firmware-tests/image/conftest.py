@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,6 +29,9 @@ from .vm import (
     make_stick,
     mtools,
 )
+
+if TYPE_CHECKING:
+    from .firstboot import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -158,6 +162,18 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         vm.stop()
         elapsed = time.time() - vm.started
         print(f"\nfirmware: QEMU ran {elapsed:.0f} s; console log kept at {vm.console}")
+
+
+@pytest.fixture(scope="session")
+def first_boot_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """The refused-config / first-boot-cut scenario on a card of its own (firstboot.py),
+    started by a test that mostly waits and collected by test_first_boot_config."""
+    from .firstboot import SCENARIO_TIMEOUT_S, Scenario
+
+    scenario = Scenario(tmp_path_factory.mktemp("firmware-bad-config"))
+    yield scenario
+    if scenario.thread is not None:
+        scenario.thread.join(SCENARIO_TIMEOUT_S)  # never leave its QEMU behind
 
 
 @pytest.fixture(scope="module")
