@@ -31,7 +31,8 @@ from .vm import (
 )
 
 if TYPE_CHECKING:
-    from .firstboot import Scenario
+    from .secondcard import SecondCard
+    from .updates import Bundles
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -56,6 +57,9 @@ simulate = true
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("HEARTH_FIRMWARE") == "1":
+        # The second card's tests only collect what its thread did: last, so the shared
+        # box's tests run meanwhile (secondcard.py).
+        items.sort(key=lambda i: Path(str(i.path)).name == "test_second_card.py")
         return
     mine = [i for i in items if HERE in Path(str(i.path)).parents]
     if mine:
@@ -165,15 +169,23 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
 
 
 @pytest.fixture(scope="session")
-def first_boot_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    """The refused-config / first-boot-cut scenario on a card of its own (firstboot.py),
-    started by a test that mostly waits and collected by test_first_boot_config."""
-    from .firstboot import SCENARIO_TIMEOUT_S, Scenario
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    """The update bundles (X+1, a broken X+2, three to be refused), made once per run."""
+    from .updates import build_bundles
 
-    scenario = Scenario(tmp_path_factory.mktemp("firmware-bad-config"))
-    yield scenario
-    if scenario.thread is not None:
-        scenario.thread.join(SCENARIO_TIMEOUT_S)  # never leave its QEMU behind
+    return build_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def second_card(bundles: Bundles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecondCard]:
+    """A second box (secondcard.py) whose steps run in a thread: started by a test that
+    mostly waits, collected by test_second_card.py's tests."""
+    from .secondcard import SECOND_CARD_TIMEOUT_S, SecondCard
+
+    card = SecondCard(tmp_path_factory.mktemp("firmware-second-card"), bundles)
+    yield card
+    if card.thread is not None:
+        card.done.wait(SECOND_CARD_TIMEOUT_S)  # never leave its QEMU behind
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from appliance.tower.client import TeosClient
 
 from .checks import end_initial_sync, wait_ready
 from .conftest import Box
-from .firstboot import Scenario
+from .secondcard import SecondCard
 from .vm import MINE, VM, electrum_request
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -91,11 +91,11 @@ def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def test_card_wear_per_day(box: Box, first_boot_config: Scenario) -> None:
+def test_card_wear_per_day(box: Box, second_card: SecondCard) -> None:
     vm = box.vm
-    # Another card's first boots run meanwhile (they need the CPU; this test mostly waits
-    # and counts only this card's bytes): test_first_boot_config collects them.
-    first_boot_config.start()
+    # The second card's boots start meanwhile (they need the CPU; this test mostly waits
+    # and counts only this card's bytes): test_second_card collects them.
+    second_card.start()
     vm.wait_ssh(300)
     box.pull_restore_stick()  # the tests may run alone (-k): restore first
     wait_ready(vm)
