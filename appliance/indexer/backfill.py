@@ -283,7 +283,7 @@ class Backfiller:
                     version = scope.version(idx)  # the gap may have grown
                     query = scope.query(idx) if use_filters else None
                     prog.done += 1
-                    unsaved = 0
+                    unsaved = 0 if touched else unsaved + 1
                     if touched:
                         prog.matched_blocks += 1
                         await self.on_scripthashes(touched)
@@ -389,6 +389,11 @@ class Backfiller:
                                         "height": wallet.birthday - 1})
         if idx.store.header(height) != block.header.raw:
             return set()  # reorged away while deriving
+        if not matches and not derived.get(wid):
+            # Nothing of ours (a block read for its size, or a filter's false positive):
+            # progress only, saved as for blocks the filters rule out.
+            scope.set_height(wallet, height)
+            return set()
         batch = idx.store.begin_block(height)
         touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
