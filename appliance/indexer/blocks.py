@@ -21,12 +21,11 @@ from urllib.parse import urlsplit
 
 from ..chain import double_sha256, hash_to_hex_str
 from ..node import BitcoinRPC, NodeError
+from ..node.rpc import parse_status, read_headers
 
 __all__ = ["BlockSource"]
 
 log = logging.getLogger("indexer.blocks")
-
-_MAX_HEADER_LINES = 50
 
 
 class BlockSource:
@@ -69,7 +68,8 @@ class BlockSource:
                 async with asyncio.timeout(self._timeout):
                     status, ctype, body = await self._get(
                         f"/rest/block/{hash_to_hex_str(block_hash)}.bin".encode())
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError,
+                    NodeError) as exc:
                 self._drop()
                 raise NodeError(f"bitcoind REST at {self.rpc.url}: {exc!r}") from exc
         if status == 200 and ctype == b"application/octet-stream":
@@ -94,27 +94,15 @@ class BlockSource:
         status_line = await reader.readline()
         if not status_line:
             raise ConnectionResetError("closed before replying")
-        fields = status_line.split(None, 2)
-        if len(fields) < 2 or not fields[1].isdigit():
-            raise ValueError(f"bad status line {status_line[:80]!r}")
-        headers: dict[bytes, bytes] = {}
-        for _ in range(_MAX_HEADER_LINES):
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise asyncio.IncompleteReadError(line, None)
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ValueError("too many HTTP header lines")
+        _, status = parse_status(status_line)
+        headers = await read_headers(reader, f"bitcoind REST at {self.rpc.url}")
         length = headers.get(b"content-length", b"")
         if not length.isdigit():
             raise ValueError(f"no usable Content-Length ({length[:20]!r})")
         body = await reader.readexactly(int(length))
         if headers.get(b"connection", b"").lower() == b"close":
             self._drop()
-        return int(fields[1]), headers.get(b"content-type", b""), body
+        return status, headers.get(b"content-type", b""), body
 
     def _drop(self) -> None:
         if self._conn is not None:
