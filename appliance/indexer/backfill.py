@@ -42,7 +42,8 @@ from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
 from ..node.pace import ASIDE_BYTES, Pacer
 from . import heap
-from .bip158 import GCSFilter, ScriptSet
+from .bip158 import GCSFilter, ScriptSet, filter_size
+from .blocks import BlockSource
 from .follower import IndexListener, ScripthashListener
 from .index import Indexer
 from .matcher import outpoint
@@ -55,8 +56,9 @@ log = logging.getLogger("indexer.backfill")
 
 _FILTER_BATCH = 200
 _FIRST_BATCH = 20
-_PREFETCH = 10  # matching blocks per getblock batch (~30 MB of hex at mainnet sizes)
+_PREFETCH = 10  # matching blocks per getblock batch without REST (~30 MB of hex on mainnet)
 _PREFETCH_BYTES = 32 << 20  # blocks held ahead of matching, at most
+_PROBES = 4  # small blocks read per batch while learning what a read costs
 _SAVE_EVERY = 1_000  # persist progress this often when nothing matches (SD card writes)
 
 
@@ -95,6 +97,7 @@ class Backfiller:
         self.indexer = indexer
         self.follower = follower
         self.rpc = rpc
+        self.blocks = BlockSource(rpc)
         self.on_scripthashes = on_scripthashes
         self.progress: dict[bytes, BackfillProgress] = {}
         self.wakeup = asyncio.Event()
@@ -102,6 +105,12 @@ class Backfiller:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.blocks.close()
+
+    async def _run(self) -> None:
         await self.follower.synced.wait()
         while True:
             self.wakeup.clear()
@@ -219,7 +228,10 @@ class Backfiller:
             end = min(tip[0], start + batch - 1)
             headers = idx.store.headers(start, end - start + 1)
             hashes = [double_sha256(h) for h in headers]
-            direct = has_filters and costs.filters_cost_more() and await self._kept(start)
+            # Blocks are read without their filters (all, or small ones) only while
+            # bitcoind keeps them: a pruned one would come from a peer.
+            kept = has_filters and await self._kept(start)
+            direct = kept and costs.filters_cost_more()
             if direct != costs.direct:
                 costs.direct = direct
                 log.info("wallet %s: %s from height %d", wallet.id_hex,
@@ -237,11 +249,8 @@ class Backfiller:
                     continue  # the job grew while we waited: match these with all of it
             else:
                 filters = [None] * len(hashes)
-            began = time.perf_counter()
-            matched = await self._matching(hashes, filters, query, pacer)
-            if filters[0] is not None:
-                costs.filtered(len(hashes), time.perf_counter() - began)
-            prefetched = _Prefetch(self.rpc, matched)
+            matched = await self._matching(hashes, filters, query, pacer, costs, kept)
+            prefetched = _Prefetch(self.blocks, matched)
             try:
                 for offset, (block_hash, filt) in enumerate(zip(hashes, filters, strict=True)):
                     await pacer.tick()
@@ -268,11 +277,13 @@ class Backfiller:
                     if wallet is None or idx.store.header(height) != headers[offset]:
                         break
                     touched = await self._apply(scope, wallet, raw, height)
-                    costs.applied(time.perf_counter() - began, bool(touched))
+                    costs.applied(time.perf_counter() - began, bool(touched),
+                                  None if filt is None else filter_size(filt["filter"]),
+                                  block_hash in matched.small)
                     version = scope.version(idx)  # the gap may have grown
                     query = scope.query(idx) if use_filters else None
                     prog.done += 1
-                    unsaved = 0
+                    unsaved = 0 if touched else unsaved + 1
                     if touched:
                         prog.matched_blocks += 1
                         await self.on_scripthashes(touched)
@@ -297,20 +308,43 @@ class Backfiller:
 
     @staticmethod
     async def _matching(hashes: list[bytes], filters: list[Any], query: ScriptSet | None,
-                        pacer: Pacer) -> _Matched:
+                        pacer: Pacer, costs: _Costs, kept: bool) -> _Matched:
         """The blocks whose filter matches ``query`` (all of them without filters),
         matched once per batch and yielding between filters: with 10,000 scripts one
-        match is milliseconds."""
+        match is milliseconds. While the blocks are ``kept`` locally, a block whose
+        filter is so small that reading the block costs less than matching it
+        (``_Costs.read_instead``) is taken without matching."""
         matched = _Matched(query)
-        for h, f in zip(hashes, filters, strict=True):
+        sizes = [filter_size(f["filter"]) if isinstance(f, dict) else None for f in filters]
+        probe: set[int] = set()
+        if kept and costs.probing():
+            # No block read yet cost less than a match: read the smallest few to learn
+            # (fetched ahead together, as they would be when read for their size).
+            probe = {i for _, i in sorted((n, i) for i, n in enumerate(sizes)
+                                           if n is not None)[:_PROBES]}
+        for i, (h, f, n) in enumerate(zip(hashes, filters, sizes, strict=True)):
             await pacer.tick()
-            if not isinstance(f, Exception) and (f is None or (
-                    query is not None and GCSFilter.from_hex(h, f["filter"]).match_any(query))):
+            if isinstance(f, Exception):
+                continue
+            if f is None:
                 matched.append(h)
+                continue
+            if i in probe or (kept and n is not None and costs.read_instead(n)):
+                matched.append(h)
+                matched.small.add(h)
+                continue
+            if query is None:
+                continue
+            began = time.perf_counter()
+            if GCSFilter.from_hex(h, f["filter"]).match_any(query):
+                matched.append(h)
+            costs.filtered(1, time.perf_counter() - began)
         return matched
 
     async def _fetch(self, block_hash: bytes, prog: BackfillProgress) -> bytes:
         hash_hex = hash_to_hex_str(block_hash)
+        if self.blocks.rest and (raw := (await self.blocks.many([block_hash]))[0]):
+            return raw
         try:
             return bytes.fromhex(await self.rpc.call("getblock", hash_hex, 0))
         except RPCError as exc:
@@ -355,6 +389,11 @@ class Backfiller:
                                         "height": wallet.birthday - 1})
         if idx.store.header(height) != block.header.raw:
             return set()  # reorged away while deriving
+        if not matches and not derived.get(wid):
+            # Nothing of ours (a block read for its size, or a filter's false positive):
+            # progress only, saved as for blocks the filters rule out.
+            scope.set_height(wallet, height)
+            return set()
         batch = idx.store.begin_block(height)
         touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
@@ -416,22 +455,52 @@ class _Costs:
     script); it saves fetching and applying the blocks it rules out. When almost every
     block holds a wallet transaction (a busy wallet's years), the filters rule out
     nothing and matching them is pure cost: fetch the (locally kept) blocks directly
-    until the share of blocks that touch the wallet drops again. Running averages."""
+    until the share of blocks that touch the wallet drops again. Per block, a filter's
+    element count says how big the block is: a small block (early chain years, empty
+    regtest blocks) is read rather than matched when that costs less for a big wallet
+    (``read_instead``). Running averages."""
 
-    __slots__ = ("filter_s", "block_s", "hit", "direct")
+    __slots__ = ("filter_s", "block_s", "hit", "direct", "cheapest")
 
     def __init__(self) -> None:
         self.filter_s: float | None = None  # seconds per filter match
         self.block_s: float | None = None  # seconds per block fetched and applied
         self.hit: float | None = None  # share of blocks that touched the scope
         self.direct = False  # reading blocks without their filters now
+        # The cheapest block applied whose filter size is known: (seconds, elements).
+        # A minimum, not an average: the first reads pay for a new connection.
+        self.cheapest: tuple[float, int] | None = None
 
     def filtered(self, count: int, seconds: float) -> None:
         self.filter_s = _average(self.filter_s, seconds / max(1, count))
 
-    def applied(self, seconds: float, touched: bool) -> None:
-        self.block_s = _average(self.block_s, seconds)
+    def applied(self, seconds: float, touched: bool, elements: int | None = None,
+                small: bool = False) -> None:
+        """A block fetched and applied; ``small``: read for its size, not because its
+        filter matched (it stays out of the average that decides filters or none)."""
+        if not small:
+            self.block_s = _average(self.block_s, seconds)
         self.hit = _average(self.hit, float(touched))
+        if elements is not None and (self.cheapest is None or seconds < self.cheapest[0]):
+            self.cheapest = (seconds, elements)
+
+    def probing(self) -> bool:
+        """Whether to read one small block per batch: until one cost less than a match
+        (the first read also opens a connection; one slow sample decides nothing)."""
+        return self.cheapest is None or self.filter_s is None \
+            or self.cheapest[0] >= self.filter_s
+
+    def read_instead(self, elements: int) -> bool:
+        """Whether a block whose filter has ``elements`` costs less read than matched.
+
+        A block's cost: the cheapest block's, scaled up by elements (its fixed cost,
+        a round trip and a write, scaled too: an overestimate that errs towards
+        matching). Per block: filter + hit * block (matching) against block (reading)."""
+        if self.filter_s is None or self.cheapest is None:
+            return False
+        seconds, least = self.cheapest
+        block = seconds * max(1.0, (elements + 1) / (least + 1))
+        return self.filter_s > (1.0 - (self.hit or 0.0)) * block
 
     def ruled_out(self) -> None:
         self.hit = _average(self.hit, 0.0)
@@ -454,30 +523,31 @@ def _average(old: float | None, new: float) -> float:
 
 
 class _Prefetch:
-    """The matching blocks of a batch, fetched in RPC batches (a round trip per block
-    cost more than matching it) by a task of its own while earlier ones are applied:
-    bitcoind reads and hex-encodes on the other core meanwhile. At most
+    """The matching blocks of a batch, fetched (REST, else RPC batches: a round trip per
+    block cost more than matching it) by a task of its own while earlier ones are
+    applied: bitcoind reads them on the other core meanwhile. At most
     ``_PREFETCH_BYTES`` are held ahead. Pruned ones (and blocks that only match once
     the gap grows) come back None, for ``_fetch``."""
 
-    def __init__(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+    def __init__(self, blocks: BlockSource, wanted: list[bytes]) -> None:
         loop = asyncio.get_running_loop()
         self._ready: dict[bytes, asyncio.Future[bytes | None]] = {
             h: loop.create_future() for h in wanted}
         self._held = 0
         self._room = asyncio.Event()
-        self._task = loop.create_task(self._run(rpc, list(wanted)))
+        self._task = loop.create_task(self._run(blocks, list(wanted)))
 
-    async def _run(self, rpc: BitcoinRPC, wanted: list[bytes]) -> None:
+    async def _run(self, blocks: BlockSource, wanted: list[bytes]) -> None:
         try:
-            for start in range(0, len(wanted), _PREFETCH):
+            start = 0
+            while start < len(wanted):
                 while self._held > _PREFETCH_BYTES:
                     self._room.clear()
                     await self._room.wait()
-                chunk = wanted[start:start + _PREFETCH]
-                raws = await rpc.batch([("getblock", [hash_to_hex_str(h), 0]) for h in chunk])
-                for h, r in zip(chunk, raws, strict=True):
-                    raw = bytes.fromhex(r) if isinstance(r, str) else None
+                # REST: one block per request, each handed over as it comes.
+                chunk = wanted[start:start + (1 if blocks.rest else _PREFETCH)]
+                start += len(chunk)
+                for h, raw in zip(chunk, await blocks.many(chunk), strict=True):
                     self._held += len(raw or b"")
                     self._resolve(h, raw)
         except NodeError:
@@ -511,6 +581,7 @@ class _Matched(list[bytes]):
     def __init__(self, query: ScriptSet | None) -> None:
         super().__init__()
         self.query = query
+        self.small: set[bytes] = set()  # read for their size, their filters not matched
 
 
 @dataclass

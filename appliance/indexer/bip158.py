@@ -32,6 +32,7 @@ __all__ = [
     "FILTER_P",
     "MAX_FILTER_ELEMENTS",
     "FilterDecodeError",
+    "filter_size",
     "GCSFilter",
     "ScriptSet",
     "siphash24",
@@ -292,6 +293,15 @@ def _read_compact_size(data: bytes) -> tuple[int, int]:
     if value < {2: 0xFD, 4: 0x10000, 8: 0x100000000}[size]:
         raise FilterDecodeError("filter element count is not canonically encoded")
     return value, 1 + size
+
+
+def filter_size(filter_hex: str) -> int:
+    """The element count N of a filter in ``getblockfilter``'s hex, without decoding it
+    (a block's size in distinct scripts: what matching it is weighed against)."""
+    try:
+        return _read_compact_size(bytes.fromhex(filter_hex[:18]))[0]
+    except (ValueError, TypeError, IndexError) as exc:
+        raise FilterDecodeError(f"filter has no element count: {exc}") from None
 
 
 class GCSFilter:

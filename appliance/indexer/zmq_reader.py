@@ -10,6 +10,15 @@ then hands the event loop whatever queued meanwhile in one call (messages that c
 while that call waits for its turn join it): one wake-up per batch, not per message.
 The consumer side (``next``) is the same.
 
+A burst as bitcoind accepts it (~100 transactions a second here) still came one message
+per wake-up: each message cost a wake-up of this thread and one of the loop, ~0.2 ms
+of CPU apiece on this VM, more than everything done with the transaction. So while
+messages keep coming (a hand-off within ``_BURST_S`` of the last) the thread waits
+``_LINGER_S`` before reading again and hands over what queued meanwhile: CPU per
+transaction of a 5,000-transaction burst 0.45 -> 0.29 ms. A lone notification (a
+payment, a block after a quiet spell) goes over at once; one in a burst waits at most
+``_LINGER_S``.
+
 Only the thread touches the sockets (pyzmq sockets are not thread-safe); it closes
 them itself when told to stop. While the loop has ``_MAX_QUEUED`` notifications
 unread, the thread stops reading, so bitcoind's queue (the HWM) fills and overflows
@@ -36,6 +45,10 @@ log = logging.getLogger("indexer.zmq")
 
 _MAX_QUEUED = 20_000  # notifications handed over and not yet read by the loop
 _POLL_MS = 100  # how soon the thread notices close()
+# In a burst (a hand-off less than _BURST_S after the last), the thread waits _LINGER_S
+# before reading again, so what arrives meanwhile goes over in one hand-off.
+_BURST_S = 0.05
+_LINGER_S = 0.02
 
 
 class ThreadedSubscriber(ZMQSubscriber):
@@ -113,6 +126,7 @@ class ThreadedSubscriber(ZMQSubscriber):
             poller.register(monitor, zmq.POLLIN)
         for sock, _endpoint, _topics in self._data:
             poller.register(sock, zmq.POLLIN)
+        last = 0.0
         try:
             while not self._closed:
                 if len(self._pending) + len(self._inbox) >= _MAX_QUEUED:
@@ -138,6 +152,10 @@ class ThreadedSubscriber(ZMQSubscriber):
                             self._loop.call_soon_threadsafe(self._drain)
                         except RuntimeError:  # the loop is closed: nobody is reading
                             return
+                    now = time.monotonic()
+                    if now - last < _BURST_S:
+                        time.sleep(_LINGER_S)
+                    last = now
         except Exception:  # a dead reader must not look like a quiet bitcoind
             if not self._closed:
                 log.exception("zmq reader stopped")

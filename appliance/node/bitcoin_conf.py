@@ -63,6 +63,9 @@ def render_bitcoin_conf(cfg: Config, layout: BitcoindLayout | None = None) -> st
         f"rpcport={rpc_port}",
         "rpcbind=127.0.0.1",
         "rpcallowip=127.0.0.1",
+        # The indexer's backfill reads blocks as bytes (GET /rest/block/<hash>.bin on
+        # the loopback RPC port; public data, read-only) instead of hex in JSON.
+        "rest=1",
         # Pruned: keep history in the indexer, not in blocks (SD card budget).
         f"prune={prune_mib}",
         f"dbcache={dbcache_mib}",

@@ -389,18 +389,8 @@ class BitcoinRPC:
             if conn.reused:
                 raise _StaleConnection
             raise ConnectionResetError("closed before replying")
-        version, status = _parse_status(status_line)
-        headers: dict[bytes, bytes] = {}
-        for _ in range(_MAX_HEADER_LINES):
-            line = await conn.reader.readline()
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise asyncio.IncompleteReadError(line, None)
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise NodeError(f"bitcoind RPC at {self.url}: too many HTTP header lines")
+        version, status = parse_status(status_line)
+        headers = await read_headers(conn.reader, f"bitcoind RPC at {self.url}")
         connection = headers.get(b"connection", b"").lower()
         keep = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
         if b"content-length" in headers:
@@ -474,11 +464,27 @@ def _result(reply: dict[str, Any], method: str) -> Any:
     return reply.get("result")
 
 
-def _parse_status(line: bytes) -> tuple[bytes, int]:
+def parse_status(line: bytes) -> tuple[bytes, int]:
+    """(HTTP version, status) of a response's status line."""
     parts = line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise NodeError(f"malformed HTTP status line {line[:80]!r}")
     return parts[0], int(parts[1])
+
+
+async def read_headers(reader: asyncio.StreamReader, who: str) -> dict[bytes, bytes]:
+    """A response's header lines up to the blank one, names lower-cased (also used by
+    the indexer's REST reader)."""
+    headers: dict[bytes, bytes] = {}
+    for _ in range(_MAX_HEADER_LINES):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if not line:
+            raise asyncio.IncompleteReadError(line, None)
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    raise NodeError(f"{who}: too many HTTP header lines")
 
 
 def _basic(user: str, password: str) -> bytes:

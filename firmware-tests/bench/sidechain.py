@@ -43,7 +43,7 @@ from functional.framework.node import TestNode  # noqa: E402
 from appliance.chain import base58check_encode, double_sha256, script_to_address  # noqa: E402
 
 #: bitcoind options both servers need: ElectrumX reads any transaction by txid.
-NODE_ARGS = ["-txindex=1", "-blockfilterindex=1", "-maxmempool=300"]
+NODE_ARGS = ["-txindex=1", "-blockfilterindex=1", "-maxmempool=300", "-rest=1"]
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _FEE = 300  # sats per transaction (about 2 sat/vB)
 _TPUB = bytes.fromhex("043587cf")

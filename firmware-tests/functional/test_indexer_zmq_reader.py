@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
+import zmq
 
 import functional.test_node_zmq as base
 from appliance.indexer.zmq_reader import ThreadedSubscriber
 from appliance.node import Notification, SequenceLabel, parse_sequence
 from functional.framework.node import TestNode
+from functional.framework.util import free_port
 
 __all__: list[str] = []
 
@@ -109,3 +112,57 @@ def test_reading_pauses_while_the_loop_is_behind(node: TestNode, timeout_factor:
             assert all(n.gap == 0 and not n.resync for n in notes)
 
     asyncio.run(main())
+
+
+def test_a_steady_trickle_goes_over_in_batches() -> None:
+    """Messages 5 ms apart (a burst as bitcoind accepts it) are handed to the loop
+    several at a time, not one wake-up each, all of them, in order."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    count = 100
+
+    async def main() -> tuple[int, list[int]]:
+        sub = ThreadedSubscriber({"rawtx": endpoint})
+        handoffs = 0
+        drain = sub._drain
+
+        def counted() -> None:
+            nonlocal handoffs
+            handoffs += 1
+            drain()
+        sub._drain = counted  # type: ignore[method-assign]
+        try:
+            # Subscriptions propagate asynchronously: publish until one arrives.
+            while await sub.next(timeout=0.05) is None:
+                pub.send_multipart([b"rawtx", b"hello", (0).to_bytes(4, "little")])
+            await asyncio.sleep(0.2)
+            while await sub.next(timeout=0.1) is not None:
+                pass
+            handoffs = 0
+
+            def publish() -> None:
+                for i in range(1, count + 1):
+                    pub.send_multipart([b"rawtx", i.to_bytes(4, "big"),
+                                        i.to_bytes(4, "little")])
+                    time.sleep(0.005)
+            sender = threading.Thread(target=publish)
+            sender.start()
+            got: list[int] = []
+            while len(got) < count:
+                note = await sub.next(timeout=10)
+                assert note is not None, f"{len(got)} of {count} arrived"
+                got.append(int.from_bytes(note.body, "big"))
+            sender.join()
+            return handoffs, got
+        finally:
+            sub.close()
+
+    try:
+        handoffs, got = asyncio.run(main())
+    finally:
+        pub.close(linger=0)
+        ctx.term()
+    assert got == list(range(1, count + 1))
+    assert handoffs <= count // 2, handoffs  # one wake-up per message without the wait

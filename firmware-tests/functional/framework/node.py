@@ -107,7 +107,7 @@ class TestNode:
             f"-rpcport={self.rpc_port}", "-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1",
             "-dnsseed=0", "-fixedseeds=0", "-discover=0", "-upnp=0", "-natpmp=0",
             "-printtoconsole=0", "-debug=zmq", "-debug=rpc", "-txindex=0",
-            "-blockfilterindex=1", "-peerblockfilters=1",
+            "-blockfilterindex=1", "-peerblockfilters=1", "-rest=1",  # as the box's conf
             "-addresstype=bech32", "-changetype=bech32", "-corepolicy=1",
             "-fallbackfee=0.0002", "-keypool=10", "-rpcworkqueue=64",
             "-shrinkdebugfile=0", "-maxmempool=50", "-persistmempool=0",

@@ -20,6 +20,7 @@ from appliance.indexer.bip158 import (
     FilterDecodeError,
     GCSFilter,
     ScriptSet,
+    filter_size,
     siphash24,
 )
 
@@ -95,6 +96,17 @@ def test_vector_decodes_to_n_elements(vector: dict[str, Any]) -> None:
     f = GCSFilter.from_hex(vector["hash"], vector["filter"])
     assert f.n == len(f) == len(vector["elements"])
     assert len(f.filter_elements()) == f.n
+
+
+def test_filter_size_reads_n_without_decoding(vector: dict[str, Any]) -> None:
+    assert filter_size(vector["filter"]) == len(vector["elements"])
+
+
+def test_filter_size_of_wide_counts_and_garbage() -> None:
+    assert filter_size("fd0001" + "00" * 40) == 256
+    for bad in ("", "zz", "fd01"):  # empty, not hex, truncated
+        with pytest.raises(FilterDecodeError):
+            filter_size(bad)
 
 
 def test_vector_values_are_exactly_the_block_elements(vector: dict[str, Any]) -> None:
