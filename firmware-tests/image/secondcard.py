@@ -35,7 +35,7 @@ from appliance import __version__
 
 from .checks import BOOT_TIMEOUT, fsck_results, wait_ready
 from .conftest import GUEST_CONFIG, image_path
-from .updates import BACKEND, BROKEN_TIMEOUT_S, Bundles, bump, install, reboot_into_other_slot
+from .updates import BACKEND, BROKEN_TIMEOUT_S, Bundles, boot_state, bump, install, reboot_into_other_slot
 from .vm import GUEST_APPLIANCE, GUEST_CLI, VM
 
 BAD_CONFIG = GUEST_CONFIG + '\n[node]\ndbcache_mib = "lots"\n'
@@ -76,7 +76,8 @@ def first_boot(vm: VM, bundles: Bundles) -> list[str]:
     assert 'network = "regtest"' in conf and "auto_size = true" in conf
     assert vm.ssh("stat -c '%a %U' /var/lib/hearth/hsm_secret").strip() == "600 hearth"
     assert "regtest" in vm.ssh(f"{GUEST_CLI} getblockchaininfo")
-    found.append(f"after the cut during first boot: fsck {fsck}; ready")
+    found.append(f"after the cut during first boot: fsck {fsck}; ready; "
+                 f"boot state: {' '.join(boot_state(vm).split())}")
     return found
 
 
@@ -98,7 +99,8 @@ def install_cut(vm: VM, bundles: Bundles) -> list[str]:
     assert vm.ssh(f"{BACKEND} get-state B").strip() == "bad"
     assert vm.ssh(f"{BACKEND} get-primary").strip() == "A"
     vm.ssh("rm -f /data/update.raucb /data/install.log")
-    return ["power cut during the install: back on slot A; " + log.strip().splitlines()[-1]]
+    return ["power cut during the install: back on slot A; " + log.strip().splitlines()[-1],
+            f"boot state after it: {' '.join(boot_state(vm).split())}"]
 
 
 def rollback(vm: VM, bundles: Bundles) -> list[str]:
