@@ -100,12 +100,22 @@ class BootFiles:
         return self._read_slot(TRYBOOT_FILE)
 
     def states(self) -> dict[str, str]:
+        """Each slot's good/bad. A slot the file does not name (the file missing, empty or
+        cut short) is good if it is the permanent slot, else bad: a slot is made
+        permanent only once it is good, and the FAT under these files has no journal (a
+        power cut during an install left this file empty on the emulated card, written
+        and fsynced seconds before; reading "bad" for the running slot then made the next
+        write record it bad for good)."""
         path = self.boot_dir / STATE_FILE
         try:
-            lines = path.read_text(encoding="ascii").splitlines()
+            lines = path.read_text(encoding="ascii", errors="replace").splitlines()
         except FileNotFoundError:
             lines = []
-        states = {slot: "bad" for slot in SLOTS}
+        try:
+            permanent: str | None = self.permanent()
+        except SlotError:
+            permanent = None
+        states = {slot: "good" if slot == permanent else "bad" for slot in SLOTS}
         for line in lines:
             slot, _, state = line.partition("=")
             if slot in SLOTS and state in ("good", "bad"):

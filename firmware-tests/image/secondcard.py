@@ -97,6 +97,8 @@ def install_cut(vm: VM, bundles: Bundles) -> list[str]:
     status = json.loads(vm.ssh("rauc status --output-format=json"))
     assert status["booted"] == "A"
     assert vm.ssh(f"{BACKEND} get-state B").strip() == "bad"
+    # The running slot stays good even when the cut took the state file with it (FAT).
+    assert vm.ssh(f"{BACKEND} get-state A").strip() == "good"
     assert vm.ssh(f"{BACKEND} get-primary").strip() == "A"
     vm.ssh("rm -f /data/update.raucb /data/install.log")
     return ["power cut during the install: back on slot A; " + log.strip().splitlines()[-1],
@@ -123,6 +125,7 @@ def rollback(vm: VM, bundles: Bundles) -> list[str]:
     status = json.loads(vm.ssh("rauc status --output-format=json"))
     assert status["booted"] == running
     assert vm.ssh(f"{BACKEND} get-state {other}").strip() == "bad"
+    assert vm.ssh(f"{BACKEND} get-state {running}").strip() == "good"
     slot = next(s[name] for s in status["slots"] for name in s if s[name].get("bootname") == other)
     line = vm.ssh(f"{GUEST_APPLIANCE} update status")
     assert f"Update to {broken_version} was rolled back" in line, line

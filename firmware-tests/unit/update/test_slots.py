@@ -140,3 +140,18 @@ def test_qemu_detection(tmp_path: Path) -> None:
     assert slots.running_under_qemu(tmp_path / "c")
     assert not slots.running_under_qemu(tmp_path / "pi")
     assert not slots.running_under_qemu(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 14, b"A=go", b"B=bad\n"])
+def test_a_state_file_lost_in_a_power_cut_keeps_the_permanent_slot_good(
+        boot: Path, content: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """The FAT has no journal: a cut during an install left hearth-slot-state.txt empty
+    on the emulated card. The permanent slot reads good (it became permanent only as a
+    good slot), the other bad, and the next write records that, not "A=bad"."""
+    (boot / "hearth-slot-state.txt").write_bytes(content)
+    assert backend(boot, "A", "get-state", "A", capsys=capsys) == (0, "good")
+    assert backend(boot, "A", "get-state", "B", capsys=capsys) == (0, "bad")
+    assert backend(boot, "A", "set-state", "B", "bad", capsys=capsys)[0] == 0
+    assert (boot / "hearth-slot-state.txt").read_text() == "A=good\nB=bad\n"
+    (boot / "hearth-slot-state.txt").unlink()
+    assert BootFiles(boot).states() == {"A": "good", "B": "bad"}
