@@ -54,6 +54,7 @@ _KEY_VERSIONS: dict[bytes, tuple[str, bool]] = {
 _PRIVATE_VERSIONS = {bytes.fromhex(v) for v in
                      ("0488ade4", "049d7878", "04b2430c", "04358394", "044a4e28", "045f18bc")}
 _KEY_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{100,120}$")
+_KEY_TOKEN_RE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{100,120}")
 
 
 class WalletError(ValueError):
@@ -128,6 +129,24 @@ class ScriptRef:
     index: int
 
 
+def has_extended_private_key(text: str) -> bool:
+    """An extended private key (xprv, tprv, SLIP-132 ones) anywhere in a descriptor, told
+    by its prefix or its version bytes. Not a substring test: ``"prv" in text`` also
+    refused public keys whose base58 happens to contain "prv" (about one wallet in a
+    thousand; a functional test's random tpub hit it). bitcoind's ``hasprivatekeys``
+    then catches every other private key form (WIF)."""
+    for token in _KEY_TOKEN_RE.findall(text):
+        if token[1:4] == "prv":
+            return True
+        try:
+            payload = base58check_decode(token)
+        except AddressError:
+            continue
+        if payload[:4] in _PRIVATE_VERSIONS:
+            return True
+    return False
+
+
 def key_to_descriptors(key: str, network_is_main: bool) -> list[str]:
     """An extended public key (SLIP-132 prefixes) -> receive and change descriptors."""
     try:
@@ -170,7 +189,7 @@ async def normalize_descriptors(rpc: DescriptorRPC, items: Iterable[str],
         raise WalletError("no descriptor given")
     branches: list[Branch] = []
     for text in texts:
-        if "prv" in text:  # xprv/tprv: refuse before it even reaches bitcoind
+        if has_extended_private_key(text):  # refused before it even reaches bitcoind
             raise WalletError("descriptor contains private keys: Hearth only takes public ones")
         try:
             info = await rpc.call("getdescriptorinfo", text.split("#")[0])
