@@ -53,8 +53,7 @@ _KEY_VERSIONS: dict[bytes, tuple[str, bool]] = {
 }
 _PRIVATE_VERSIONS = {bytes.fromhex(v) for v in
                      ("0488ade4", "049d7878", "04b2430c", "04358394", "044a4e28", "045f18bc")}
-_KEY_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{100,120}$")
-_KEY_TOKEN_RE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{100,120}")
+_KEY_RE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{100,120}")  # an extended key's base58
 
 
 class WalletError(ValueError):
@@ -135,7 +134,7 @@ def has_extended_private_key(text: str) -> bool:
     refused public keys whose base58 happens to contain "prv" (about one wallet in a
     thousand; a functional test's random tpub hit it). bitcoind's ``hasprivatekeys``
     then catches every other private key form (WIF)."""
-    for token in _KEY_TOKEN_RE.findall(text):
+    for token in _KEY_RE.findall(text):
         if token[1:4] == "prv":
             return True
         try:
@@ -181,7 +180,7 @@ async def normalize_descriptors(rpc: DescriptorRPC, items: Iterable[str],
         item = item.strip()
         if not item:
             continue
-        if _KEY_RE.match(item):
+        if _KEY_RE.fullmatch(item):
             texts += key_to_descriptors(item, network_is_main)
         else:
             texts.append(item)

@@ -83,10 +83,9 @@ class UsbService:
         self.lock = asyncio.Lock()
         self.current: str | None = None  # the stick being handled or last handled
         self.gone: str | None = None  # removed while being handled
-        # The result of a stick pulled out mid-way stays up this long. Its timer is
-        # cancelled by the next stick: udev reuses names (/dev/sda again), and a stale
-        # timer keyed on the name would clear the next stick's question.
-        self.result_after_gone_s = _RESULT_AFTER_GONE_S
+        # Clears the result of a stick pulled out mid-way; cancelled by the next stick:
+        # udev reuses names (/dev/sda again), and a stale timer keyed on the name would
+        # clear the next stick's question.
         self.clear_timer: asyncio.TimerHandle | None = None
         self.phrase: PhraseScreens | None = None
         self.restored: str | None = None  # the box id restored from the current stick
@@ -154,7 +153,7 @@ class UsbService:
             if self.gone == str(device):
                 # Pulled out mid-way: show why for a while; no remove event will come.
                 log.info("stick %s was pulled out while it was read", device)
-                self.clear_timer = self.loop.call_later(self.result_after_gone_s, self._clear,
+                self.clear_timer = self.loop.call_later(_RESULT_AFTER_GONE_S, self._clear,
                                                         str(device))
             return outcome
 
