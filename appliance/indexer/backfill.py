@@ -2,8 +2,11 @@
 
 Order for a new wallet (state ``new`` -> ``backfill`` -> ``live``):
 
-1. ``scantxoutset`` over its descriptors: the current UTXOs at once, so balances show
-   while the rest runs (and the gap limit starts past the highest used index).
+1. ``scantxoutset`` over its descriptors, beside step 2 (bitcoind walks its UTXO set on
+   another core, minutes on a Pi, while we match blocks): the current UTXOs, so balances
+   show while the rest runs. Coins it finds at an index past the gap the block scan
+   reached (paid out of order) are taken in once the wallet is live: the gap moves past
+   them and a job backfills the new scripts (see step 3).
 2. From the wallet's birthday to the index tip, each block's BIP158 filter
    (``getblockfilter``) is matched against the wallet's scripts; only matching blocks
    are fetched, from disk while bitcoind keeps them, else with ``getblockfrompeer``.
@@ -103,12 +106,18 @@ class Backfiller:
         self.wakeup = asyncio.Event()
         self.errors: dict[bytes, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._utxo_scans: dict[bytes, asyncio.Task[None]] = {}
+        #: indices holding coins per branch, found by scantxoutset, until taken in
+        self._utxo_found: dict[bytes, dict[int, int]] = {}
+        self._utxo_lock = asyncio.Lock()  # bitcoind runs one scantxoutset at a time
 
     async def run(self) -> None:
         try:
             await self._run()
         finally:
             self.blocks.close()
+            for task in self._utxo_scans.values():
+                task.cancel()
 
     async def _run(self) -> None:
         await self.follower.synced.wait()
@@ -119,6 +128,8 @@ class Backfiller:
                 if wallet is None or wid in self.indexer.registering:
                     continue  # (a wallet being registered wakes this loop once done)
                 try:
+                    if not wallet.utxos_scanned:
+                        self._scan_utxos_aside(wid)
                     if wallet.state != "live":
                         await self.backfill(wallet)
                     for job in list(wallet.jobs):
@@ -140,19 +151,60 @@ class Backfiller:
         return any((w.state != "live" or w.jobs) and wid not in self.indexer.registering
                    for wid, w in self.indexer.wallets.items())
 
-    # --- step 1: current UTXOs ------------------------------------------------------------
-    async def scan_utxos(self, wallet: Wallet) -> None:
+    # --- step 1: current UTXOs, beside the blocks -------------------------------------
+    def _scan_utxos_aside(self, wid: bytes) -> None:
+        if wid in self._utxo_scans:
+            return
+        task = asyncio.get_running_loop().create_task(self._scan_utxos(wid))
+        self._utxo_scans[wid] = task
+        task.add_done_callback(lambda _: self._utxo_scans.pop(wid, None))
+
+    async def _scan_utxos(self, wid: bytes) -> None:
+        """scantxoutset for one wallet; its coins past the gap are taken in once live."""
+        async with self._utxo_lock:
+            wallet = self.indexer.wallets.get(wid)
+            if wallet is None or wallet.utxos_scanned:
+                return
+            try:
+                self._utxo_found[wid] = await self.scan_utxos(wallet)
+            except NodeError as exc:  # bitcoind away: the next pass of ``_run`` retries
+                log.warning("scantxoutset for wallet %s paused: %s", wallet.id_hex, exc)
+                return
+        await self._take_in_utxo_scan(wid)
+
+    async def _take_in_utxo_scan(self, wid: bytes) -> None:
+        """Once the wallet is live (and its scan is done), move the gap past the coins the
+        block scan did not reach; a job backfills the scripts that adds."""
+        async with self.follower.chain_lock:
+            wallet = self.indexer.wallets.get(wid)
+            if wallet is None:
+                self._utxo_found.pop(wid, None)
+                return
+            if wallet.state != "live" or wid not in self._utxo_found:
+                return  # taken in when it goes live / when the scan ends
+            found = self._utxo_found.pop(wid)
+            wallet.utxos_scanned = True
+            added = await self.indexer.raise_used(wid, found)
+        if added:
+            self.wakeup.set()
+
+    async def scan_utxos(self, wallet: Wallet) -> dict[int, int]:
+        """The wallet's coins now: shown as its balances while it backfills. Returns the
+        highest index holding coins on each branch (empty if bitcoind refused)."""
         scan = [{"desc": b.descriptor, "range": max(b.derived, 1000) if b.ranged else None}
                 for b in wallet.branches]
         for item in scan:
             if item["range"] is None:
                 del item["range"]
+        wid = wallet.wallet_id
         try:
             result = await self.rpc.call("scantxoutset", "start", scan, timeout=3600)
         except RPCError as exc:
             log.warning("scantxoutset failed for wallet %s: %s", wallet.id_hex, exc.message)
-            return
+            return {}
         provisional: dict[bytes, list[Utxo]] = {}
+        found: dict[int, int] = {}
+        descriptors = [b.descriptor for b in wallet.branches]
         pacer = Pacer()  # thousands of coins: ~30 us each here
         for u in result.get("unspents", []):
             await pacer.tick()
@@ -160,15 +212,17 @@ class Backfiller:
             provisional.setdefault(sh, []).append(Utxo(
                 hex_str_to_hash(u["txid"]), int(u["vout"]), int(u["height"]),
                 int(Decimal(u["amount"]) * 100_000_000)))
-            # Start the gap past the highest index that holds coins.
             desc = u.get("desc", "")
-            for branch in wallet.branches:
-                index = _index_in(desc, branch.descriptor)
-                if index is not None and index > branch.used:
-                    branch.used = index
-        self.indexer.provisional.update(provisional)
-        log.info("wallet %s: %d unspent outputs found by scantxoutset", wallet.id_hex,
+            for bi, branch_desc in enumerate(descriptors):
+                index = _index_in(desc, branch_desc)
+                if index is not None and index > found.get(bi, -1):
+                    found[bi] = index
+        current = self.indexer.wallets.get(wid)  # afresh: it may have gone live meanwhile
+        if current is not None and current.state != "live":
+            self.indexer.provisional.update(provisional)
+        log.info("wallet %s: %d unspent outputs found by scantxoutset", wid.hex(),
                  sum(len(v) for v in provisional.values()))
+        return found
 
     # --- step 2: blocks -----------------------------------------------------------------
     async def backfill(self, wallet: Wallet) -> None:
@@ -176,11 +230,12 @@ class Backfiller:
         idx = self.indexer
         wid = wallet.wallet_id
         if wallet.state == "new":
-            await self.scan_utxos(wallet)
             new = await idx.derive_wallet(wallet)
             idx._register_scripts(wallet, new)
             wallet.state = "backfill"
+            wallet.utxos_scanned = False
             idx.store.put_wallet(wid, wallet.to_record(), new)
+            self._scan_utxos_aside(wid)
         scope = _Scope(wid, None)
         while await self._scan(scope):
             if await self._go_live(scope):
@@ -436,6 +491,8 @@ class Backfiller:
             self.progress.pop(scope.key, None)
             idx.job_finished(scope.key)
         log.info("wallet %s: %s", wallet.id_hex, what)
+        if scope.job_key is None:
+            await self._take_in_utxo_scan(scope.wid)
         heap.settle()  # its scripts and outputs stay: keep full collections off them
         # Its mempool transactions were not tracked while it backfilled: add them (the
         # slice is topped up, never emptied, so clients never see it shrink).

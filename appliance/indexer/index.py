@@ -474,21 +474,60 @@ class Indexer:
                and start <= (i := r.index) <= ref.index}
         branch.derived = ref.index + 1
         if wallet.state == "live":
-            # A client scanning with a large gap asks script after script: a job not
-            # started yet grows instead of a new job (and a new scan) per script.
-            queued = next((j for j in wallet.jobs if j["branch"] == ref.branch
-                           and j["end"] == start and j["height"] == wallet.birthday - 1), None)
-            if queued is not None:
-                queued["end"] = ref.index + 1
-            else:
-                wallet.jobs.append({"branch": ref.branch, "start": start,
-                                    "end": ref.index + 1, "height": wallet.birthday - 1})
+            self._queue_job(wallet, ref.branch, start, ref.index + 1)
         self._register_scripts(wallet, new)
         self.store.put_wallet(wallet.wallet_id, wallet.to_record(), new)
         log.info("wallet %s: a client asked past the gap; watching branch %d up to %d",
                  wallet.id_hex, ref.branch, ref.index)
         await self.refresh_lookahead({wallet.wallet_id})
         return wallet.state == "live"
+
+    @staticmethod
+    def _queue_job(wallet: Wallet, branch: int, start: int, end: int) -> None:
+        """Backfill scripts ``start..end-1`` of a live wallet's branch from its birthday.
+        A client scanning with a large gap asks script after script: a job not started
+        yet grows instead of a new job (and a new scan) per script."""
+        queued = next((j for j in wallet.jobs if j["branch"] == branch and j["end"] == start
+                       and j["height"] == wallet.birthday - 1), None)
+        if queued is not None:
+            queued["end"] = end
+        else:
+            wallet.jobs.append({"branch": branch, "start": start, "end": end,
+                                "height": wallet.birthday - 1})
+
+    async def raise_used(self, wallet_id: bytes, used: dict[int, int]) -> int:
+        """Indices found holding coins (``scantxoutset``) past what a live wallet's scan
+        saw, i.e. paid out of order beyond the gap: mark them used, watch the gap past
+        them, and queue a job for the new scripts' history. Returns how many scripts
+        were added. Caller holds the chain lock (no block lands in between)."""
+        added = 0
+        while True:
+            wallet = self.wallets.get(wallet_id)
+            if wallet is None or wallet.state != "live":
+                return added
+            todo = [(bi, index) for bi, index in sorted(used.items())
+                    if bi < len(wallet.branches) and index > wallet.branches[bi].used]
+            if not todo:
+                self.store.put_wallet(wallet_id, wallet.to_record())
+                return added
+            bi, index = todo[0]
+            branch = wallet.branches[bi]
+            start, end = branch.derived, max(branch.derived, index + 1 + (
+                wallet.gap if bi == 0 else wallet.change_gap))
+            scripts = await self._derive(branch, start, end) if end > start else []
+            if self.wallets.get(wallet_id) is not wallet or branch.derived != start:
+                continue  # reloaded, or a client's query moved the gap meanwhile: again
+            branch.used = index
+            branch.derived = end
+            new = {(bi, start + i): s for i, s in enumerate(scripts)}
+            if new:
+                self._queue_job(wallet, bi, start, end)
+                self._register_scripts(wallet, new)
+                added += len(new)
+                log.info("wallet %s: coins at index %d of branch %d, past the gap: "
+                         "watching up to %d", wallet.id_hex, index, bi, end - 1)
+            self.store.put_wallet(wallet_id, wallet.to_record(), new)
+            await self.refresh_lookahead({wallet_id})
 
     # --- wallet registration -------------------------------------------------------------
     async def add_wallet(self, items: list[str], *, birthday: int | None, gap: int,

@@ -86,6 +86,9 @@ class Wallet:
     #: {"branch", "start", "end" (exclusive), "height" (last height scanned)}
     jobs: list[dict[str, int]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: whether scantxoutset's view (coins past the gap) has been taken in; it runs
+    #: beside the block scan and is applied once the wallet is live
+    utxos_scanned: bool = True
 
     def pending(self, branch: int, index: int) -> bool:
         """Whether the script is in a job (watched, but its history still incomplete)."""
@@ -101,18 +104,21 @@ class Wallet:
                           "used": b.used} for b in self.branches],
             "gap": self.gap, "birthday": self.birthday, "state": self.state,
             "backfill_height": self.backfill_height, "label": self.label,
-            "change_gap": self.change_gap, "jobs": self.jobs, **self.extra,
+            "change_gap": self.change_gap, "jobs": self.jobs,
+            "utxos_scanned": self.utxos_scanned, **self.extra,
         }
 
     @classmethod
     def from_record(cls, wallet_id: bytes, rec: dict[str, Any]) -> Wallet:
         known = {"branches", "gap", "birthday", "state", "backfill_height", "label", "change_gap",
-                 "jobs"}
+                 "jobs", "utxos_scanned"}
         return cls(wallet_id, [Branch(**b) for b in rec["branches"]], int(rec["gap"]),
                    int(rec["birthday"]), str(rec["state"]), int(rec["backfill_height"]),
                    str(rec.get("label", "")), int(rec.get("change_gap", rec["gap"])),
                    [dict(j) for j in rec.get("jobs", [])],
-                   {k: v for k, v in rec.items() if k not in known})
+                   {k: v for k, v in rec.items() if k not in known},
+                   # records from before the scan ran beside the blocks: taken in first
+                   bool(rec.get("utxos_scanned", True)))
 
     def wanted(self, branch: int) -> int:
         """How many scripts the branch should have derived (used + 1 + gap)."""

@@ -300,6 +300,38 @@ def test_a_client_asking_past_the_gap_gets_that_history(node: TestNode,
     assert client.call("blockchain.scripthash.get_mempool", sh)[0]["tx_hash"] == txid2
 
 
+def test_coins_past_the_gap_are_found_beside_the_block_scan(node: TestNode,
+                                                           indexer: IndexerProcess) -> None:
+    """Paid out of order: receive 45 (past the 20-script gap) before receive 0. The block
+    scan alone stops at the gap; scantxoutset, run beside it, finds the coin, and once the
+    wallet is live the gap moves past it and a job backfills the new scripts."""
+    descs, _ = watch_wallet(node, "gappy")
+    birthday = node.getblockcount() + 1
+    receive = next(d for d in descs if "/0/*" in d)
+    far = node.deriveaddresses(receive, [45, 45])[0]
+    far_txid = node.send(far, "0.45")
+    node.mine(1)
+    node.send(node.deriveaddresses(receive, [0, 0])[0], "0.1")
+    node.mine(1)
+    indexer.wallet_add(*descs, birthday=birthday)
+
+    def branch() -> dict[str, Any] | None:
+        wallet = indexer.wallets()[0]
+        if wallet["state"] != "live" or wallet["jobs"]:
+            return None
+        found: dict[str, Any] = next(b for b in wallet["branches"] if "/0/*" in b["descriptor"])
+        return found if found["used"] == 45 else None
+    wait_until(lambda: branch() is not None)
+    assert branch()["derived"] >= 66  # type: ignore[index]
+    client = indexer.client()
+    sh = scripthash_of(node.validateaddress(far)["scriptPubKey"])
+    assert client.call("blockchain.scripthash.get_history", sh) == [
+        {"tx_hash": far_txid, "height": birthday}]
+    assert client.call("blockchain.scripthash.get_balance", sh) == {
+        "confirmed": 45_000_000, "unconfirmed": 0}
+    assert "past the gap: watching up to 65" in indexer.log_text()
+
+
 def test_broadcast_and_package_broadcast_reach_bitcoind(node: TestNode,
                                                         indexer: IndexerProcess) -> None:
     client, _, _ = setup_watched(node, indexer)
