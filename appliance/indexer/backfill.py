@@ -449,7 +449,7 @@ class Backfiller:
             # progress only, saved as for blocks the filters rule out.
             scope.set_height(wallet, height)
             return set()
-        batch = idx.store.begin_block(height)
+        batch = idx.store.begin_backfill(height)
         touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)

@@ -280,8 +280,11 @@ class Indexer:
         if not branch.ranged:
             return await derive_scripts(self.rpc, branch, start, end, self.network)
         have = self._ahead.setdefault(branch.descriptor, {})
-        for i in [i for i in have if i < start]:
-            del have[i]  # below the watched range: never asked for again
+        if len(have) > 2 * _DERIVE_AHEAD:
+            # Below the watched range: never asked for again. Swept only now and then:
+            # a sweep per call walked ~2,000 keys for each of a backfill's gap moves.
+            for i in [i for i in have if i < start]:
+                del have[i]
         missing = [i for i in range(start, end) if i not in have]
         if missing:
             lo = missing[0]
@@ -289,6 +292,14 @@ class Indexer:
             derived = await derive_scripts(self.rpc, branch, lo, hi, self.network)
             have.update(zip(range(lo, hi), derived, strict=True))
         return [have[i] for i in range(start, end)]
+
+    async def scripts_ahead(self, wallet: Wallet, branch: int, end: int) -> list[bytes]:
+        """A branch's scripts from ``derived`` up to ``end`` (exclusive), not registered:
+        those the gap is expected to reach (from the cache ``_derive`` keeps)."""
+        b = wallet.branches[branch]
+        if not b.ranged or end <= b.derived:
+            return []
+        return await self._derive(b, b.derived, end)
 
     def _register_scripts(self, wallet: Wallet, scripts: dict[tuple[int, int], bytes]) -> None:
         for (bi, index), script in scripts.items():
