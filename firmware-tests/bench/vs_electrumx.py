@@ -8,7 +8,10 @@ transactions and a P2WPKH wallet of 5,000 transactions. ElectrumX comes from PyP
 
 One run: check all three against bitcoind's truth (the blocks, read with
 ``getblock 2``), then print ratios: Hearth's add-wallet-to-full-history vs ElectrumX's
-whole-chain sync and vs Core's ``importdescriptors`` rescan; notification latency;
+whole-chain sync and vs Core's ``importdescriptors`` rescan (the wallet is added over
+the control socket, as the setup page does; "every history fetched" is a client asking
+for all of them with up to 100 requests in flight, as Electrum's synchronizer does, and
+the same for ElectrumX; one-at-a-time round trips are shown too); notification latency;
 get_history / get_balance latency with 1 and 20 clients; RSS; disk; the longest
 event-loop stall (a ``server.ping`` every 10 ms) while adding a 10,000-script wallet,
 connecting a 3,000-transaction block and taking in 5,000 mempool transactions; and
