@@ -153,8 +153,8 @@ class Backfiller:
 
     # --- step 1: current UTXOs, beside the blocks -------------------------------------
     def _scan_utxos_aside(self, wid: bytes) -> None:
-        if wid in self._utxo_scans:
-            return
+        if wid in self._utxo_scans or wid in self._utxo_found:
+            return  # running, or done and waiting for the wallet to go live
         task = asyncio.get_running_loop().create_task(self._scan_utxos(wid))
         self._utxo_scans[wid] = task
         task.add_done_callback(lambda _: self._utxo_scans.pop(wid, None))
