@@ -187,3 +187,32 @@ def test_blocks_and_a_reorg_on_a_full_disk_pause_the_index(
     assert indexer.wallets() == wallets  # used/derived as acknowledged
     indexer.wait_synced()
     compare(indexer.client(), truth)
+
+
+def test_a_payment_taken_in_on_a_full_disk_is_matched_once_there_is_room(
+        node: TestNode, indexer_on_small_disk: tuple[IndexerProcess, SmallDisk]) -> None:
+    """Mempool intake whose gap moves (a payment to the wallet's next address) needs a
+    write: on a full disk the index pauses instead of dropping the match, and the whole
+    mempool is matched again at the resync once space is back."""
+    indexer, disk = indexer_on_small_disk
+    descs = _descriptors(node, "w1")
+    indexer.wallet_add(*descs)
+    indexer.wait_synced()
+    truth = Truth(node, derive_scripts(node, descs, 80))
+    client = indexer.client()
+    assert indexer.process is not None
+    pid = indexer.process.pid
+    disk.fill()
+    for _ in range(40):  # no block: only the mempool path writes
+        fund(node, "w1", ["0.01"])
+        if _soon(lambda: _paused(indexer), 2):
+            break
+    bus = _paused(indexer)
+    assert bus is not None, "the index never paused on a full disk"
+    assert "(the wallets)" in (bus["last_error"] or ""), bus  # the derived scripts' write
+    assert indexer.process.poll() is None and indexer.process.pid == pid
+    disk.release()
+    wait_until(lambda: _paused(indexer) is None, timeout=30)
+    wait_until(lambda: electrum_total(client, truth) == wallet_total(node, "w1"), timeout=30)
+    compare(client, truth)
+    assert indexer.process.poll() is None and indexer.process.pid == pid
