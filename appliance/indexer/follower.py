@@ -104,10 +104,17 @@ class IndexListener:
         while True:
             try:
                 await self.chain.sync_mempool()
+                if self.chain.in_step:  # (the follower itself clears its own pause)
+                    self._resumed()
                 return
             except ListenerPaused:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MEMPOOL_RETRY_CAP_S)
+
+    def _resumed(self) -> None:
+        if self.paused is not None:
+            log.info("index resumed: writes go through again")
+            self.paused, self.disk_full = None, False
 
     @contextlib.contextmanager
     def _pausing(self) -> Iterator[None]:
@@ -181,9 +188,7 @@ class IndexListener:
         return True
 
     async def caught_up(self) -> None:
-        if self.paused is not None:
-            log.info("index resumed: writes go through again")
-            self.paused, self.disk_full = None, False
+        self._resumed()
         self.serving.set()
         touched, self._touched = self._touched, set()
         touched |= await self._refresh_mempool_parents()
