@@ -448,6 +448,9 @@ class Indexer:
     async def connect_block(self, block: Block, height: int) -> set[bytes]:
         """Apply a block on top of the tip (caller checked the parent); returns the
         scripthashes whose history changed."""
+        # Paused on a full disk, each retry would match the block and reload every view
+        # after the refused write: refused before any of that instead.
+        self.store.ensure_writable(f"block {height}")
         txids = [tx.txid for tx in block.txs]
         matches, derived = await self.match_with_gap(
             block.txs, self.watched_script, self.unspent.get, None)

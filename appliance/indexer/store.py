@@ -333,6 +333,11 @@ class IndexStore:
         self._fresh_log()
         await asyncio.to_thread(self._write_wallet, wallet_id, record, scripts)
 
+    def ensure_writable(self, what: str) -> None:
+        """Refuse now (DiskFull) what would be refused at the write: after a failed write
+        there is no room yet for a fresh log. Spares a retry the work before it."""
+        self._fresh_log(what)
+
     def _fresh_log(self, what: str = "the wallet") -> None:
         if self._stale_log:
             # After a failed append LevelDB's log writer is out of step with its file:
