@@ -107,7 +107,7 @@ def choose_page(states: dict[str, ServiceState], pairing: Payload | None,
             return ErrorPage(f"{name} silent", f"no news for {st.age_s:.0f} s"), st.age_s, True
         if st is not None and st.status is not None and st.status.phase == Phase.ERROR:
             return ErrorPage.service_fatal(name, st.status.last_error or ""), st.age_s, False
-    full = [name for name in ("tower", "backup") if (st := states.get(name)) is not None
+    full = [name for name in ("tower", "backup", "indexer") if (st := states.get(name)) is not None
             and st.status is not None and st.status.counters.get("disk_full")]
     if full:
         # Before "service down": a full disk is why services fail, and what to fix.

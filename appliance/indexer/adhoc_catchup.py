@@ -32,6 +32,7 @@ from ..chain import (
     parse_tx,
 )
 from ..chain import script_to_scripthash as scripthash_of
+from ..durability import WriteFailed
 from ..node import BitcoinRPC, NodeError, RPCError
 from .adhoc import ADHOC_RESCAN_BLOCKS
 from .follower import IndexListener, ScripthashListener
@@ -43,6 +44,7 @@ __all__ = ["AdhocCatchUp"]
 log = logging.getLogger("indexer.adhoc")
 
 _RPC_MISC_ERROR = -1  # "Block not available (pruned data)"
+_WRITE_RETRY_S = 10.0  # a full disk: the pass is tried again this much later
 
 
 class AdhocCatchUp:
@@ -58,6 +60,7 @@ class AdhocCatchUp:
         self.wakeup = asyncio.Event()
         self.passes = 0
         self.last_pass_ms = 0.0
+        self.write_failed = False
 
     def add(self, scripthash: bytes) -> None:
         self.pending.add(scripthash)
@@ -78,6 +81,18 @@ class AdhocCatchUp:
                 # The scripts stay watched from now on; only the look back is lost.
                 log.warning("ad-hoc catch-up of %d script(s) failed: %s", len(shs), exc)
                 continue
+            except WriteFailed as exc:
+                # A full disk: what was written stays (a rescan writes the same rows
+                # again), the rest is tried again later, not lost.
+                log.log(logging.DEBUG if self.write_failed else logging.WARNING,
+                        "ad-hoc catch-up of %d script(s) not stored: %s; retrying",
+                        len(shs), exc.text)
+                self.write_failed = True
+                self.pending |= shs
+                await asyncio.sleep(_WRITE_RETRY_S)
+                self.wakeup.set()
+                continue
+            self.write_failed = False
             if touched:
                 await self.on_scripthashes(touched)
 
@@ -147,7 +162,11 @@ class AdhocCatchUp:
                          for i in tx.inputs)
             if pays or spends:
                 touched |= idx.mempool.remove(tx.txid)
-                touched |= await follower.add_mempool_tx(tx, notify=False)
+                try:
+                    touched |= await follower.add_mempool_tx(tx, notify=False)
+                except WriteFailed:
+                    idx.mempool.add(entry)  # as it was: clients keep seeing it
+                    raise
         # Confirmed outputs of the new scripts (found by the rescan) that a mempool tx
         # spends, however long ago it arrived: bitcoind knows by outpoint.
         ours = [op for op, (sh, _v) in idx.unspent.items() if sh in shs]

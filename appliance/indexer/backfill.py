@@ -140,6 +140,8 @@ class Backfiller:
                     # bitcoind away, a pruned block no peer serves, a full disk: retried,
                     # and meanwhile queries of this wallet's gap scripts do not wait.
                     self.errors[wid] = str(exc)
+                    if isinstance(exc, WriteFailed):  # memory back to what the disk holds
+                        await self.indexer.restore()
                     self.indexer.stall(wid)
                     log.warning("backfill of wallet %s paused: %s", wallet.id_hex, exc)
                     await asyncio.sleep(5)
@@ -453,7 +455,7 @@ class Backfiller:
         touched = idx.write_matches(batch, height, block.tree, matches)
         scope.set_height(wallet, height)
         idx.write_wallets(batch, {wid}, derived)
-        idx.store.commit_backfill(batch)
+        await idx.commit_backfill(batch)
         for m in matches:
             for f in m.funding:
                 scope.outputs[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)

@@ -10,15 +10,23 @@ while the follower works and sent once it is in step (one per catch-up, not per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 from ..chain import ChainParseError, Tx, hash_to_hex_str, parse_header
+from ..durability import WriteFailed, is_disk_full
 from ..node import BitcoinRPC, RPCError, ZMQSubscriber
-from ..node.follower import BlockRef, ChainFollower, ConnectedBlock, FollowerStats
+from ..node.follower import (
+    BlockRef,
+    ChainFollower,
+    ConnectedBlock,
+    FollowerStats,
+    ListenerPaused,
+)
 from .bip158 import GCSFilter
 from .index import Indexer
 from .mempool import Mempool, MempoolTx
@@ -37,6 +45,7 @@ RPC_INVALID_ADDRESS_OR_KEY = -5  # getmempoolentry: not in the mempool
 #: now (ad-hoc watch) is matched against them (~0.4 MB; minutes of mainnet traffic).
 RECENT_RAW_TXS = 1_000
 _HEADER_BATCH = 2_000
+_MEMPOOL_RETRY_CAP_S = 10.0
 
 
 def _entries(pool: Mempool, scripthash: bytes) -> set[tuple[bytes, int]]:
@@ -62,6 +71,11 @@ class IndexListener:
         # once (no waiting behind the resync) and are replayed on the new one at the swap.
         self._resync_lock = asyncio.Lock()
         self._meanwhile: dict[bytes, bool] | None = None  # txid -> added (else removed)
+        #: why the index is paused (a write failed: a full disk), until back in step
+        self.paused: str | None = None
+        self.disk_full = False
+        #: set once in step, or paused before that: clients are served what is on disk
+        self.serving = asyncio.Event()
 
     # --- what the rest of the indexer uses ----------------------------------------------
     @property
@@ -83,7 +97,40 @@ class IndexListener:
         return await self.chain.fetch_from_peer(hash_hex)
 
     async def sync_mempool(self) -> None:
-        await self.chain.sync_mempool()
+        """The whole mempool again (a wallet went live). Its matches must not be lost
+        to a full disk: retried with a back-off until written (the slice stays as it
+        was meanwhile)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.chain.sync_mempool()
+                if self.chain.in_step:  # (the follower itself clears its own pause)
+                    self._resumed()
+                return
+            except ListenerPaused:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MEMPOOL_RETRY_CAP_S)
+
+    def _resumed(self) -> None:
+        if self.paused is not None:
+            log.info("index resumed: writes go through again")
+            self.paused, self.disk_full = None, False
+
+    @contextlib.contextmanager
+    def _pausing(self) -> Iterator[None]:
+        """A failed write (memory already put back to what the disk holds) pauses the
+        follower: it backs off and resyncs from the index's tip, so no block is skipped
+        or applied twice, and the mempool is matched again then."""
+        try:
+            yield
+        except WriteFailed as exc:
+            if self.paused is None:
+                log.warning("index paused, serving what is on disk: %s; retrying until "
+                            "it can write", exc.text)
+            self.paused = exc.text
+            self.disk_full = is_disk_full(exc)
+            self.serving.set()
+            raise ListenerPaused(exc.text) from None
 
     # --- ChainListener: blocks ----------------------------------------------------------
     def chain_tip(self) -> BlockRef | None:
@@ -109,7 +156,8 @@ class IndexListener:
                     raise ChainParseError("headers from bitcoind do not chain")
                 prev_hash = header.hash
             assert prev_hash is not None
-            self.indexer.store.put_headers(start, raws, prev_hash)
+            with self._pausing():
+                self.indexer.store.put_headers(start, raws, prev_hash)
 
     def needs_blocks(self) -> bool:
         return self.indexer.watches_anything()
@@ -121,15 +169,18 @@ class IndexListener:
             self.indexer.live_scripts())
 
     async def block_connected(self, block: ConnectedBlock) -> None:
-        if block.block is None:
-            self.indexer.connect_header_only(block.height, block.header.raw, block.header.hash)
-        else:
-            self._touched |= await self.indexer.connect_block(block.block, block.height)
+        with self._pausing():
+            if block.block is None:
+                self.indexer.connect_header_only(block.height, block.header.raw,
+                                                 block.header.hash)
+            else:
+                self._touched |= await self.indexer.connect_block(block.block, block.height)
         self._tip_moved = True
 
     async def block_disconnected(self, tip: BlockRef) -> bool:
         try:
-            self._touched |= self.indexer.rollback_tip()
+            with self._pausing():
+                self._touched |= self.indexer.rollback_tip()
         except StoreError as exc:
             log.error("cannot undo block %d: %s", tip.height, exc)
             return False
@@ -137,6 +188,8 @@ class IndexListener:
         return True
 
     async def caught_up(self) -> None:
+        self._resumed()
+        self.serving.set()
         touched, self._touched = self._touched, set()
         touched |= await self._refresh_mempool_parents()
         if touched:
@@ -155,7 +208,8 @@ class IndexListener:
     async def tx_added(self, tx: Tx) -> None:
         self.recent_raw.append(tx.raw)
         if self.prematch(tx):
-            await self.add_mempool_tx(tx)
+            with self._pausing():  # its match is taken again at the resync
+                await self.add_mempool_tx(tx)
             if self._meanwhile is not None:
                 self._meanwhile[tx.txid] = True
 
@@ -178,7 +232,8 @@ class IndexListener:
                     children: dict[bytes, list[Tx]] = {}  # unmatched txs by the parents they spend
                     async for tx in txs:
                         if self.prematch(tx, pool):
-                            await self.add_mempool_tx(tx, notify=False, pool=pool)
+                            with self._pausing():  # the old slice stays; tried again
+                                await self.add_mempool_tx(tx, notify=False, pool=pool)
                         else:
                             for i in tx.inputs:
                                 children.setdefault(i.prev_hash, []).append(tx)
@@ -187,7 +242,9 @@ class IndexListener:
                     while queue:
                         for child in children.pop(queue.pop(), []):
                             if self.prematch(child, pool):
-                                await self.add_mempool_tx(child, notify=False, pool=pool)
+                                with self._pausing():
+                                    await self.add_mempool_tx(child, notify=False,
+                                                              pool=pool)
                                 queue.append(child.txid)
                 # From here to the swap, no await: replay what came and went meanwhile.
                 for txid, added in self._meanwhile.items():
@@ -231,9 +288,11 @@ class IndexListener:
         matches, derived = await idx.match_with_gap([tx], idx.watched_script,
                                                     lookup, None)
         if derived:
+            # The gap moved: on disk before the match counts (a failure restores memory
+            # and raises; the caller takes the transaction again later).
             batch = idx.store.begin_plain()
             idx.write_wallets(batch, set(derived), derived)
-            idx.store.commit_backfill(batch)
+            await idx.commit_backfill(batch)
         if not matches:
             return set()
         if entry is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..chain import Block, MerkleTree, Tx, script_to_scripthash
 from ..chain.utxo import Utxo
+from ..durability import WriteFailed
 from ..node.pace import Pacer
 from .adhoc import AdhocEntry, AdhocWatches
 from .matcher import TxMatch, iter_matches, outpoint
@@ -120,10 +121,14 @@ class Indexer:
         self.registering: set[bytes] = set()
         #: scripts derived ahead of need: descriptor -> index -> script (see _derive)
         self._ahead: dict[str, dict[int, bytes]] = {}
+        #: how many times the views were rebuilt from the store (see match_with_gap)
+        self.loads = 0
 
     # --- loading --------------------------------------------------------------------------
     def load(self) -> None:
-        """(Re)build the in-memory views from the store (start-up and after a reorg)."""
+        """(Re)build the in-memory views from the store (start-up, after a reorg or a
+        failed write)."""
+        self.loads += 1
         self.wallets = {wid: Wallet.from_record(wid, rec)
                         for wid, rec in self.store.wallet_records().items()}
         self.scripts = WalletScripts.empty()
@@ -135,6 +140,22 @@ class Indexer:
         live_sh = {self.scripts.hashes[s] for s in self.scripts.live}
         self.unspent = {op: (sh, value) for op, sh, value in self._unspent_rows()
                         if sh in live_sh or sh in self.adhoc}
+
+    async def restore(self) -> None:
+        """A write failed: memory goes back to what the disk holds. Matching a block or
+        a transaction moves wallets' ``used``/``derived`` and registers scripts before
+        the write; reloading from the store (as a reorg does) undoes all of it at once,
+        and the lookahead past each gap follows the restored ``derived``."""
+        self.load()
+        await self.refresh_lookahead()
+
+    async def commit_backfill(self, batch: UndoBatch) -> None:
+        """``store.commit_backfill``, with memory restored if the write fails."""
+        try:
+            self.store.commit_backfill(batch)
+        except WriteFailed:
+            await self.restore()
+            raise
 
     def _unspent_rows(self) -> list[tuple[bytes, bytes, int]]:
         rows = []
@@ -220,19 +241,23 @@ class Indexer:
         (even one still backfilling) is not ad-hoc; a known one just gets its time."""
         if scripthash in self.scripts.by_scripthash:
             return False
-        if scripthash in self.adhoc:
-            if self.adhoc.touch(scripthash, now):
-                self.store.put_adhoc(scripthash, self.adhoc.entries[scripthash])
-            return False
-        if len(self.adhoc) >= self.adhoc.limit:
-            victim = self.adhoc.victim(subscribed)
-            if victim is None:
-                log.warning("ad-hoc watch refused: all %d are subscribed", len(self.adhoc))
+        try:
+            if scripthash in self.adhoc:
+                self._touch_adhoc(scripthash, now)
                 return False
-            self.forget_adhoc({victim})
-        entry = AdhocEntry(now, now)
+            if len(self.adhoc) >= self.adhoc.limit:
+                victim = self.adhoc.victim(subscribed)
+                if victim is None:
+                    log.warning("ad-hoc watch refused: all %d are subscribed", len(self.adhoc))
+                    return False
+                self.forget_adhoc({victim})
+            entry = AdhocEntry(now, now)
+            self.store.put_adhoc(scripthash, entry)  # on disk first, then watched
+        except WriteFailed as exc:
+            # (A full disk: the client is answered from what is indexed, unwatched.)
+            log.warning("ad-hoc watch not stored: %s", exc.text)
+            return False
         self.adhoc.entries[scripthash] = entry
-        self.store.put_adhoc(scripthash, entry)
         log.info("watching ad-hoc script %s… (%d ad-hoc)", scripthash.hex()[:16],
                  len(self.adhoc))
         return True
@@ -254,9 +279,20 @@ class Indexer:
     def upkeep_adhoc(self, now: int, subscribed: Callable[[bytes], bool]) -> set[bytes]:
         """Refresh the time of subscribed ad-hoc watches, forget expired ones."""
         for sh in list(self.adhoc):
-            if subscribed(sh) and self.adhoc.touch(sh, now):
-                self.store.put_adhoc(sh, self.adhoc.entries[sh])
+            if subscribed(sh):
+                self._touch_adhoc(sh, now)
         return self.forget_adhoc(set(self.adhoc.expired(now, subscribed)))
+
+    def _touch_adhoc(self, scripthash: bytes, now: int) -> None:
+        """Refresh a watch's time; memory keeps the old one if the write fails."""
+        entry = self.adhoc.entries[scripthash]
+        last = entry.last
+        if self.adhoc.touch(scripthash, now):
+            try:
+                self.store.put_adhoc(scripthash, entry)
+            except WriteFailed:
+                entry.last = last
+                raise
 
     # --- derivation and the gap limit -----------------------------------------------------
     async def derive_wallet(self, wallet: Wallet) -> dict[tuple[int, int], bytes]:
@@ -334,7 +370,14 @@ class Indexer:
         pacer = Pacer()
         paid: set[bytes] | None = None  # every output script of txs, once needed
         screened = txs if isinstance(txs, ScreenedBlock) else None
+        loads = self.loads
         while True:
+            if self.loads != loads:
+                # Another task's failed write reloaded the views while this one awaited:
+                # what it derived went with the old ones. Match again on the new ones.
+                loads, derived = self.loads, {}
+                if screened is not None:
+                    screened.rescreen()
             matches = []
             kept, positions = (screened.txs, screened.positions) if screened is not None \
                 else (txs, None)
@@ -365,6 +408,8 @@ class Indexer:
             # (A script no output pays cannot be spent here either: nothing to redo.)
             if derived:
                 await self.refresh_lookahead(set(derived))
+            if self.loads != loads:
+                continue
             return matches, derived
 
     # --- writing a block's effects --------------------------------------------------------
@@ -414,6 +459,9 @@ class Indexer:
     async def connect_block(self, block: Block, height: int) -> set[bytes]:
         """Apply a block on top of the tip (caller checked the parent); returns the
         scripthashes whose history changed."""
+        # Paused on a full disk, each retry would match the block and reload every view
+        # after the refused write: refused before any of that instead.
+        self.store.ensure_writable(f"block {height}")
         txids = [tx.txid for tx in block.txs]
         matches, derived = await self.match_with_gap(
             block.txs, self.watched_script, self.unspent.get, None)
@@ -421,7 +469,11 @@ class Indexer:
         batch = self.store.begin_block(height)
         touched = self.write_matches(batch, height, txids, matches)
         self.write_wallets(batch, self._wallets_of(matches), derived)
-        self.store.commit_block(batch, block.header.raw, block.header.hash)
+        try:
+            self.store.commit_block(batch, block.header.raw, block.header.hash)
+        except WriteFailed:
+            await self.restore()  # unspent, mempool and tip were not touched yet
+            raise
         for m in matches:
             for f in m.funding:
                 self.unspent[outpoint(m.tx.txid, f.vout)] = (f.scripthash, f.value)
@@ -434,10 +486,12 @@ class Indexer:
 
     def connect_header_only(self, height: int, header: bytes, block_hash: bytes) -> None:
         """A block that provably touches no watched script (no live wallet, or its
-        BIP158 filter matched nothing): keep the header, tip and an (empty) undo record."""
+        BIP158 filter matched nothing): keep the header, tip and an (empty) undo record.
+        (Nothing in memory changes: a failed write leaves nothing to put back.)"""
         self.store.commit_block(self.store.begin_block(height), header, block_hash)
 
     def rollback_tip(self) -> set[bytes]:
+        # A failed write raises before memory is touched: the block stays, as on disk.
         height, touched, removed = self.store.rollback_tip()
         log.info("rolled back block %d (%d wallet transactions)", height, len(removed))
         self.load()
@@ -487,7 +541,13 @@ class Indexer:
         if wallet.state == "live":
             self._queue_job(wallet, ref.branch, start, ref.index + 1)
         self._register_scripts(wallet, new)
-        self.store.put_wallet(wallet.wallet_id, wallet.to_record(), new)
+        try:
+            self.store.put_wallet(wallet.wallet_id, wallet.to_record(), new)
+        except WriteFailed as exc:
+            # A full disk: not watched further; the client gets what is indexed.
+            log.warning("wallet %s: gap not extended: %s", wallet.id_hex, exc.text)
+            await self.restore()
+            return False
         log.info("wallet %s: a client asked past the gap; watching branch %d up to %d",
                  wallet.id_hex, ref.branch, ref.index)
         await self.refresh_lookahead({wallet.wallet_id})

@@ -150,7 +150,9 @@ class IndexerService:
                  asyncio.create_task(self.control.serve(), name="control"),
                  asyncio.create_task(self._report(), name="status")]
         try:
-            synced = asyncio.create_task(self.follower.synced.wait())
+            # In step, or paused by a full disk before that: either way what is on disk
+            # is consistent and is served.
+            synced = asyncio.create_task(self.follower.serving.wait())
             done, _ = await asyncio.wait([synced, *tasks], return_when=asyncio.FIRST_COMPLETED)
             if synced not in done:  # the follower died before the first sync
                 synced.cancel()
@@ -179,7 +181,11 @@ class IndexerService:
     async def _adhoc_upkeep(self) -> None:
         """Hourly: keep subscribed ad-hoc watches fresh, forget long-unsubscribed ones."""
         while True:
-            gone = self.indexer.upkeep_adhoc(int(time.time()), self.sessions.is_subscribed)
+            try:
+                gone = self.indexer.upkeep_adhoc(int(time.time()), self.sessions.is_subscribed)
+            except WriteFailed as exc:  # a full disk: the next round does it
+                log.warning("ad-hoc upkeep not stored: %s", exc.text)
+                gone = set()
             if gone:
                 await self.backend.notify_scripthashes(gone)
             await asyncio.sleep(_ADHOC_UPKEEP_EVERY)
@@ -198,7 +204,12 @@ class IndexerService:
         running = [p for wid, p in self.backfiller.progress.items() if p.percent < 100.0]
         done = sum(p.done for p in running)
         total = sum(p.end - p.start + 1 for p in running)
-        if not self.follower.synced.is_set():
+        if self.follower.paused is not None:
+            # A write failed (a full disk): serving what is on disk, retrying; the
+            # follower's last_error says why.
+            phase, progress, eta = Phase.DEGRADED, None, None
+            detail = f"index paused at height {tip[0] if tip else -1}: {self.follower.paused}"
+        elif not self.follower.synced.is_set():
             phase, progress, eta, detail = Phase.SYNCING, None, None, "catching up with bitcoind"
         elif not self.follower.chain.in_step:  # bitcoind down, or behind us: never "ready"
             phase, progress, eta, detail = Phase.DEGRADED, None, None, "waiting for bitcoind"
@@ -220,6 +231,8 @@ class IndexerService:
                                "electrum_sessions": electrum["sessions"],
                                "blocks_indexed": stats.blocks, "reorgs": stats.reorgs,
                                "resyncs": stats.resyncs, "backfill_done": done,
+                               # 1 while a write is refused for a full disk (the OLED's page)
+                               "disk_full": int(self.follower.disk_full),
                                "backfill_total": total,
                                "unknown_script_queries": electrum["unknown_script_queries"],
                                # fair sharing: what a flood was refused (docs/threat-model.md)
@@ -274,7 +287,10 @@ class IndexerService:
         matches = [w for w in self.indexer.wallets if w.hex().startswith(req.id)]
         if not req.id or len(matches) != 1:
             raise ControlError(f"no single wallet with id {req.id!r}")
-        touched = self.indexer.remove_wallet(matches[0])
+        try:
+            touched = self.indexer.remove_wallet(matches[0])
+        except WriteFailed as exc:
+            raise ControlError(f"wallet not removed: {exc.text}") from None
         await self.backend.notify_scripthashes(touched)
         return Removed(matches[0].hex())
 
@@ -412,7 +428,10 @@ async def main(cfg: Config) -> None:
             try:
                 await IndexerService(cfg, rpc, store, sub, status).run()
             finally:
-                store.sync()
+                try:
+                    store.sync()
+                except WriteFailed as exc:  # a full disk: LevelDB's log replays at start
+                    log.warning("index not flushed at shutdown: %s", exc.text)
                 store.close()
         except Exception as exc:
             status.update(phase=Phase.ERROR, last_error=exc)  # a crash, not a clean stop

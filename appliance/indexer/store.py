@@ -11,6 +11,7 @@ shutdown and after catch-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -196,7 +197,26 @@ class IndexStore:
 
     def sync(self) -> None:
         """Force everything written so far to disk (an empty synced write flushes the log)."""
-        self.db.put(P_TIP + b"-sync", b"", sync=True)
+        with self._writing("the index"):
+            self.db.put(P_TIP + b"-sync", b"", sync=True)
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Every write goes through here: on a fresh log (after a failed one), and a
+        failure comes out as the durability contract's DiskFull/WriteFailed, with the
+        log marked stale. A failed batch wrote nothing (LevelDB applies it whole or not
+        at all): the caller puts its memory back (docs/reliability.md)."""
+        self._fresh_log(what)
+        with self._failing(what):
+            yield
+
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except plyvel.Error as exc:
+            self._stale_log = True
+            raise write_error(exc, what) from None
 
     # --- tip and headers ---------------------------------------------------------------
     def tip(self) -> tuple[int, bytes] | None:
@@ -220,7 +240,8 @@ class IndexStore:
 
     def put_headers(self, start: int, headers: list[bytes], tip_hash: bytes) -> None:
         """Headers-only progress (before any wallet exists), with the tip, atomically."""
-        with self.db.write_batch(transaction=True) as wb:
+        with self._writing(f"headers {start}..{start + len(headers) - 1}"), \
+                self.db.write_batch(transaction=True) as wb:
             for i, h in enumerate(headers):
                 wb.put(header_key(start + i), h)
             wb.put(P_TIP, pack_height(start + len(headers) - 1) + tip_hash)
@@ -246,7 +267,7 @@ class IndexStore:
         assert batch.height is not None
         height = batch.height
         batch.put(header_key(height), header)
-        with self.db.write_batch(transaction=True) as wb:
+        with self._writing(f"block {height}"), self.db.write_batch(transaction=True) as wb:
             batch.write_to(wb)
             wb.put(undo_key(height), encode_undo(batch.undo))
             wb.put(P_TIP, pack_height(height) + block_hash)
@@ -256,7 +277,8 @@ class IndexStore:
     def commit_backfill(self, batch: UndoBatch) -> None:
         """Write effects found for an already-connected block (a wallet's backfill)."""
         height = batch.height
-        with self.db.write_batch(transaction=True) as wb:
+        what = "the wallets" if height is None else f"wallet history at block {height}"
+        with self._writing(what), self.db.write_batch(transaction=True) as wb:
             batch.write_to(wb)
             if height is not None and batch.undo:
                 old = self.db.get(undo_key(height))
@@ -276,7 +298,8 @@ class IndexStore:
         touched: set[bytes] = set()
         removed: set[bytes] = set()
         parent = self.header(height - 1) if height > 0 else None
-        with self.db.write_batch(transaction=True) as wb:
+        with self._writing(f"the undo of block {height}"), \
+                self.db.write_batch(transaction=True) as wb:
             for key, old in reversed(decode_undo(raw)):
                 if key[:1] in (P_WALLET, P_WALLET_SCRIPT) and \
                         self.db.get(P_WALLET + key[1:9]) is None:
@@ -318,27 +341,30 @@ class IndexStore:
         self._fresh_log()
         await asyncio.to_thread(self._write_wallet, wallet_id, record, scripts)
 
-    def _fresh_log(self) -> None:
+    def ensure_writable(self, what: str) -> None:
+        """Refuse now (DiskFull) what would be refused at the write: after a failed write
+        there is no room yet for a fresh log. Spares a retry the work before it."""
+        self._fresh_log(what)
+
+    def _fresh_log(self, what: str = "the wallet") -> None:
         if self._stale_log:
             # After a failed append LevelDB's log writer is out of step with its file:
             # later records could be lost at the next open. A fresh log first, once
             # there is room for it (docs/reliability.md).
             if not has_room(self.path, REOPEN_FREE_BYTES):
-                raise DiskFull("the wallet")
+                raise DiskFull(what)
             self.db.close()
             self.db = self._open(self.path, self.cache_mib)
             self._stale_log = False
 
     def _write_wallet(self, wallet_id: bytes, record: dict[str, Any],
                       scripts: dict[tuple[int, int], bytes] | None) -> None:
-        try:
-            with self.db.write_batch(transaction=True, sync=True) as wb:
-                wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
-                for (branch, index), script in (scripts or {}).items():
-                    wb.put(wallet_script_key(wallet_id, branch, index), script)
-        except plyvel.Error as exc:
-            self._stale_log = True
-            raise write_error(exc, "the wallet") from None
+        # (In a worker thread: the reopen, which replaces self.db, stays on the loop.)
+        with self._failing("the wallet"), \
+                self.db.write_batch(transaction=True, sync=True) as wb:
+            wb.put(wallet_key(wallet_id), json.dumps(record, sort_keys=True).encode())
+            for (branch, index), script in (scripts or {}).items():
+                wb.put(wallet_script_key(wallet_id, branch, index), script)
 
     def wallet_scripts(self, wallet_id: bytes) -> Iterator[tuple[int, int, bytes]]:
         for key, value in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id):
@@ -346,7 +372,8 @@ class IndexStore:
 
     def delete_wallet(self, wallet_id: bytes, scripthashes: set[bytes]) -> None:
         """Remove a wallet and the index entries of scripthashes no other wallet has."""
-        with self.db.write_batch(transaction=True) as wb:
+        with self._writing("the wallet's removal"), \
+                self.db.write_batch(transaction=True) as wb:
             wb.delete(wallet_key(wallet_id))
             for key in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id, include_value=False):
                 wb.delete(key)
@@ -375,11 +402,12 @@ class IndexStore:
                 for key, value in self.db.iterator(prefix=P_ADHOC)}
 
     def put_adhoc(self, scripthash: bytes, entry: AdhocEntry) -> None:
-        self.db.put(adhoc_key(scripthash), entry.pack())
+        with self._writing("an ad-hoc watch"):
+            self.db.put(adhoc_key(scripthash), entry.pack())
 
     def delete_adhoc(self, scripthashes: set[bytes]) -> None:
         """Forget ad-hoc watches and their index entries, in one batch."""
-        with self.db.write_batch(transaction=True) as wb:
+        with self._writing("ad-hoc watches"), self.db.write_batch(transaction=True) as wb:
             for sh in scripthashes:
                 wb.delete(adhoc_key(sh))
             self._forget(wb, scripthashes)

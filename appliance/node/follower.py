@@ -48,7 +48,7 @@ from .rpc import BitcoinRPC, NodeError, RPCError
 from .zmq_sub import Notification, SequenceLabel, ZMQSubscriber, parse_sequence
 
 __all__ = ["FOLLOWER_TOPICS", "BlockRef", "ChainBehind", "ChainFollower", "ChainListener",
-           "ConnectedBlock", "FollowerStats"]
+           "ConnectedBlock", "FollowerStats", "ListenerPaused"]
 
 log = logging.getLogger("chain.follow")
 
@@ -136,6 +136,16 @@ class ChainBehind(NodeError):
     """bitcoind's chain leaves ours deeper than the listener can undo."""
 
 
+class ListenerPaused(Exception):
+    """The listener cannot take this now (its store refused a write: a full disk). It
+    kept its state as it was; the follower backs off and resyncs from the listener's tip,
+    as when bitcoind is away."""
+
+
+#: What the follower survives by resyncing later (anything else is a bug: it propagates).
+_RETRIED = (NodeError, ChainParseError, ListenerPaused)
+
+
 @dataclass
 class FollowerStats:
     blocks: int = 0  # connected with their transactions
@@ -184,7 +194,7 @@ class ChainFollower:
                     await self._poll()
                 else:
                     await self._handle(note)
-            except (NodeError, ChainParseError) as exc:
+            except _RETRIED as exc:
                 # Not fatal: the resync re-reads the truth (and waits for bitcoind).
                 self._lost(f"{exc}")
                 log.warning("while handling %s: %s; resyncing",
@@ -200,13 +210,17 @@ class ChainFollower:
         """Resync, backing off while bitcoind cannot answer (restarting, its filter index
         catching up, or behind deeper than the listener can undo)."""
         delay = 0.5
+        said = ""
         while True:
             try:
                 await self._resync()
                 return
-            except (NodeError, ChainParseError) as exc:
+            except _RETRIED as exc:
                 self._lost(str(exc))
-                log.warning("resync failed: %s; retrying in %.1f s", exc, delay)
+                # Once per cause, not every 10 s for as long as it lasts.
+                log.log(logging.WARNING if str(exc) != said else logging.DEBUG,
+                        "resync failed: %s; retrying in %.1f s", exc, delay)
+                said = str(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP_S)
 

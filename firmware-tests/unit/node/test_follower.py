@@ -16,7 +16,7 @@ from appliance.chain import Tx, double_sha256, parse_tx
 from appliance.chain.encoding import hash_to_hex_str
 from appliance.chain.tx import TxIn, TxOut, serialize_tx
 from appliance.node import NodeUnavailable, Notification, RPCError
-from appliance.node.follower import BlockRef, ChainFollower, ConnectedBlock
+from appliance.node.follower import BlockRef, ChainFollower, ConnectedBlock, ListenerPaused
 
 
 def make_tx(n_outputs: int = 2) -> Tx:
@@ -115,6 +115,13 @@ class Listener:
         self.resyncs = 0
         self.in_step = False
         self.lost_errors: list[str] = []
+        self.refuse = False  # its store cannot write (a full disk): every change refused
+        self.refused = 0
+
+    def _write(self) -> None:
+        if self.refuse:
+            self.refused += 1
+            raise ListenerPaused("disk is full")
 
     def chain_tip(self) -> BlockRef | None:
         return BlockRef(len(self.hashes) - 1, self.hashes[-1]) if self.hashes else None
@@ -130,9 +137,11 @@ class Listener:
 
     async def block_connected(self, block: ConnectedBlock) -> None:
         assert block.block is None and block.height == len(self.hashes)
+        self._write()
         self.hashes.append(block.header.hash)
 
     async def block_disconnected(self, tip: BlockRef) -> bool:
+        self._write()
         self.hashes.pop()
         return True
 
@@ -270,6 +279,24 @@ def test_bitcoind_down_means_out_of_step_until_it_answers_again() -> None:
             h.node.down = False
             await until(lambda: h.listener.in_step and h.at_tip())
             assert h.follower.stats.rolled_back == 2
+    run(scenario())
+
+
+def test_a_listener_that_cannot_write_pauses_the_follower_until_it_can() -> None:
+    async def scenario() -> None:
+        async with Harness(poll_s=0.01) as h:
+            h.listener.refuse = True
+            h.node.extend(2)
+            await until(lambda: h.listener.refused >= 2 and not h.listener.in_step)
+            assert "disk is full" in h.follower.stats.last_error
+            assert len(h.listener.hashes) == 5  # the blocks before, none half-taken
+            del h.node.headers[3:]  # a reorg while paused: the undo is refused too
+            h.node.extend(3, salt=70)
+            refused = h.listener.refused
+            await until(lambda: h.listener.refused > refused + 1)
+            h.listener.refuse = False
+            await until(lambda: h.listener.in_step and h.at_tip(), timeout=15)
+            assert h.follower.stats.rolled_back == 2 and h.follower.stats.last_error == ""
     run(scenario())
 
 
