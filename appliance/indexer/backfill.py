@@ -139,11 +139,14 @@ class Backfiller:
                 except (NodeError, RuntimeError, WriteFailed) as exc:
                     # bitcoind away, a pruned block no peer serves, a full disk: retried,
                     # and meanwhile queries of this wallet's gap scripts do not wait.
+                    again = self.errors.get(wid) == str(exc)
                     self.errors[wid] = str(exc)
                     if isinstance(exc, WriteFailed):  # memory back to what the disk holds
                         await self.indexer.restore()
                     self.indexer.stall(wid)
-                    log.warning("backfill of wallet %s paused: %s", wallet.id_hex, exc)
+                    # Once per cause: a full disk is retried every 5 s for hours.
+                    log.log(logging.DEBUG if again else logging.WARNING,
+                            "backfill of wallet %s paused: %s", wallet.id_hex, exc)
                     await asyncio.sleep(5)
                     self.wakeup.set()
             if not self._pending():

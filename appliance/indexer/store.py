@@ -114,9 +114,10 @@ def decode_undo(data: bytes) -> list[tuple[bytes, bytes | None]]:
 class UndoBatch:
     """Puts and deletes for one height, remembering old values so they can be undone."""
 
-    def __init__(self, store: IndexStore, height: int | None) -> None:
+    def __init__(self, store: IndexStore, height: int | None, *, undoable: bool = True) -> None:
         self.store = store
         self.height = height
+        self._undoable = undoable and height is not None
         self.writes: dict[bytes, bytes | None] = {}
         self.undo: list[tuple[bytes, bytes | None]] = []
 
@@ -145,7 +146,7 @@ class UndoBatch:
                 self.store.history_changed(key[1:33])
 
     def _record(self, key: bytes) -> None:
-        if self.height is not None and key not in self.writes:
+        if self._undoable and key not in self.writes:
             self.undo.append((key, self.store.db.get(key)))
 
 
@@ -255,8 +256,7 @@ class IndexStore:
         are remembered only while the block still has an undo record (inside the reorg
         window): an older one can no longer be rolled back, and a LevelDB read per put
         to remember them was a tenth of adding a busy wallet."""
-        return self.begin_block(height) if self.db.get(undo_key(height)) is not None \
-            else self.begin_plain()
+        return UndoBatch(self, height, undoable=self.db.get(undo_key(height)) is not None)
 
     def begin_plain(self) -> UndoBatch:
         """Writes that belong to no block (wallet records): nothing to undo."""
