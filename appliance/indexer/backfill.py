@@ -273,8 +273,8 @@ class Backfiller:
         while True:
             wallet = idx.wallets.get(scope.wid)
             tip = idx.tip()
-            if wallet is None or tip is None:
-                return False
+            if wallet is None or tip is None or scope.wid in idx.registering:
+                return False  # (registering: being removed)
             if scope.height(wallet) >= tip[0]:
                 prog.done = prog.end - prog.start + 1
                 return True
@@ -447,8 +447,8 @@ class Backfiller:
                 else:
                     wallet.jobs.append({"branch": bi, "start": index, "end": index + 1,
                                         "height": wallet.birthday - 1})
-        if idx.store.header(height) != block.header.raw:
-            return set()  # reorged away while deriving
+        if idx.store.header(height) != block.header.raw or wid in idx.registering:
+            return set()  # reorged away while deriving, or the wallet is being removed
         if not matches and not derived.get(wid):
             # Nothing of ours (a block read for its size, or a filter's false positive):
             # progress only, saved as for blocks the filters rule out.

@@ -288,7 +288,8 @@ class IndexerService:
         if not req.id or len(matches) != 1:
             raise ControlError(f"no single wallet with id {req.id!r}")
         try:
-            touched = self.indexer.remove_wallet(matches[0])
+            async with self.follower.chain_lock:  # no block lands while it is removed
+                touched = await self.indexer.remove_wallet(matches[0])
         except WriteFailed as exc:
             raise ControlError(f"wallet not removed: {exc.text}") from None
         await self.backend.notify_scripthashes(touched)

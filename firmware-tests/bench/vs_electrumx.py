@@ -419,7 +419,7 @@ def main() -> None:
         # wallet add` is the same request after ~0.2 s of its own Python start-up).
         endpoint = load_config(hearth.config).control_endpoint("indexer")
         t = time.perf_counter()
-        ask(endpoint, WalletAdd(descs, birthday=0))
+        bench_wallet = ask(endpoint, WalletAdd(descs, birthday=0)).wallet.id
         wait_live(hearth, height)
         live_s = time.perf_counter() - t
         hearth_hist = fetch_pipelined(client, scripts)
@@ -536,6 +536,7 @@ def main() -> None:
 
         # The curve: fresh wallets (no history) with 1,000 .. 10,000 receive scripts.
         if not args.skip_curve:
+            removals: list[float] = []
             for n, gap in enumerate((1_000, 2_500, 5_000, 10_000)):
                 seed = hashlib.sha512(f"curve {n}".encode()).digest()
                 xpub = sidechain.tpub(seed[:32], seed[32:])
@@ -548,7 +549,11 @@ def main() -> None:
                 stall = probe.longest(t, time.perf_counter())
                 row(f"add-wallet curve: {gap + 20:>6} scripts (incl. 20 change)",
                     f"{took:.1f} s, longest stall {stall:.0f} ms")
+                t = time.perf_counter()
                 hearth.cli("wallet", "remove", out.split()[1])
+                removals.append(probe.longest(t, time.perf_counter()))
+            row("longest stall while each curve wallet was removed",
+                " / ".join(f"{ms:.0f}" for ms in removals) + " ms")
 
         probe.stop = True
         assert hearth.process is not None and ex.process is not None
@@ -556,6 +561,13 @@ def main() -> None:
             f"{rss_mib(hearth.process.pid):.0f} MiB / {rss_mib(ex.process.pid):.0f} MiB")
         row("disk Hearth index / ElectrumX db",
             f"{du_mib(hearth.base / 'data'):.1f} MiB / {du_mib(ex.db):.1f} MiB")
+        probe = StallProbe(hearth.client())
+        probe.start()
+        t = time.perf_counter()
+        hearth.cli("wallet", "remove", bench_wallet)
+        row("removing the 5,000-transaction wallet: took / longest stall",
+            f"{time.perf_counter() - t:.1f} s / {probe.longest(t, time.perf_counter()):.0f} ms")
+        probe.stop = True
     finally:
         hearth.stop()
         ex.stop()
