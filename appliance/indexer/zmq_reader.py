@@ -1,25 +1,26 @@
 """bitcoind's ZMQ notifications read on the event loop from plain sockets, in batches.
 
 A mempool burst arrives as two messages per transaction (``rawtx``, ``sequence``),
-one by one as bitcoind accepts them (~100-300 a second here). What a message costs
-is mostly the wake-ups it causes, not the work on it (docs/performance.md, "Mempool
+one by one as bitcoind accepts them (~100-300 a second here). What a message cost was
+mostly the wake-ups around it, not the work on it (docs/performance.md, "Mempool
 intake"): pyzmq's asyncio sockets cost a poll, a future and a loop wake-up per
-message; a reader thread handing batches to the loop cost a wake-up of that thread,
-a self-pipe write, a loop wake-up and GIL hand-offs per batch.
+message; the reader thread this replaces cost, per batch, a wake-up of that thread,
+a self-pipe write, a loop wake-up and GIL hand-offs, plus a poll every 100 ms idle.
 
-Here the loop watches the sockets' ZMQ_FD itself (``add_reader``) and reads every
-queued message with ``NOBLOCK`` in one callback: no thread, no future per message.
-While messages keep coming (a read within ``_BURST_S`` of the last) it stops
-watching the data sockets and reads again ``_LINGER_S`` later, so a burst costs one
-wake-up per ``_LINGER_S``, not one per message. A lone notification (a payment, a block
-after a quiet spell) is read at once; one in a burst waits at most ``_LINGER_S``. The
-monitor sockets stay watched (a disconnect is read at once, and before the data after
-it). While ``_MAX_QUEUED`` notifications wait unread, reading stops, so bitcoind's queue
-(the HWM) fills and overflows into a gap as before, instead of this process's memory.
+Here the loop watches the sockets' ZMQ_FD (``add_reader``) and one callback reads
+every queued message with ``NOBLOCK``: no thread, no future per message. While
+messages keep coming (a read within ``_BURST_S`` of the last) it stops watching the
+data sockets and reads again every ``_LINGER_S`` until a read finds nothing, then
+watches again: a burst costs one timer wake-up per ``_LINGER_S``, whatever its rate.
+A lone notification (a payment, a block after a quiet spell) is read at once; one in
+a burst waits at most ``_LINGER_S``. The monitor sockets stay watched (a disconnect
+is read at once, and before the data after it). While ``_MAX_QUEUED`` notifications
+wait untaken, reading stops, so bitcoind's queue (the HWM) fills and overflows into
+a gap as before, instead of this process's memory.
 
-ZMQ_FD is edge-triggered in ZMQ's sense: it signals when the socket's state changes,
-and reading ``EVENTS`` or a message may consume the signal. So every read drains the
-socket until ``zmq.Again``, and reading resumes with a read, not with a wait.
+ZMQ_FD is edge-triggered in ZMQ's sense: it signals a change (the first message into
+an empty queue), not data waiting. So every read drains a socket until ``zmq.Again``
+(which re-arms the signal), and watching resumes only after such a read.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ _LINGER_S = 0.05
 _BURST_S = _LINGER_S + 0.03
 
 
+def _fd(sock: zmq.Socket[bytes]) -> int:
+    fd = sock.getsockopt(zmq.FD)
+    assert isinstance(fd, int)
+    return fd
+
+
 class LoopSubscriber(ZMQSubscriber):
     """A :class:`ZMQSubscriber` read by event-loop callbacks in batches (see module doc).
 
@@ -61,7 +68,9 @@ class LoopSubscriber(ZMQSubscriber):
         self._sync_ctx = zmq.Context()
         self._data: list[tuple[zmq.Socket[bytes], str, frozenset[str]]] = []
         self._monitor_socks: dict[zmq.Socket[bytes], tuple[str, frozenset[str]]] = {}
-        self._watching = False  # the data sockets' fds are watched (else a read is due)
+        self._monitor_fds: list[int] = []  # always watched
+        self._data_fds: list[int] = []  # watched unless a read is due (_later) or full
+        self._watching = False
         self._later: asyncio.TimerHandle | None = None  # the burst's next read
         self._full = False  # stopped at _MAX_QUEUED; next() resumes
         self._last = 0.0  # monotonic time of the last read that found something
@@ -70,8 +79,12 @@ class LoopSubscriber(ZMQSubscriber):
                 self._data.append((self._open_sync(endpoint, topics, queue), endpoint,
                                    frozenset(topics)))
             for monitor in self._monitor_socks:
-                self._loop.add_reader(monitor.FD, self._ready)
+                self._monitor_fds.append(_fd(monitor))
+                self._loop.add_reader(self._monitor_fds[-1], self._read)
+            self._data_fds = [_fd(s) for s, _e, _t in self._data]
             self._watch()
+            # Anything already queued (and signalled before we watched) is read now.
+            self._loop.call_soon(self._read)
         except BaseException:
             self.close()
             raise
@@ -94,7 +107,8 @@ class LoopSubscriber(ZMQSubscriber):
             if self._pending:
                 if self._full and len(self._pending) <= _MAX_QUEUED // 2:
                     self._full = False
-                    self._resume()
+                    if self._later is None:  # else the burst's read comes anyway
+                        self._resume()
                 return self._pending.popleft()
             # A bare future, not wait_for(): no task per wait.
             self._waiter = self._loop.create_future()
@@ -113,23 +127,25 @@ class LoopSubscriber(ZMQSubscriber):
     # --- reading (loop callbacks) ---------------------------------------------------------
     def _watch(self) -> None:
         if not self._watching:
-            for sock, _endpoint, _topics in self._data:
-                self._loop.add_reader(sock.FD, self._ready)
+            for fd in self._data_fds:
+                self._loop.add_reader(fd, self._read)
             self._watching = True
 
     def _unwatch(self) -> None:
         if self._watching:
-            for sock, _endpoint, _topics in self._data:
-                self._loop.remove_reader(sock.FD)
+            for fd in self._data_fds:
+                self._loop.remove_reader(fd)
             self._watching = False
 
     def _resume(self) -> None:
-        """The burst's wait is over (or the consumer caught up): read, then watch."""
+        """The burst's wait is over: read; watch again once a read finds nothing new
+        (the burst is over; that read drained the sockets, re-arming their fds)."""
         self._later = None
-        self._watch()
-        self._ready()
+        self._read()
+        if self._later is None and not self._full and not self._closed:
+            self._watch()
 
-    def _ready(self) -> None:
+    def _read(self) -> None:
         if self._closed:
             return
         try:
@@ -146,6 +162,7 @@ class LoopSubscriber(ZMQSubscriber):
         elif got and self._later is None:
             now = time.monotonic()
             if now - self._last < _BURST_S:
+                # Unwatched until the burst ends: no wake-up per message meanwhile.
                 self._unwatch()
                 self._later = self._loop.call_later(_LINGER_S, self._resume)
             self._last = now
@@ -189,7 +206,7 @@ class LoopSubscriber(ZMQSubscriber):
             self._later.cancel()
         if not self._loop.is_closed():
             self._unwatch()
-            for monitor in self._monitor_socks:
-                self._loop.remove_reader(monitor.FD)
+            for fd in self._monitor_fds:
+                self._loop.remove_reader(fd)
         self._wake()
         _close_all(self._sync_ctx, [s for s, _e, _t in self._data], self._monitor_socks)

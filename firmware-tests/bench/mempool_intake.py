@@ -73,6 +73,8 @@ def main() -> None:
     p.add_argument("--idle", type=float, default=5.0, help="idle baseline, seconds")
     p.add_argument("--py-spy", metavar="PY_SPY", help="also sample the indexer with this "
                    "py-spy binary during the burst (collapsed stacks, path printed)")
+    p.add_argument("--perf", action="store_true", help="also record the indexer with "
+                   "perf during the burst and print its CPU by thread and library")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hearth-mempool-"))
     node = TestNode(0, work / "node", bindir(), sidechain.NODE_ARGS, prune=False)
@@ -114,9 +116,16 @@ def main() -> None:
         if args.py_spy:  # --nonblocking: the samples do not stop the indexer
             stacks = Path(tempfile.gettempdir()) / f"mempool-intake-{pid}.txt"
             spy = subprocess.Popen([args.py_spy, "record", "--pid", str(pid), "--rate",
-                                    "250", "--nonblocking", "--threads", "--format", "raw",
+                                    "250", "--nonblocking", "--gil", "--threads", "--format", "raw",
                                     "-o", str(stacks)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        perf = None
+        if args.perf:
+            perf_data = Path(tempfile.gettempdir()) / f"mempool-intake-{pid}.perf"
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-p", str(pid),
+                                     "-o", str(perf_data)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         before, node_before = thread_cpu(pid), cpu_s(npid)
         cpu0, t = cpu_s(pid), time.perf_counter()
@@ -129,6 +138,15 @@ def main() -> None:
         took = time.perf_counter() - t
         cpu = cpu_s(pid) - cpu0 - idle_rate * took
         after, node_cpu = thread_cpu(pid), cpu_s(npid) - node_before
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
+            report = subprocess.run(["perf", "report", "-i", str(perf_data), "--stdio",
+                                     "--sort", "comm,dso", "--percent-limit", "1"],
+                                    capture_output=True, text=True).stdout
+            print("perf: share of the indexer's samples by thread and library")
+            print("\n".join("    " + line for line in report.splitlines()
+                            if line.strip() and not line.startswith("#")))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
