@@ -400,7 +400,7 @@ async def main(cfg: Config) -> None:
     async with StatusPublisher(cfg.hearth.run_dir, "indexer") as status, \
             BitcoinRPC.from_config(cfg) as rpc:
         # Subscribe before the first RPC read, so nothing published meanwhile is lost.
-        # Read by a thread of its own: a mempool burst costs no wake-up per message.
+        # Read in batches on the loop: a mempool burst costs no wake-up per message.
         sub = LoopSubscriber.from_config(cfg, FOLLOWER_TOPICS)
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
