@@ -139,23 +139,33 @@ def test_reading_pauses_while_the_loop_is_behind(node: TestNode, timeout_factor:
 
 def test_a_steady_trickle_goes_over_in_batches() -> None:
     """Messages 5 ms apart (a burst as bitcoind accepts it) are read several at a time,
-    not one read (one wake-up) each, all of them, in order."""
+    not one read (one wake-up) each, all of them, in order; the wait between reads grows
+    to its cap while the burst lasts and is back at its start after it; a lone message
+    after the burst is read when it comes, not by a burst's timed read."""
+    import appliance.indexer.zmq_reader as reader
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.bind(endpoint)
-    count = 100
+    count = 200
 
-    async def main() -> tuple[int, list[int]]:
+    async def main() -> tuple[int, list[int], set[float]]:
         sub = LoopSubscriber({"rawtx": endpoint})
-        handoffs = 0
-        read_all = sub._read_all
+        handoffs = timed = 0
+        read_all, resume = sub._read_all, sub._resume
 
         def counted() -> int:
             nonlocal handoffs
             handoffs += 1
             return read_all()
+
+        def timed_read() -> None:
+            nonlocal timed
+            timed += 1
+            resume()
         sub._read_all = counted  # type: ignore[method-assign]
+        sub._resume = timed_read  # type: ignore[method-assign]
         try:
             # Subscriptions propagate asynchronously: publish until one arrives.
             while await sub.next(timeout=0.05) is None:
@@ -173,19 +183,29 @@ def test_a_steady_trickle_goes_over_in_batches() -> None:
             sender = threading.Thread(target=publish)
             sender.start()
             got: list[int] = []
+            waits: set[float] = set()
             while len(got) < count:
                 note = await sub.next(timeout=10)
                 assert note is not None, f"{len(got)} of {count} arrived"
                 got.append(int.from_bytes(note.body, "big"))
+                waits.add(sub._linger)
             sender.join()
-            return handoffs, got
+            assert await sub.next(timeout=0.5) is None  # the burst is over ...
+            assert sub._watching and sub._linger == reader._LINGER_S  # ... and so is its wait
+            timed = 0
+            pub.send_multipart([b"rawtx", b"lone", (count + 1).to_bytes(4, "little")])
+            note = await sub.next(timeout=10)
+            assert note is not None and note.body == b"lone"
+            assert timed == 0  # read when it came
+            return handoffs, got, waits
         finally:
             sub.close()
 
     try:
-        handoffs, got = asyncio.run(main())
+        handoffs, got, waits = asyncio.run(main())
     finally:
         pub.close(linger=0)
         ctx.term()
     assert got == list(range(1, count + 1))
-    assert handoffs <= count // 2, handoffs  # one wake-up per message without the wait
+    assert handoffs <= count // 4, handoffs  # one wake-up per message without the wait
+    assert max(waits) == reader._LINGER_MAX_S, waits
