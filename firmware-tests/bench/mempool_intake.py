@@ -10,11 +10,19 @@ spell of ``--idle`` seconds just before), per thread (/proc/<pid>/task/*/stat; t
 thread runs the event loop, libzmq's threads are named ZMQbg/*), bitcoind's CPU per
 transaction for context, and one ``parse_tx`` of the same transactions in this Python
 (the ratio the issue asks for). Asserts nothing: it measures.
+
+``--bare RATE``: no bitcoind, no indexer: a publisher process sends ``n`` such
+transactions as ``rawtx`` + ``sequence`` "A" at RATE a second on two sockets (as
+bitcoind does), read by the indexer's LoopSubscriber and dispatched by ChainFollower to
+a listener that does nothing; prints the loop thread's CPU per transaction (what the
+reading and dispatch cost, wake-ups included); ``--linger S`` fixes the burst's wait
+at S seconds (else it grows from 20 to 100 ms as in the service).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import multiprocessing
 import os
@@ -36,9 +44,12 @@ import sidechain  # noqa: E402
 from blockgen import bindir  # noqa: E402
 from functional.framework.appliance import IndexerProcess  # noqa: E402
 from functional.framework.node import TestNode  # noqa: E402
+from functional.framework.util import free_port  # noqa: E402
 from vs_electrumx import Funder, _node_args, _send_all, cpu_s  # noqa: E402
 
-from appliance.chain import address_to_script, parse_tx, script_to_address  # noqa: E402
+import appliance.indexer.zmq_reader as zmq_reader  # noqa: E402
+from appliance.chain import Tx, address_to_script, parse_tx, script_to_address  # noqa: E402
+from appliance.node.follower import ChainFollower  # noqa: E402
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -67,6 +78,68 @@ def parse_cost(raws: list[bytes], rounds: int = 5) -> float:
     return best
 
 
+_PUBLISHER = """
+import sys, time, zmq
+rate, raw_hex = float(sys.argv[1]), sys.stdin.read().split()
+ctx = zmq.Context()
+raw, seq = ctx.socket(zmq.PUB), ctx.socket(zmq.PUB)
+raw.bind(sys.argv[2])
+seq.bind(sys.argv[3])
+time.sleep(1.5)  # subscribers connect
+start = time.monotonic()
+for i in range(0, len(raw_hex), 2):
+    n = i // 2
+    raw.send_multipart([b"rawtx", bytes.fromhex(raw_hex[i]), n.to_bytes(4, "little")])
+    seq.send_multipart([b"sequence", bytes.fromhex(raw_hex[i + 1]) + b"A"
+                        + n.to_bytes(8, "little"), n.to_bytes(4, "little")])
+    time.sleep(max(0.0, start + (n + 1) / rate - time.monotonic()))
+time.sleep(1.0)
+"""
+
+
+class _Counter:
+    """A listener that only counts what the follower hands it."""
+
+    def __init__(self) -> None:
+        self.added = 0
+
+    async def tx_added(self, tx: Tx) -> None:
+        self.added += 1
+
+
+def bare(burst: list[bytes], rate: float) -> None:
+    """The subscriber and the follower's dispatch alone (see the module doc)."""
+    ends = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    pairs = "\n".join(f"{r.hex()} {parse_tx(r).txid[::-1].hex()}" for r in burst)
+
+    async def run() -> float:
+        sub = zmq_reader.LoopSubscriber({"rawtx": ends[0], "sequence": ends[1]})
+        listener = _Counter()
+        follower = ChainFollower(None, sub, listener)  # type: ignore[arg-type]
+        pub = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(rate), *ends],
+                               stdin=subprocess.PIPE, text=True)
+        assert pub.stdin is not None
+        pub.stdin.write(pairs)
+        pub.stdin.close()
+        used = time.thread_time()
+        try:
+            while listener.added < len(burst):
+                note = await sub.next(30)
+                if note is None:
+                    raise RuntimeError(f"{listener.added} of {len(burst)} arrived")
+                await follower._handle(note)
+            return time.thread_time() - used
+        finally:
+            pub.wait(60)
+            sub.close()
+
+    used = asyncio.run(run())
+    print(f"bare: {len(burst)} transactions at {rate:.0f}/s, burst wait "
+          f"{zmq_reader._LINGER_S * 1000:.0f}-{zmq_reader._LINGER_MAX_S * 1000:.0f} ms: "
+          "loop thread "
+          f"{used / len(burst) * 1e6:.1f} us CPU per transaction")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", type=int, default=5_000, help="transactions in the burst")
@@ -75,7 +148,19 @@ def main() -> None:
                    "py-spy binary during the burst (collapsed stacks, path printed)")
     p.add_argument("--perf", action="store_true", help="also record the indexer with "
                    "perf during the burst and print its CPU by thread and library")
+    p.add_argument("--bare", type=float, metavar="RATE",
+                   help="only the subscriber and follower dispatch, RATE tx/s")
+    p.add_argument("--linger", type=float, help="with --bare: a fixed burst wait (s)")
     args = p.parse_args()
+    if args.bare:
+        if args.linger:
+            zmq_reader._LINGER_S = zmq_reader._LINGER_MAX_S = args.linger
+        key = sidechain.Key.of(hashlib.sha256(b"bare").digest())
+        bare([sidechain.sign_tx(
+            [sidechain.Coin(hashlib.sha256(i.to_bytes(4, "big")).digest(), 0, 100_000, key)],
+            [(b"\x00\x14" + hashlib.sha256(b"out %d" % i).digest()[:20], 99_500)])[0]
+            for i in range(args.n)], args.bare)
+        return
     work = Path(tempfile.mkdtemp(prefix="hearth-mempool-"))
     node = TestNode(0, work / "node", bindir(), sidechain.NODE_ARGS, prune=False)
     hearth = IndexerProcess(work / "appliance", node)
