@@ -64,7 +64,7 @@ from .follower import IndexListener
 from .index import Indexer
 from .store import IndexStore
 from .wallets import Wallet, WalletError
-from .zmq_reader import ThreadedSubscriber
+from .zmq_reader import LoopSubscriber
 
 __all__ = ["IndexerService", "main"]
 
@@ -417,8 +417,8 @@ async def main(cfg: Config) -> None:
     async with StatusPublisher(cfg.hearth.run_dir, "indexer") as status, \
             BitcoinRPC.from_config(cfg) as rpc:
         # Subscribe before the first RPC read, so nothing published meanwhile is lost.
-        # Read by a thread of its own: a mempool burst costs no wake-up per message.
-        sub = ThreadedSubscriber.from_config(cfg, FOLLOWER_TOPICS)
+        # Read in batches on the loop: a mempool burst costs no wake-up per message.
+        sub = LoopSubscriber.from_config(cfg, FOLLOWER_TOPICS)
         try:
             log.info("waiting for bitcoind at %s", rpc.url)
             status.update(phase=Phase.WAITING, detail="waiting for bitcoind")

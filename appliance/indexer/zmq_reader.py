@@ -1,35 +1,35 @@
-"""bitcoind's ZMQ notifications read by a thread of their own, handed over in batches.
+"""bitcoind's ZMQ notifications read on the event loop from plain sockets, in batches.
 
 A mempool burst arrives as two messages per transaction (``rawtx``, ``sequence``),
-one by one as bitcoind accepts them. Read through pyzmq's asyncio integration, each
-message cost a poll, a future and an event-loop wake-up: ~70% of the indexer's CPU
-per mempool transaction (py-spy, docs/performance.md). Here one thread does the
-blocking receives (the GIL is released while it waits), frames each message and
-tracks its sequence number exactly as :class:`~appliance.node.ZMQSubscriber` does,
-then hands the event loop whatever queued meanwhile in one call (messages that come
-while that call waits for its turn join it): one wake-up per batch, not per message.
-The consumer side (``next``) is the same.
+one by one as bitcoind accepts them (~100-300 a second here). What a message cost was
+mostly the wake-ups around it, not the work on it (docs/performance.md, "Mempool
+intake"): pyzmq's asyncio sockets cost a poll, a future and a loop wake-up per
+message; the reader thread this replaces cost, per batch, a wake-up of that thread,
+a self-pipe write, a loop wake-up and GIL hand-offs, plus a poll every 100 ms idle.
 
-A burst as bitcoind accepts it (~100 transactions a second here) still came one message
-per wake-up: each message cost a wake-up of this thread and one of the loop, ~0.2 ms
-of CPU apiece on this VM, more than everything done with the transaction. So while
-messages keep coming (a hand-off within ``_BURST_S`` of the last) the thread waits
-``_LINGER_S`` before reading again and hands over what queued meanwhile: CPU per
-transaction of a 5,000-transaction burst 0.45 -> 0.29 ms. A lone notification (a
-payment, a block after a quiet spell) goes over at once; one in a burst waits at most
-``_LINGER_S``.
+Here the loop watches the sockets' ZMQ_FD (``add_reader``) and one callback reads
+every queued message with ``NOBLOCK``: no thread, no future per message. While
+messages keep coming (a read within ``_BURST_S`` of the last) it stops watching the
+data sockets and reads again after ``_LINGER_S``, then after twice as long while each
+read finds more, up to ``_LINGER_MAX_S``, until a read finds nothing; then it watches
+again. A burst of any rate costs one timer wake-up per 100 ms once it has lasted a
+few tenths of a second (a wake-up of the loop cost ~0.3 ms of CPU on the development
+VM, five times one transaction's work). A lone notification (a payment, a block after
+a quiet spell) is read at once; one in a burst waits 20 ms at its start, at most
+``_LINGER_MAX_S`` in a long one. The monitor sockets stay watched (a disconnect
+is read at once, and before the data after it). While ``_MAX_QUEUED`` notifications
+wait untaken, reading stops, so bitcoind's queue (the HWM) fills and overflows into
+a gap as before, instead of this process's memory.
 
-Only the thread touches the sockets (pyzmq sockets are not thread-safe); it closes
-them itself when told to stop. While the loop has ``_MAX_QUEUED`` notifications
-unread, the thread stops reading, so bitcoind's queue (the HWM) fills and overflows
-into a gap as before, instead of this process's memory growing.
+ZMQ_FD is edge-triggered in ZMQ's sense: it signals a change (the first message into
+an empty queue), not data waiting. So every read drains a socket until ``zmq.Again``
+(which re-arms the signal), and watching resumes only after such a read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Mapping
 
@@ -39,22 +39,29 @@ from zmq.utils.monitor import parse_monitor_message
 from ..node import ZMQSubscriber
 from ..node.zmq_sub import Notification, _close_all
 
-__all__ = ["ThreadedSubscriber"]
+__all__ = ["LoopSubscriber"]
 
 log = logging.getLogger("indexer.zmq")
 
-_MAX_QUEUED = 20_000  # notifications handed over and not yet read by the loop
-_POLL_MS = 100  # how soon the thread notices close()
-# In a burst (a hand-off less than _BURST_S after the last), the thread waits _LINGER_S
-# before reading again, so what arrives meanwhile goes over in one hand-off.
+_MAX_QUEUED = 20_000  # notifications read and not yet taken by the consumer
+# A read that finds messages less than _BURST_S after the last one did starts a burst:
+# the data sockets are read again _LINGER_S later instead of when a message comes, then
+# after twice as long while each read finds more, up to _LINGER_MAX_S.
 _BURST_S = 0.05
 _LINGER_S = 0.02
+_LINGER_MAX_S = 0.1
 
 
-class ThreadedSubscriber(ZMQSubscriber):
-    """A :class:`ZMQSubscriber` whose sockets are read by a thread (see module doc).
+def _fd(sock: zmq.Socket[bytes]) -> int:
+    fd = sock.getsockopt(zmq.FD)
+    assert isinstance(fd, int)
+    return fd
 
-    Construct it inside the running event loop (batches are delivered to it)."""
+
+class LoopSubscriber(ZMQSubscriber):
+    """A :class:`ZMQSubscriber` read by event-loop callbacks in batches (see module doc).
+
+    Construct it inside the running event loop (it reads on that loop)."""
 
     def __init__(self, endpoints: Mapping[str, str], *, hwm: Mapping[str, int] | None = None
                  ) -> None:
@@ -63,23 +70,30 @@ class ThreadedSubscriber(ZMQSubscriber):
         plan = self._init_state(endpoints, hwm)
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None  # a reader waiting in next()
-        # Filled by the thread, emptied into ``_pending`` by one loop callback; while
-        # that callback is scheduled, more messages join it (no extra wake-up).
-        self._inbox: list[Notification] = []
-        self._scheduled = False
-        self._lock = threading.Lock()
         self._sync_ctx = zmq.Context()
         self._data: list[tuple[zmq.Socket[bytes], str, frozenset[str]]] = []
         self._monitor_socks: dict[zmq.Socket[bytes], tuple[str, frozenset[str]]] = {}
+        self._monitor_fds: list[int] = []  # always watched
+        self._data_fds: list[int] = []  # watched unless a read is due (_later) or full
+        self._watching = False
+        self._later: asyncio.TimerHandle | None = None  # the burst's next read
+        self._full = False  # stopped at _MAX_QUEUED; next() resumes
+        self._last = 0.0  # monotonic time of the last read that found something
+        self._linger = _LINGER_S  # the burst's next wait
         try:
             for endpoint, (topics, queue) in plan.items():
                 self._data.append((self._open_sync(endpoint, topics, queue), endpoint,
                                    frozenset(topics)))
+            for monitor in self._monitor_socks:
+                self._monitor_fds.append(_fd(monitor))
+                self._loop.add_reader(self._monitor_fds[-1], self._read)
+            self._data_fds = [_fd(s) for s, _e, _t in self._data]
+            self._watch()
+            # Anything already queued (and signalled before we watched) is read now.
+            self._loop.call_soon(self._read)
         except BaseException:
-            self._close_sockets()
+            self.close()
             raise
-        self._thread = threading.Thread(target=self._run, name="zmq-reader", daemon=True)
-        self._thread.start()
 
     @property
     def endpoints(self) -> dict[str, tuple[str, ...]]:
@@ -91,15 +105,18 @@ class ThreadedSubscriber(ZMQSubscriber):
         self._monitor_socks[monitor] = (endpoint, frozenset(topics))
         return sock
 
-    # --- the consumer (event loop) side ---------------------------------------------------
+    # --- the consumer ---------------------------------------------------------------------
     async def next(self, timeout: float | None = None) -> Notification | None:
         while True:
             if self._closed:  # as the parent: nothing once closed, queued or not (the
                 return None   # owner that closed it, or the service ending, resyncs)
             if self._pending:
+                if self._full and len(self._pending) <= _MAX_QUEUED // 2:
+                    self._full = False
+                    if self._later is None:  # else the burst's read comes anyway
+                        self._resume()
                 return self._pending.popleft()
-            # A bare future, not wait_for(): no task per wait (one wait per message in
-            # a trickle of mempool transactions).
+            # A bare future, not wait_for(): no task per wait.
             self._waiter = self._loop.create_future()
             try:
                 async with asyncio.timeout(timeout):
@@ -109,97 +126,96 @@ class ThreadedSubscriber(ZMQSubscriber):
             finally:
                 self._waiter = None
 
-    def _drain(self) -> None:
-        with self._lock:
-            batch, self._inbox, self._scheduled = self._inbox, [], False
-        self._pending.extend(batch)
-        self._wake()
-
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    # --- the reader thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        for monitor in self._monitor_socks:
-            poller.register(monitor, zmq.POLLIN)
-        for sock, _endpoint, _topics in self._data:
-            poller.register(sock, zmq.POLLIN)
-        last = 0.0
+    # --- reading (loop callbacks) ---------------------------------------------------------
+    def _watch(self) -> None:
+        if not self._watching:
+            for fd in self._data_fds:
+                self._loop.add_reader(fd, self._read)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            for fd in self._data_fds:
+                self._loop.remove_reader(fd)
+            self._watching = False
+
+    def _resume(self) -> None:
+        """The burst's wait is over: read; watch again once a read finds nothing new
+        (the burst is over; that read drained the sockets, re-arming their fds)."""
+        self._later = None
+        self._read(timed=True)
+        if self._later is None and not self._full and not self._closed:
+            self._linger = _LINGER_S
+            self._watch()
+
+    def _read(self, timed: bool = False) -> None:
+        if self._closed:
+            return
         try:
-            while not self._closed:
-                if len(self._pending) + len(self._inbox) >= _MAX_QUEUED:
-                    time.sleep(0.01)  # let the loop catch up; ZMQ queues meanwhile
-                    continue
-                ready = dict(poller.poll(_POLL_MS))
-                if not ready:
-                    continue
-                batch: list[Notification] = []
-                # Monitors first: a disconnect must be known before the data after it.
-                for monitor, (endpoint, topics) in self._monitor_socks.items():
-                    if monitor in ready:
-                        self._monitor_events(monitor, endpoint, topics, batch)
-                for sock, _endpoint, topics in self._data:
-                    if sock in ready:
-                        self._data_messages(sock, topics, batch)
-                if batch:
-                    with self._lock:
-                        self._inbox += batch
-                        wake, self._scheduled = not self._scheduled, True
-                    if wake:
-                        try:
-                            self._loop.call_soon_threadsafe(self._drain)
-                        except RuntimeError:  # the loop is closed: nobody is reading
-                            return
-                    now = time.monotonic()
-                    if now - last < _BURST_S:
-                        time.sleep(_LINGER_S)
-                    last = now
+            got = self._read_all()
         except Exception:  # a dead reader must not look like a quiet bitcoind
-            if not self._closed:
-                log.exception("zmq reader stopped")
-        finally:
-            # Closed either way: the follower ends, and so does the service, for its
-            # supervisor to start it again.
-            self._closed = True
-            self._close_sockets()
-            try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:
-                pass
+            log.exception("zmq reader stopped")
+            self.close()  # the follower ends, and so does the service, to be restarted
+            return
+        if got:
+            self._wake()
+        if len(self._pending) >= _MAX_QUEUED:
+            self._full = True  # ZMQ queues meanwhile; next() resumes
+            self._unwatch()
+        elif got and self._later is None:
+            now = time.monotonic()
+            if timed or now - self._last < _BURST_S:
+                # Unwatched until the burst ends: no wake-up per message meanwhile.
+                if timed:  # the burst goes on: each wake-up costs more than a message
+                    self._linger = min(2 * self._linger, _LINGER_MAX_S)
+                self._unwatch()
+                self._later = self._loop.call_later(self._linger, self._resume)
+            self._last = now
 
-    def _monitor_events(self, monitor: zmq.Socket[bytes], endpoint: str,
-                        topics: frozenset[str], batch: list[Notification]) -> None:
-        while True:
-            try:
-                frames = monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            note = self._monitor_event(parse_monitor_message(frames), endpoint, topics)
-            if note is not None:
-                batch.append(note)
+    def _read_all(self) -> int:
+        """Read what is queued: monitors first (a disconnect must be known before the
+        data after it), then the data sockets unless reading is paused."""
+        before = len(self._pending)
+        for monitor, (endpoint, topics) in self._monitor_socks.items():
+            while True:
+                try:
+                    frames = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                note = self._monitor_event(parse_monitor_message(frames), endpoint, topics)
+                if note is not None:
+                    self._pending.append(note)
+        if not self._full:
+            for sock, _endpoint, topics in self._data:
+                self._read_data_sync(sock, topics)
+        return len(self._pending) - before
 
-    def _data_messages(self, sock: zmq.Socket[bytes], topics: frozenset[str],
-                       batch: list[Notification]) -> None:
-        for _ in range(_MAX_QUEUED):
+    def _read_data_sync(self, sock: zmq.Socket[bytes], topics: frozenset[str]) -> None:
+        pending = self._pending
+        while len(pending) < _MAX_QUEUED:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             note = self._notification(frames, topics)
             if note is not None:
-                batch.append(note)
+                pending.append(note)
 
     # --- shutdown -------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the thread (it closes the sockets); idempotent; ends a pending ``next``."""
+        """Stop reading and close the sockets; idempotent; ends a pending ``next``."""
         if self._closed:
             return
         self._closed = True
+        if self._later is not None:
+            self._later.cancel()
+        if not self._loop.is_closed():
+            self._unwatch()
+            for fd in self._monitor_fds:
+                self._loop.remove_reader(fd)
         self._wake()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2 * _POLL_MS / 1000 + 1)
-
-    def _close_sockets(self) -> None:
         _close_all(self._sync_ctx, [s for s, _e, _t in self._data], self._monitor_socks)

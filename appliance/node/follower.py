@@ -64,6 +64,7 @@ _MEMPOOL_BATCH = 500
 _BODY_BYTES = 4_000_000
 _AWAITING = 50_000  # "A" seen before its rawtx
 _RETRY_CAP_S = 10.0
+_TX_ADDED = ord(SequenceLabel.TX_ADDED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +398,11 @@ class ChainFollower:
             self._body_bytes -= len(gone.raw)
 
     async def _on_sequence(self, body: bytes) -> None:
+        if len(body) == 41 and body[32] == _TX_ADDED:
+            # Half of a mempool burst's messages: no enum, hex or event object (the hash
+            # is sent in display order; ours is reversed).
+            await self._tx_announced(body[31::-1])
+            return
         event = parse_sequence(body)
         block_or_txid = hex_str_to_hash(event.hash_hex)
         if event.label == SequenceLabel.BLOCK_DISCONNECTED:
@@ -407,17 +413,21 @@ class ChainFollower:
                 log.info("bitcoind disconnected our tip %d without a new block", tip.height)
                 await self._resync()
         elif event.label == SequenceLabel.TX_ADDED:
-            tx = self._bodies.pop(block_or_txid, None)
-            if tx is None:
-                self._awaiting[block_or_txid] = None
-                while len(self._awaiting) > _AWAITING:
-                    self._awaiting.popitem(last=False)
-                return
-            self._body_bytes -= len(tx.raw)
-            await self.listener.tx_added(tx)
+            await self._tx_announced(block_or_txid)
         elif event.label == SequenceLabel.TX_REMOVED:
             self._awaiting.pop(block_or_txid, None)
             await self.listener.tx_removed(block_or_txid)
+
+    async def _tx_announced(self, txid: bytes) -> None:
+        """Sequence "A": the body if ``rawtx`` brought it, else wait for it."""
+        tx = self._bodies.pop(txid, None)
+        if tx is None:
+            self._awaiting[txid] = None
+            while len(self._awaiting) > _AWAITING:
+                self._awaiting.popitem(last=False)
+            return
+        self._body_bytes -= len(tx.raw)
+        await self.listener.tx_added(tx)
 
     async def sync_mempool(self) -> None:
         """Hand the listener bitcoind's whole mempool (read only if it iterates)."""
