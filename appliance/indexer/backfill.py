@@ -189,7 +189,17 @@ class Backfiller:
                 return  # taken in when it goes live / when the scan ends
             found = self._utxo_found.pop(wid)
             wallet.utxos_scanned = True
-            added = await self.indexer.raise_used(wid, found)
+            try:
+                added = await self.indexer.raise_used(wid, found)
+            except (NodeError, WriteFailed) as exc:
+                # bitcoind away while deriving, a full disk: scanned again later.
+                log.warning("coins past the gap of wallet %s not taken in yet: %s",
+                            wallet.id_hex, exc)
+                wallet.utxos_scanned = False
+                if isinstance(exc, WriteFailed):
+                    await self.indexer.restore()  # memory back to what the disk holds
+                asyncio.get_running_loop().call_later(5, self.wakeup.set)
+                return
         if added:
             self.wakeup.set()
 
