@@ -171,7 +171,7 @@ class Backfiller:
             if wallet is None or wallet.utxos_scanned:
                 return
             try:
-                self._utxo_found[wid] = await self.scan_utxos(wallet)
+                self._utxo_found[wid] = await self._coins_now(wallet)
             except NodeError as exc:  # bitcoind away: the next pass of ``_run`` retries
                 log.warning("scantxoutset for wallet %s paused: %s", wallet.id_hex, exc)
                 return
@@ -203,7 +203,7 @@ class Backfiller:
         if added:
             self.wakeup.set()
 
-    async def scan_utxos(self, wallet: Wallet) -> dict[int, int]:
+    async def _coins_now(self, wallet: Wallet) -> dict[int, int]:
         """The wallet's coins now: shown as its balances while it backfills. Returns the
         highest index holding coins on each branch (empty if bitcoind refused)."""
         scan = [{"desc": b.descriptor, "range": max(b.derived, 1000) if b.ranged else None}

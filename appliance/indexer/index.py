@@ -342,14 +342,6 @@ class Indexer:
             have.update(zip(range(lo, hi), derived, strict=True))
         return [have[i] for i in range(start, end)]
 
-    async def scripts_ahead(self, wallet: Wallet, branch: int, end: int) -> list[bytes]:
-        """A branch's scripts from ``derived`` up to ``end`` (exclusive), not registered:
-        those the gap is expected to reach (from the cache ``_derive`` keeps)."""
-        b = wallet.branches[branch]
-        if not b.ranged or end <= b.derived:
-            return []
-        return await self._derive(b, b.derived, end)
-
     def _register_scripts(self, wallet: Wallet, scripts: dict[tuple[int, int], bytes]) -> None:
         for (bi, index), script in scripts.items():
             live = wallet.state == "live" and not wallet.pending(bi, index)
@@ -525,8 +517,8 @@ class Indexer:
             for bi, branch in enumerate(wallet.branches):
                 if not branch.ranged:
                     continue
-                gap = wallet.gap if bi == 0 else wallet.change_gap
-                scripts = await self._derive(branch, branch.derived, branch.derived + gap)
+                scripts = await self._derive(branch, branch.derived,
+                                             branch.derived + wallet.gap_of(bi))
                 for offset, script in enumerate(scripts):
                     ref = ScriptRef(wid, bi, branch.derived + offset)
                     ahead[script_to_scripthash(script)] = (ref, script)
@@ -596,8 +588,7 @@ class Indexer:
                 return added
             bi, index = todo[0]
             branch = wallet.branches[bi]
-            start, end = branch.derived, max(branch.derived, index + 1 + (
-                wallet.gap if bi == 0 else wallet.change_gap))
+            start, end = branch.derived, max(branch.derived, index + 1 + wallet.gap_of(bi))
             scripts = await self._derive(branch, start, end) if end > start else []
             if self.wallets.get(wallet_id) is not wallet or branch.derived != start:
                 continue  # reloaded, or a client's query moved the gap meanwhile: again
@@ -670,7 +661,7 @@ class Indexer:
                 if all(r.wallet_id == wallet_id for r in self.scripts.refs.get(script, ())):
                     shs.add(self.scripts.hashes[script])
                 await pacer.tick()
-            await self.store.delete_wallet_paced(wallet_id, shs, pacer)
+            await self.store.delete_wallet(wallet_id, shs, pacer)
         finally:
             self.registering.discard(wallet_id)
         self.wallets.pop(wallet_id, None)

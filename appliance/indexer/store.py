@@ -371,30 +371,18 @@ class IndexStore:
         for key, value in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id):
             yield key[9], unpack_height(key, 10), value
 
-    def delete_wallet(self, wallet_id: bytes, scripthashes: set[bytes]) -> None:
-        """Remove a wallet and the index entries of scripthashes no other wallet has."""
+    async def delete_wallet(self, wallet_id: bytes, scripthashes: set[bytes],
+                            pacer: Pacer) -> None:
+        """Remove a wallet and the index entries of scripthashes no other wallet has,
+        serving the event loop meanwhile: removing a 10,000-script wallet held it ~60 ms
+        here (a LevelDB seek per script). The keys are gathered step by step, deleted in
+        one batch, and only then are cached histories dropped. The caller keeps writers
+        of these scripts away meanwhile (docs/architecture.md)."""
         keys = [wallet_key(wallet_id)]
-        for _ in self._removal_keys(wallet_id, scripthashes, keys):
-            pass
-        self._delete(keys, scripthashes, "the wallet's removal")
-
-    async def delete_wallet_paced(self, wallet_id: bytes, scripthashes: set[bytes],
-                                  pacer: Pacer) -> None:
-        """``delete_wallet`` serving the event loop meanwhile: removing a 10,000-script
-        wallet held it ~60 ms here (a LevelDB seek per script). The keys are gathered
-        step by step, deleted in one batch, and only then are cached histories dropped.
-        The caller keeps writers of these scripts away meanwhile (docs/architecture.md)."""
-        keys = [wallet_key(wallet_id)]
-        for _ in self._removal_keys(wallet_id, scripthashes, keys):
+        keys += self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id, include_value=False)
+        for _ in self._forget_keys(scripthashes, keys):
             await pacer.tick()
         self._delete(keys, scripthashes, "the wallet's removal")
-
-    def _removal_keys(self, wallet_id: bytes, scripthashes: set[bytes],
-                      keys: list[bytes]) -> Iterator[None]:
-        for key in self.db.iterator(prefix=P_WALLET_SCRIPT + wallet_id, include_value=False):
-            keys.append(key)
-        yield
-        yield from self._forget_keys(scripthashes, keys)
 
     def _forget_keys(self, scripthashes: set[bytes], keys: list[bytes]) -> Iterator[None]:
         """Into ``keys``: the history, outputs and (unless another script's history

@@ -123,8 +123,11 @@ class Wallet:
     def wanted(self, branch: int) -> int:
         """How many scripts the branch should have derived (used + 1 + gap)."""
         b = self.branches[branch]
-        gap = self.gap if branch == 0 else self.change_gap
-        return (b.used + 1 + gap) if b.ranged else 1
+        return (b.used + 1 + self.gap_of(branch)) if b.ranged else 1
+
+    def gap_of(self, branch: int) -> int:
+        """The receive branch's gap limit, or the change one's for every other branch."""
+        return self.gap if branch == 0 else self.change_gap
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,12 @@
-"""Removing a wallet from the index store: its history, outputs and the txs only it held
-go; a tx another wallet's script also has stays; the paced removal (the event loop
-served between scripts) writes exactly what the one-go removal writes."""
+"""Removing a wallet from the index store (the event loop served between scripts): its
+history, outputs and the txs only it held go; a tx another wallet's script also has
+stays."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from pathlib import Path
-
-import pytest
 
 from appliance.indexer.schema import (
     conf_key,
@@ -57,15 +55,11 @@ def _left(store: IndexStore) -> list[tuple[bytes, bytes]]:
     return list(store.db.iterator())
 
 
-@pytest.mark.parametrize("paced", [False, True])
-def test_removal_keeps_what_another_wallet_holds(tmp_path: Path, paced: bool) -> None:
+def test_removal_keeps_what_another_wallet_holds(tmp_path: Path) -> None:
     store, gone, shared = _store(tmp_path / "db", 300)
     for sh in gone:
         store.history(sh)  # cached: must not outlive the removal
-    if paced:
-        asyncio.run(store.delete_wallet_paced(GONE, gone, Pacer()))
-    else:
-        store.delete_wallet(GONE, gone)
+    asyncio.run(store.delete_wallet(GONE, gone, Pacer(budget=0.0)))  # yields every step
     assert store.db.get(wallet_key(GONE)) is None
     assert store.db.get(wallet_key(KEPT)) == b"{}"
     assert all(store.history(sh) == [] for sh in gone)
@@ -76,11 +70,10 @@ def test_removal_keeps_what_another_wallet_holds(tmp_path: Path, paced: bool) ->
     assert list(store.db.iterator(prefix=wallet_script_key(GONE, 0, 0)[:9])) == []
 
 
-def test_paced_and_one_go_removal_leave_the_same_store(tmp_path: Path) -> None:
-    a, gone, _ = _store(tmp_path / "a", 120)
-    b, _, _ = _store(tmp_path / "b", 120)
-    a.delete_wallet(GONE, gone)
-    asyncio.run(b.delete_wallet_paced(GONE, gone, Pacer()))
-    assert _left(a) == _left(b)
+def test_removal_leaves_exactly_the_other_wallets_keys(tmp_path: Path) -> None:
+    store, gone, shared = _store(tmp_path / "db", 120)
+    asyncio.run(store.delete_wallet(GONE, gone, Pacer()))
     # the store's format record, KEPT's wallet and history row, the shared tx and its conf
-    assert len(_left(a)) == 5
+    assert len(_left(store)) == 5
+    assert {k for k, _v in _left(store)} >= {
+        wallet_key(KEPT), history_key(_h("kept"), 100, 1), tx_key(shared), conf_key(shared)}
